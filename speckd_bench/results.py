@@ -1,0 +1,171 @@
+"""Run records: schema, atomic writes, environment facts, training-log statistics, and reading them back."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+REQUIRED_FIELDS = (
+    "schema_version",
+    "run_id",
+    "status",
+    "config",
+    "versions",
+    "hardware",
+    "timings",
+    "metrics",
+    "training",
+    "paths",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def new_run_id(task: str, method: str, seed: int) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{task}-{method}-s{seed}-{uuid.uuid4().hex[:6]}"
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, if it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from speckd_bench import __version__
+
+    return {
+        "speckd_bench": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def count_spikes(losses: list[float], factor: float, window: int = 10) -> int:
+    """Steps whose loss exceeds `factor` times the median of the previous `window` losses."""
+    spikes = 0
+    for i in range(window, len(losses)):
+        if losses[i] > factor * statistics.median(losses[i - window : i]):
+            spikes += 1
+    return spikes
+
+
+def summarize_log(rows: list[dict[str, Any]], spike_factor: float) -> dict[str, Any]:
+    """Stability statistics of one training log."""
+    good = [r for r in rows if r.get("loss") is not None]
+    losses = [r["loss"] for r in good]
+    norms = [r["grad_norm"] for r in good]
+    tars = [r["tar"] for r in good if r.get("tar") is not None]
+    quarter = losses[len(losses) - max(1, len(losses) // 4) :] if losses else []
+    summary: dict[str, Any] = {
+        "steps": len(good),
+        "final_loss": losses[-1] if losses else None,
+        "loss_std_last_quarter": statistics.pstdev(quarter) if quarter else None,
+        "loss_spikes": count_spikes(losses, spike_factor),
+        "grad_norm_mean": statistics.fmean(norms) if norms else None,
+        "grad_norm_max": max(norms) if norms else None,
+        "diverged": any(r.get("diverged") for r in rows),
+    }
+    if tars:
+        summary.update(tar_first=tars[0], tar_last=tars[-1], tar_mean=statistics.fmean(tars), tar_series=tars)
+    return summary
+
+
+@dataclass
+class LoadedRecords:
+    records: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+    """(path, reason) of records that could not be used."""
+
+
+def load_records(results_dir: Path) -> LoadedRecords:
+    """Every complete record under results_dir/runs; unreadable or incomplete ones are listed as skipped."""
+    records, skipped = [], []
+    for path in sorted((results_dir / "runs").glob("*/record.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            skipped.append((str(path), f"unreadable: {exc}"))
+            continue
+        if not isinstance(record, dict):
+            skipped.append((str(path), "not a JSON object"))
+            continue
+        missing = [f for f in REQUIRED_FIELDS if f not in record]
+        if missing:
+            skipped.append((str(path), f"missing fields {', '.join(missing)}"))
+        elif record["schema_version"] != SCHEMA_VERSION:
+            skipped.append(
+                (str(path), f"schema version {record['schema_version']} (this is {SCHEMA_VERSION})")
+            )
+        elif record["status"] != "complete":
+            skipped.append((str(path), f"status {record['status']}"))
+        else:
+            records.append(record)
+    return LoadedRecords(records, skipped)

@@ -1,0 +1,180 @@
+"""The training loop: AdamW + schedule, gradient accumulation with the loss normalised by the target
+tokens (or accepted tokens) of the whole optimiser step, bf16 autocast on CUDA, a JSONL log per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import get_scheduler
+
+from speckd_bench.config import MethodConfig, TrainConfig
+from speckd_bench.data import IGNORE, Batch, Example, batch_order, collate
+from speckd_bench.methods import Method
+from speckd_bench.models import target_logits
+from speckd_bench.objective import LossSum, kd_loss_sum, sft_loss_sum
+from speckd_bench.progress import progress_bar
+
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    target_tokens: int
+    seq_tokens: int
+    seconds: float
+    diverged_at: int | None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.seq_tokens / self.seconds if self.seconds else 0.0
+
+
+def plan_steps(n_examples: int, train: TrainConfig, epochs: int) -> int:
+    per_epoch = math.ceil(n_examples / train.batch_size)
+    return train.max_steps or math.ceil(per_epoch * epochs / train.grad_accum)
+
+
+def _batches(examples: list[Example], batch_size: int, seed: int, pad_id: int):
+    epoch = 0
+    while True:
+        for idx in batch_order(examples, batch_size, seed, epoch):
+            yield collate([examples[i] for i in idx], pad_id)
+        epoch += 1
+
+
+def _micro_loss(
+    student, teacher, batch: Batch, method: Method, mcfg: MethodConfig, vocab: int, gen
+) -> LossSum:
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if batch.input_ids.is_cuda else contextlib.nullcontext()
+    )
+    with autocast:
+        s_logits = target_logits(student, batch, vocab)
+        if not method.uses_teacher:
+            return sft_loss_sum(s_logits, batch.labels[batch.labels != IGNORE])
+        with torch.no_grad():
+            t_logits = target_logits(teacher, batch, vocab)
+    return kd_loss_sum(s_logits, t_logits, mcfg, gen)
+
+
+@dataclass
+class StepStats:
+    loss: float
+    """Loss of the optimiser step: summed (weighted) loss over its micro-batches / the step's denominator."""
+    n_tokens: int
+    n_accepted: int
+    divergence_sum: float
+    seq_tokens: int
+
+
+def accumulate(
+    student: Any,
+    teacher: Any,
+    micro: list[Batch],
+    method: Method,
+    mcfg: MethodConfig,
+    vocab_size: int,
+    generator: torch.Generator | None,
+) -> StepStats:
+    """Backward over all micro-batches of one optimiser step, then divide the gradients by the step's
+    global denominator (target tokens, or accepted tokens with normalize=accepted): the gradient equals
+    that of one big batch whatever the split.
+    """
+    loss_sum, n_tok, n_acc, div_sum, seq = 0.0, 0, 0, 0.0, 0
+    for batch in micro:
+        out = _micro_loss(student, teacher, batch, method, mcfg, vocab_size, generator)
+        out.loss_sum.backward()
+        loss_sum += float(out.loss_sum.detach())
+        n_tok, n_acc, div_sum = n_tok + out.n_tokens, n_acc + out.n_accepted, div_sum + out.divergence_sum
+        seq += int(batch.attention_mask.sum())
+    denom = max(1, n_acc if method.uses_teacher and mcfg.normalize == "accepted" else n_tok)
+    for p in student.parameters():
+        if p.grad is not None:
+            p.grad.div_(denom)
+    return StepStats(loss_sum / denom, n_tok, n_acc, div_sum, seq)
+
+
+def train(
+    student: Any,
+    teacher: Any,
+    method: Method,
+    mcfg: MethodConfig,
+    train_cfg: TrainConfig,
+    examples: list[Example],
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+    vocab_size: int,
+    pad_id: int,
+    log_path: Path,
+    label: str,
+    quiet: bool,
+) -> TrainResult:
+    """Train `student` in place; one JSON line per optimiser step goes to log_path."""
+    device = next(student.parameters()).device
+    torch.manual_seed(seed)
+    gate_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train_cfg.weight_decay)
+    total = plan_steps(len(examples), train_cfg, epochs)
+    scheduler = get_scheduler(
+        SCHEDULERS[train_cfg.scheduler],
+        optimizer,
+        num_warmup_steps=int(train_cfg.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    batches = _batches(examples, train_cfg.batch_size, seed, pad_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    targets = seq_tokens = 0
+    diverged_at = None
+    start = time.perf_counter()
+    with open(log_path, "w") as log, progress_bar(label, total, quiet) as bar:
+        for step in range(1, total + 1):
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            micro = [next(batches).to(device) for _ in range(train_cfg.grad_accum)]
+            stats = accumulate(student, teacher, micro, method, mcfg, vocab_size, gate_gen)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm))
+            loss, n_tok, n_acc = stats.loss, stats.n_tokens, stats.n_accepted
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                diverged_at = step
+                log.write(json.dumps({"step": step, "loss": None, "diverged": True}) + "\n")
+                break
+            optimizer.step()
+            scheduler.step()
+            dt = time.perf_counter() - t0
+            targets += n_tok
+            seq_tokens += stats.seq_tokens
+            row = {
+                "step": step,
+                "loss": loss,
+                "divergence": stats.divergence_sum / max(1, n_tok) if method.uses_teacher else None,
+                "tar": n_acc / max(1, n_tok) if mcfg.gate != "none" and method.uses_teacher else None,
+                "grad_norm": grad_norm,
+                "lr": scheduler.get_last_lr()[0],
+                "target_tokens": n_tok,
+                "tokens_per_s": stats.seq_tokens / dt,
+                "seconds": dt,
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.advance(loss=loss, tar=row["tar"], tok_s=row["tokens_per_s"])
+    student.eval()
+    return TrainResult(
+        step if diverged_at is None else step - 1,
+        targets,
+        seq_tokens,
+        time.perf_counter() - start,
+        diverged_at,
+    )

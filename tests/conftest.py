@@ -1,0 +1,59 @@
+"""Shared fixtures: an isolated cache, the real data mirror (../shared/data) or a synthetic one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """One cache per test session: the GGUF teacher is converted once, init checkpoints never leak in."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SPECKD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.delenv("SPECKD_DATA_DIR", raising=False)
+    mp.delenv("SPECKD_PLUGINS", raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (SHARED_DATA / "dolly" / "valid.jsonl").is_file():
+        pytest.skip(f"real data mirror not found at {SHARED_DATA} (the project's ../shared/data)")
+    return SHARED_DATA
+
+
+def _dolly_rows(n: int, offset: int) -> list[dict]:
+    rows = []
+    for i in range(offset, offset + n):
+        with_input = i % 2 == 0
+        rows.append(
+            {
+                "instruction": f"Name the number that follows {i}.",
+                "input": f"The numbers count up from {i}." if with_input else "",
+                "output": f"The number after {i} is {i + 1}.",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mirror in the dolly layout written by the test itself."""
+    root = tmp_path_factory.mktemp("mirror")
+    (root / "dolly").mkdir()
+    for name, rows in (("dev.jsonl", _dolly_rows(24, 0)), ("valid.jsonl", _dolly_rows(12, 100))):
+        (root / "dolly" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(synthetic_data: Path) -> Path:
+    """The real mirror when present, else the synthetic one: engine tests run either way."""
+    return SHARED_DATA if (SHARED_DATA / "dolly" / "dev.jsonl").is_file() else synthetic_data

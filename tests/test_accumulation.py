@@ -1,0 +1,58 @@
+"""Gradient accumulation normalises by the target tokens of the whole optimiser step."""
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from speckd_bench.config import MethodConfig
+from speckd_bench.data import Example, collate
+from speckd_bench.methods import Method
+from speckd_bench.train import accumulate
+
+FKL = Method("fkl", "test", "test", {"divergence": "fkl"})
+SFT = Method("sft", "test", "test", uses_teacher=False)
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def examples():
+    # Unequal target counts: 1, 7, 2, 5 targets.
+    lengths = [1, 7, 2, 5]
+    return [Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in lengths]
+
+
+def grads(student, teacher, micro, method, normalize="all"):
+    student = copy.deepcopy(student)
+    student.zero_grad()
+    cfg = MethodConfig(divergence="fkl", normalize=normalize)
+    stats = accumulate(student, teacher, micro, method, cfg, 40, None)
+    return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]), stats
+
+
+@pytest.mark.parametrize("method", [FKL, SFT], ids=["fkl", "sft"])
+def test_one_batch_of_four_equals_two_micro_batches_of_two(method):
+    student, teacher = tiny(0), tiny(1).eval()
+    ex = examples()
+    whole, s1 = grads(student, teacher, [collate(ex, 0)], method)
+    split, s2 = grads(student, teacher, [collate(ex[:2], 0), collate(ex[2:], 0)], method)
+    assert torch.allclose(whole, split, atol=1e-6, rtol=1e-4)
+    assert s1.loss == pytest.approx(s2.loss, rel=1e-5)
+    assert s1.n_tokens == s2.n_tokens == 15
+    # Averaging per micro-batch (the common bug) gives a different gradient here.
+    a, _ = grads(student, teacher, [collate(ex[:2], 0)], method)
+    b, _ = grads(student, teacher, [collate(ex[2:], 0)], method)
+    assert not torch.allclose(whole, (a + b) / 2, atol=1e-6, rtol=1e-4)
