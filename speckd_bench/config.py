@@ -57,7 +57,7 @@ class TrainConfig:
     """A step is a loss spike when its loss exceeds this many times the median of the previous 10."""
     init_sft_epochs: int = 1
     """SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it."""
-    init_lr: float = 2e-4
+    init_lr: float = 1e-3
 
 
 @dataclass
