@@ -158,10 +158,9 @@ def table(
     ] = "metric",
 ) -> None:
     """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
-    from speckd_bench.report import FORMATS, render
+    from speckd_bench.report import check_format, render
 
-    if format not in FORMATS:
-        raise UserError(f"--format {format!r} is not one of {', '.join(FORMATS)}")
+    check_format(format)
     sections = _sections(
         results_dir,
         task=task,

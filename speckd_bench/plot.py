@@ -63,7 +63,10 @@ def _series(group: Group, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _subtitle(section: Section) -> str:
     p = section.protocol
-    return f"{p['task']} · {p['model.teacher']} → {p['model.student']} · preset {p['preset']}"
+    base = f"{p['task']} · {p['model.teacher']} → {p['model.student']} · preset {p['preset']}"
+    shown = ("task", "model.teacher", "model.student", "preset")
+    extra = ", ".join(f"{k}={p.get(k)}" for k in section.varying if k not in shown)
+    return f"{base} · {extra}" if extra else base
 
 
 def _draw(ax, group: Group, field: str, color) -> bool:
@@ -103,8 +106,9 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
             _draw(ax, group, field, colors[group.label])
             ax.set_title(f"{group.label} (n={len(group.runs)})", fontsize=9)
             _style(ax, log_scale)
-        for ax in axes[len(drawn) :]:
-            ax.set_visible(False)
+        for i, ax in enumerate(axes):
+            ax.set_visible(i < len(drawn))
+            ax.tick_params(labelbottom=i + cols >= len(drawn))  # the lowest panel of each column
         fig.supxlabel("optimiser step", fontsize=9)
         fig.supylabel(ylabel, fontsize=9)
         fig.suptitle(title, fontsize=10)

@@ -149,6 +149,8 @@ class Section:
     metrics: list[str]
     groups: list[Group]
     baseline: str | None
+    varying: list[str] = field(default_factory=list)
+    """Protocol keys whose values differ between the sections of one leaderboard."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -445,6 +447,7 @@ def _section(
         shown,
         groups,
         baseline,
+        varying,
     )
     if not shown:
         section.groups = []
@@ -744,9 +747,13 @@ def _rich(sections: list[Section]) -> RichGroup:
     return RichGroup(*parts)
 
 
-def render(sections: list[Section], fmt: str) -> str | RichGroup:
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
+
+
+def render(sections: list[Section], fmt: str) -> str | RichGroup:
+    check_format(fmt)
     if fmt == "json":
         return json.dumps([g.row for s in sections for g in s.groups], indent=2) + "\n"
     return {"md": _md, "csv": _csv, "latex": _latex, "html": _html, "rich": _rich}[fmt](sections)
