@@ -94,31 +94,147 @@ def run(
             print(path)
 
 
-@app.command()
-def table(
-    results_dir: Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")] = Path(
-        "results"
-    ),
-    format: Annotated[str, typer.Option("--format", help="rich | md | csv | json")] = "rich",
-) -> None:
-    """Leaderboard from every recorded run (mean ± std over seeds, stability summary)."""
-    from speckd_bench.report import leaderboard, render
+ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
+
+
+def _sections(
+    results_dir: Path,
+    *,
+    task: list[str] | None = None,
+    method: list[str] | None = None,
+    teacher: list[str] | None = None,
+    student: list[str] | None = None,
+    since: str | None = None,
+    metric: list[str] | None = None,
+    baseline: str | None = None,
+    sort: str = "metric",
+):
+    """Load the records (listing skipped ones on stderr) and build the leaderboard sections."""
+    from speckd_bench.report import Filters, build_sections, parse_since
     from speckd_bench.results import load_records
 
-    formats = ("rich", "md", "csv", "json")
-    if format not in formats:
-        raise UserError(f"--format {format!r} is not one of {', '.join(formats)}")
+    filters = Filters(
+        tasks=task or [],
+        methods=method or [],
+        teachers=teacher or [],
+        students=student or [],
+        since=parse_since(since) if since else None,
+    )
     loaded = load_records(results_dir)
-    rendered = render(leaderboard(loaded.records), format)
-    if isinstance(rendered, Table):
-        out.print(rendered)
-    else:
-        sys.stdout.write(rendered)
     err = Console(stderr=True)
     for path, reason in loaded.skipped:
         err.print(f"skipped {path}: {reason}", markup=False)
     if not loaded.records:
         err.print(f"no complete run records under {results_dir}/runs", markup=False)
+    sections = build_sections(
+        loaded.records, results_dir, filters=filters, metrics=metric, baseline=baseline, sort=sort
+    )
+    for section in sections:
+        for note in section.notes:
+            err.print(f"note: {note}", markup=False)
+    return sections
+
+
+@app.command()
+def table(
+    results_dir: ResultsDirOpt = Path("results"),
+    format: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | html | json")] = "rich",
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method to compare with: Δ of the mean with a 95% paired bootstrap CI."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric column(s) (repeatable; default: the task's main).")
+    ] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Only this training task or eval set.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Only this method (repeatable).")] = None,
+    teacher: Annotated[list[str] | None, typer.Option(help="Only this teacher (repeatable).")] = None,
+    student: Annotated[list[str] | None, typer.Option(help="Only this student (repeatable).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs created on or after this date (YYYY-MM-DD[THH:MM]).")
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="metric | delta | method | spikes | grad_cv | diverged | tok_s | wall")
+    ] = "metric",
+) -> None:
+    """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
+    from speckd_bench.report import check_format, render
+
+    check_format(format)
+    sections = _sections(
+        results_dir,
+        task=task,
+        method=method,
+        teacher=teacher,
+        student=student,
+        since=since,
+        metric=metric,
+        baseline=baseline,
+        sort=sort,
+    )
+    rendered = render(sections, format)
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:  # a wide table folds badly at the 80 columns rich assumes when stdout is not a terminal
+        (out if out.is_terminal else Console(width=240)).print(rendered)
+
+
+@app.command()
+def plot(
+    results_dir: ResultsDirOpt = Path("results"),
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where the PNGs go (default: RESULTS_DIR/plots).")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric bar chart(s) (default: the task's main).")
+    ] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Only this training task or eval set.")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Only this method (repeatable).")] = None,
+    teacher: Annotated[list[str] | None, typer.Option(help="Only this teacher (repeatable).")] = None,
+    student: Annotated[list[str] | None, typer.Option(help="Only this student (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only runs created on or after this date.")] = None,
+) -> None:
+    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars."""
+    from speckd_bench.plot import write_plots
+
+    sections = _sections(
+        results_dir, task=task, method=method, teacher=teacher, student=student, since=since, metric=metric
+    )
+    for path in write_plots(sections, out_dir or results_dir / "plots"):
+        print(path)
+
+
+@app.command()
+def report(
+    results_dir: ResultsDirOpt = Path("results"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="README to write (default: RESULTS_DIR/README.md).")
+    ] = None,
+    baseline: Annotated[str, typer.Option(help="Method every row is compared with.")] = "fkl",
+    method: Annotated[
+        str, typer.Option(help="Method whose difference to the baseline is judged.")
+    ] = "speckd",
+    task: Annotated[list[str] | None, typer.Option(help="Only this training task or eval set.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help="The command that produced the runs, quoted in the README.")
+    ] = None,
+) -> None:
+    """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
+    from speckd_bench.publish import write_results_readme
+
+    sections = _sections(results_dir, task=task, baseline=baseline)
+    if not sections:
+        raise UserError(f"no complete run records under {results_dir}/runs to report on")
+    written = write_results_readme(
+        sections,
+        results_dir,
+        out_file or results_dir / "README.md",
+        baseline=baseline,
+        method=method,
+        command=command,
+    )
+    for path in written:
+        print(path)
 
 
 @app.command()

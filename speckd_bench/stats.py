@@ -1,0 +1,104 @@
+"""Statistics of the leaderboard: mean and std over training seeds, coefficient of variation, and a paired
+bootstrap confidence interval for the difference between two methods scored on the same eval prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RESAMPLES = 10_000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    mean: float
+    std: float
+    """Sample standard deviation (ddof=1); 0.0 for a single value."""
+    n: int
+
+
+def mean_std(values: list[float]) -> MeanStd | None:
+    """Mean and sample std of the values, None when there are none."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return MeanStd(float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0, int(arr.size))
+
+
+def coefficient_of_variation(values: list[float]) -> float | None:
+    """Population std / |mean| of a series (e.g. the grad norms of one run); None when undefined."""
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if arr.size < 2 or arr.mean() == 0:
+        return None
+    return float(arr.std() / abs(arr.mean()))
+
+
+@dataclass(frozen=True)
+class BootstrapCI:
+    diff: float
+    """mean(a) - mean(b) over all seeds and prompts."""
+    low: float
+    high: float
+    confidence: float
+    n_prompts: int
+    seeds_paired: bool
+    resamples: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def _seed_counts(rng: np.random.Generator, n_seeds: int, size: int) -> np.ndarray:
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=size).astype(np.float64)
+
+
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    seeds_paired: bool,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+    chunk: int = 1000,
+) -> BootstrapCI:
+    """Percentile bootstrap CI of mean(a) - mean(b).
+
+    a: [training seeds of A, prompts], b: [training seeds of B, prompts]: per-prompt scores (already
+    averaged over eval seeds), columns aligned on the same prompts. Each resample draws the prompts with
+    replacement, one draw shared by a and b (paired), and the training seeds with replacement: one draw
+    shared by both when `seeds_paired` (row i of a and of b ran with the same seed), independent draws
+    otherwise. So the interval reflects both the prompt sample and the seed-to-seed variation.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"need [seeds, prompts] arrays over the same prompts, got {a.shape} and {b.shape}")
+    if seeds_paired and a.shape[0] != b.shape[0]:
+        raise ValueError(f"paired seeds need as many rows in a and b, got {a.shape[0]} and {b.shape[0]}")
+    (sa, n_prompts), sb = a.shape, b.shape[0]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        prompts = rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=size)
+        seeds_a = _seed_counts(rng, sa, size)
+        seeds_b = seeds_a if seeds_paired else _seed_counts(rng, sb, size)
+        mean_a = ((seeds_a @ a) * prompts).sum(axis=1) / (sa * n_prompts)
+        mean_b = ((seeds_b @ b) * prompts).sum(axis=1) / (sb * n_prompts)
+        stats.append(mean_a - mean_b)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(np.concatenate(stats), [tail, 1.0 - tail])
+    return BootstrapCI(
+        diff=float(a.mean() - b.mean()),
+        low=float(low),
+        high=float(high),
+        confidence=confidence,
+        n_prompts=n_prompts,
+        seeds_paired=seeds_paired,
+        resamples=resamples,
+    )

@@ -1,0 +1,307 @@
+"""The leaderboard on synthetic records with hand-computed answers: aggregation, grouping, the baseline
+comparison, stability columns, filters, sorting, every output format, the results README."""
+
+import csv
+import io
+import json
+import re
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from synthetic_records import write_run
+from typer.testing import CliRunner
+
+from speckd_bench.cli import app, main
+
+runner = CliRunner()
+PROMPTS = [10.0, 20.0, 30.0, 40.0]
+
+
+def _fkl_scores(seed: int) -> list[float]:
+    """Seed means 23, 25, 27 for seeds 1, 2, 3: mean 25, sample std 2."""
+    return [p + 2.0 * (seed - 2) for p in PROMPTS]
+
+
+def _losses(seed: int) -> list[float]:
+    """A spike (3.0 > 2 x median 1.0) at step 12 for seed 1 only; final losses 0.5, 0.7, 0.9."""
+    return [1.0] * 11 + [3.0 if seed == 1 else 1.0] + [0.3 + 0.2 * seed]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    for seed in (1, 2, 3):
+        common = {"seed": seed, "losses": _losses(seed), "wall_s": 60.0 * seed}
+        write_run(
+            out, method="fkl", scores={10: _fkl_scores(seed)}, grad_norms=[1.0, 3.0] * 6 + [1.0], **common
+        )
+        write_run(
+            out,
+            method="speckd",
+            scores={10: [s + 2.0 for s in _fkl_scores(seed)]},
+            tars=[0.2 + 0.05 * i for i in range(13)],
+            tokens_per_s=50.0,
+            **common,
+        )
+        write_run(out, method="jsd", scores={10: _fkl_scores(seed)}, diverged=seed == 3, **common)
+    for seed in (1, 2):
+        write_run(out, method="sft", seed=seed, scores={10: [p - 1.0 for p in PROMPTS]}, losses=[2.0] * 13)
+    write_run(
+        out,
+        method="speckd",
+        seed=1,
+        scores={10: _fkl_scores(1)},
+        losses=[1.0] * 13,
+        settings={"method.k": 3},
+        tars=[0.1] * 13,
+    )
+    # other protocols: fewer eval rows; two eval seeds; another teacher, created earlier
+    write_run(
+        out,
+        method="fkl",
+        seed=1,
+        scores={10: PROMPTS},
+        losses=[1.0] * 13,
+        settings={"data.max_eval_examples": 4},
+    )
+    write_run(
+        out, method="rkl", seed=1, scores={10: PROMPTS, 20: [p + 4.0 for p in PROMPTS]}, losses=[1.0] * 13
+    )
+    write_run(
+        out,
+        method="fkl",
+        seed=1,
+        scores={10: PROMPTS},
+        losses=[1.0] * 13,
+        settings={"model.teacher": "other-teacher"},
+        created="2025-06-01T00:00:00+00:00",
+    )
+    return out
+
+
+def _table(board, *args):
+    res = runner.invoke(app, ["table", "--results-dir", str(board), *args])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res
+
+
+def _rows(board, *args):
+    return json.loads(_table(board, "--format", "json", *args).stdout)
+
+
+def _main(rows, method, **settings):
+    """The row of `method` in the main protocol (default teacher, 100 eval rows, one eval seed)."""
+    found = [r for r in rows if r["method"] == method and r["settings"] == settings and _is_main(r)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _is_main(row):
+    p = row["protocol_config"]
+    return (p["model.teacher"], p["data.max_eval_examples"], p["eval.seeds"]) == (
+        "smollm2-135m-instruct",
+        100,
+        [10],
+    )
+
+
+def test_aggregates_match_hand_computed_values(board):
+    fkl = _main(_rows(board), "fkl")
+    assert fkl["n_seeds"] == 3 and fkl["seeds"] == [1, 2, 3]
+    assert fkl["mean"] == pytest.approx(25.0) and fkl["std"] == pytest.approx(2.0)
+    assert fkl["metrics"]["rougeL"]["per_run"] == pytest.approx([23.0, 25.0, 27.0])
+    assert fkl["final_loss"] == pytest.approx(0.7) and fkl["final_loss_std"] == pytest.approx(0.2)
+    assert fkl["loss_spikes"] == [1, 0, 0] and fkl["loss_spikes_per_run"] == pytest.approx(1 / 3)
+    assert fkl["grad_norm_cv"] == pytest.approx(coefficient([1.0, 3.0] * 6 + [1.0]))
+    assert fkl["wall_min"] == pytest.approx(2.0) and fkl["train_tokens_per_s"] == pytest.approx(100.0)
+    assert fkl["init"] == pytest.approx(5.0) and fkl["raw"] == pytest.approx(1.0)
+    assert fkl["tar_mean"] is None and fkl["diverged"] == 0
+    speckd = _main(_rows(board), "speckd", **{"method.k": 5})
+    assert speckd["tar_mean"] == pytest.approx(0.2 + 0.05 * 6)
+    assert _main(_rows(board), "jsd")["diverged"] == 1
+
+
+def coefficient(values):
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 / mean
+
+
+def test_groups_differing_in_anything_but_the_seed_are_kept_apart(board):
+    rows = _rows(board)
+    k5, k3 = _main(rows, "speckd", **{"method.k": 5}), _main(rows, "speckd", **{"method.k": 3})
+    assert k5["n_seeds"] == 3 and k3["n_seeds"] == 1 and k3["mean"] == pytest.approx(23.0)
+    fkl_rows = [r for r in rows if r["method"] == "fkl"]
+    assert sorted(r["n_seeds"] for r in fkl_rows) == [1, 1, 3]
+    assert len({r["protocol"] for r in fkl_rows}) == 3
+    assert any("4 eval rows" in r["protocol"] for r in fkl_rows)
+
+
+def test_the_protocol_is_printed_with_each_table(board):
+    md = _table(board, "--format", "md").stdout
+    protocols = [line for line in md.splitlines() if line.startswith("**dolly**:")]
+    assert len(protocols) == 4
+    assert all("greedy, 64 new tokens" in p and "train rows" in p and "steps" in p for p in protocols)
+    assert any("eval seeds [10, 20]" in p for p in protocols)
+
+
+def test_eval_seed_spread(board):
+    rkl = next(r for r in _rows(board) if r["method"] == "rkl")
+    assert rkl["metrics"]["rougeL"]["eval_seed_std"] == pytest.approx(2.0)
+    assert rkl["mean"] == pytest.approx(27.0)
+    assert _main(_rows(board), "fkl")["metrics"]["rougeL"]["eval_seed_std"] is None
+
+
+def test_baseline_difference_with_bootstrap_ci(board):
+    res = _table(board, "--format", "json", "--baseline", "fkl")
+    rows = json.loads(res.stdout)
+    shift = _main(rows, "speckd", **{"method.k": 5})["delta"]["rougeL"]
+    assert shift["diff"] == pytest.approx(2.0)
+    assert shift["low"] == pytest.approx(2.0) and shift["high"] == pytest.approx(2.0)
+    assert shift["significant"] and shift["seeds_paired"] and shift["n_prompts"] == 4
+    same = _main(rows, "jsd")["delta"]["rougeL"]
+    assert same["diff"] == 0.0 and same["low"] == pytest.approx(0) and same["high"] == pytest.approx(0)
+    assert not same["significant"]
+    sft = _main(rows, "sft")["delta"]["rougeL"]
+    assert sft["diff"] == pytest.approx(-1.0) and not sft["seeds_paired"]
+    assert _main(rows, "fkl")["is_baseline"] and _main(rows, "fkl")["delta"]["rougeL"] is None
+    assert "no fkl runs" in res.stderr  # the rkl section (two eval seeds) has no fkl baseline
+
+
+def _md_rows(md: str, section_with: str) -> dict[str, str]:
+    """Table lines of the md section that has a row starting with `section_with`, keyed by their first
+    two cells (method and settings)."""
+    section = next(c for c in md.split("**dolly**:") if f"\n| {section_with}" in c)
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    return {" ".join(line.split(" | ")[:2]).strip("| "): line for line in lines}
+
+
+def test_markers_and_best_values_in_markdown(board):
+    rows = _md_rows(_table(board, "--format", "md", "--baseline", "fkl").stdout, "jsd")
+    speckd, jsd, fkl = rows["speckd k=5"], rows["jsd -"], rows["fkl -"]
+    assert "| **27.00 ± 2.00** |" in speckd and "| **+2.00 [+2.00, +2.00] †** |" in speckd
+    assert "| +0.00 [+0.00, +0.00] |" in jsd and "†" not in jsd
+    assert "| baseline |" in fkl and "| 25.00 ± 2.00 |" in fkl
+    assert "| 1/3 |" in jsd and "| **0/3** |" in fkl  # fewest diverged runs is best
+    assert "| **100** |" in fkl and "| 50 |" in speckd  # highest train tok/s is best
+
+
+def test_csv_parses(board):
+    text = _table(board, "--format", "csv", "--baseline", "fkl").stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(_rows(board))
+    fkl = next(r for r in rows if r["method"] == "fkl" and r["n_seeds"] == "3")
+    assert float(fkl["rougeL_mean"]) == pytest.approx(25.0) and float(fkl["rougeL_std"]) == pytest.approx(2.0)
+    speckd = next(r for r in rows if r["method"] == "speckd" and r["n_seeds"] == "3")
+    assert (
+        float(speckd["rougeL_delta"]) == pytest.approx(2.0) and speckd["rougeL_delta_significant"] == "True"
+    )
+
+
+def test_latex_has_booktabs_and_the_right_number_of_columns(board):
+    tex = _table(board, "--format", "latex", "--baseline", "fkl").stdout
+    tabulars = re.findall(r"\\begin\{tabular\}\{([lr]+)\}(.*?)\\end\{tabular\}", tex, re.S)
+    assert len(tabulars) == 4
+    for spec, body in tabulars:
+        assert "\\toprule" in body and "\\midrule" in body and "\\bottomrule" in body
+        lines = [line for line in body.splitlines() if line.endswith("\\\\")]
+        assert len(lines) >= 2
+        for line in lines:
+            cells = re.split(r"(?<!\\)&", line)
+            assert len(cells) == len(spec), line
+    assert "$\\pm$" in tex and "$^\\dagger$" in tex and "\\textbf{" in tex
+
+
+class _Tables(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.open.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("td", "th"):
+            self.rows[-1].append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"unbalanced </{tag}>"
+
+
+def test_html_parses_with_balanced_tags(board):
+    parser = _Tables()
+    parser.feed(_table(board, "--format", "html", "--baseline", "fkl").stdout)
+    assert not parser.open
+    headers = [r for r in parser.rows if r and r[0] == "th"]
+    assert len(headers) == 4
+    assert len(parser.rows) == len(headers) + len(_rows(board))
+
+
+def test_rich_output_prints_every_method(board):
+    text = _table(board).stdout
+    for method in ("fkl", "speckd", "jsd", "sft", "rkl"):
+        assert method in text
+
+
+def test_filters(board):
+    only = _rows(board, "--method", "speckd", "--baseline", "fkl")
+    assert {r["method"] for r in only} == {"speckd"}
+    assert _main(only, "speckd", **{"method.k": 5})["delta"]["rougeL"]["diff"] == pytest.approx(2.0)
+    assert {r["teacher"] for r in _rows(board, "--teacher", "other-teacher")} == {"other-teacher"}
+    recent = _rows(board, "--since", "2026-01-01")
+    assert "other-teacher" not in {r["teacher"] for r in recent} and len(recent) == len(_rows(board)) - 1
+    assert _rows(board, "--task", "gsm8k") == []
+    assert len(_rows(board, "--task", "dolly")) == len(_rows(board))
+    assert _rows(board, "--student", "layers:2") == []
+    assert _rows(board, "--method", "fkl", "--method", "jsd", "--since", "2026-01-01T00:00")
+    both = {r["method"] for r in _rows(board, "--method", "fkl", "--method", "jsd")}
+    assert both == {"fkl", "jsd"}
+
+
+def test_sort(board):
+    def main_labels(*args):
+        return [r["label"] for r in _rows(board, *args) if _is_main(r)]
+
+    assert main_labels("--sort", "method") == sorted(main_labels())
+    means = [r["mean"] for r in _rows(board) if _is_main(r)]
+    assert means == sorted(means, reverse=True)
+    walls = [r["train_tokens_per_s"] for r in _rows(board, "--sort", "tok_s") if _is_main(r)]
+    assert walls == sorted(walls, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last week"], "--since 'last week' is not a date"),
+        (["--metric", "blue"], "--metric 'blue' is in no record"),
+        (["--sort", "speed"], "--sort 'speed' is not one of"),
+        (["--format", "tex"], "--format 'tex' is not one of"),
+    ],
+)
+def test_bad_options_are_one_line_errors(board, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["speckd-bench", "table", "--results-dir", str(board), *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_report_writes_the_results_readme(board, tmp_path):
+    readme = tmp_path / "README.md"
+    res = runner.invoke(
+        app,
+        ["report", "--results-dir", str(board), "--out", str(readme), "--command", "make leaderboard"],
+    )
+    assert res.exit_code == 0, (res.output, res.exception)
+    text = readme.read_text()
+    assert "`make leaderboard`" in text
+    assert "speckd (k=5) scores 27.00 ± 2.00 (n=3) against fkl's 25.00 ± 2.00 (n=3)" in text
+    assert (
+        "+2.00 with a 95% paired bootstrap CI of [+2.00, +2.00]" in text
+        and "significant at this scale" in text
+    )
+    assert "2 CPU cores" in text and "Wall time:" in text
+    assert "| speckd | k=5 |" in text
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (readme.parent / link).is_file(), link
