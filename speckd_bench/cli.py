@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -59,6 +60,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")] = False,
 ) -> None:
     """Train + evaluate + record one run per seed."""
+    if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
+        os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
     from speckd_bench.methods import method_defaults
     from speckd_bench.runner import run_once

@@ -76,8 +76,6 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
     wall0 = time.perf_counter()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
-    if quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # the one-time GGUF conversion bar comes from tqdm
     task, method = resolve_names(cfg)
     results_dir = Path(cfg.results_dir)
     check_writable(results_dir)
