@@ -11,14 +11,16 @@ from typing import Any
 
 from rich.table import Table
 
-from speckd_bench.config import flatten
+from speckd_bench.config import NON_RESULT_KEYS, flatten
 
-# Config keys that never split a group: the seed is what we average over; paths do not change results.
-_NOT_SETTINGS = {"seed", "results_dir", "data.data_dir"}
+# Config keys that never split a group: the seed is what we average over; the others do not change results.
+_NOT_SETTINGS = {"seed", *NON_RESULT_KEYS}
 
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
     flat = flatten(record["config"])
+    if record["status"] != "complete":  # interrupted runs (--include-interrupted) form their own rows
+        flat["status"] = record["status"]
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
 
 
@@ -32,7 +34,7 @@ def _main_metric(record: dict[str, Any], stage: str) -> float | None:
     per_set = record["metrics"][record["task"]]
     name = record["main_metric"]
     if stage == "after":
-        return per_set["after"]["metrics"].get(name)
+        return per_set.get("after", {}).get("metrics", {}).get(name)
     return per_set["before"].get(stage, {}).get("metrics", {}).get(name)
 
 
