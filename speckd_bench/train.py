@@ -192,6 +192,8 @@ def train(
                 raise KeyboardInterrupt(f"stopped after step {step}")
         if checkpoints is not None:  # the end, or the last good step before a divergence
             checkpoints.save(done, student, optimizer, scheduler, gate_gen, log)
+    if interrupt.requested:  # Ctrl-C during that last save
+        raise KeyboardInterrupt(f"stopped after step {done.step}")
     student.eval()
     return TrainResult(
         done.step, done.target_tokens, done.seq_tokens, time.perf_counter() - start, diverged_at

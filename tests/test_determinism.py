@@ -27,7 +27,8 @@ def test_two_runs_of_one_seed_give_identical_records(tmp_path, data_dir, fresh_c
     # Sampled gate proposals and sampled decoding over two eval seeds: every seeded stream is exercised.
     args = ["run", "--preset", "tiny", "--method", "speckd", "--seed", "5", "--quiet"]
     args += ["--set", "method.propose=sample", "--set", "eval.decoding=sample", "--set", "eval.seeds=[10,20]"]
-    args += ["--set", "train.max_steps=4", "--data-dir", str(data_dir), "--results-dir", str(results)]
+    args += ["--set", "train.max_steps=4", "--max-eval-examples", "4"]
+    args += ["--data-dir", str(data_dir), "--results-dir", str(results)]
     runs = []
     for name in ("first", "second"):  # separate caches: the init SFT and every score are recomputed
         monkeypatch.setenv("SPECKD_CACHE_DIR", str(fresh_cache(name)))

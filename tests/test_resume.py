@@ -25,13 +25,15 @@ RUN_ARGS = [
     "--seed",
     "3",
     "--set",
-    "train.max_steps=12",
+    "train.max_steps=8",
     "--set",
     "train.checkpoint_every=2",
     "--set",
     "method.rule=spec",
     "--set",
     "method.propose=sample",
+    "--max-eval-examples",
+    "4",
     "--quiet",
 ]
 
@@ -99,7 +101,7 @@ def assert_same_results(run_dir: Path, reference: dict) -> None:
 def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     tmp_path, data_dir, reference, monkeypatch
 ):
-    kill_after = random.randint(3, 10)
+    kill_after = random.randint(3, 7)
     proc = start_run(tmp_path, data_dir)
     run_dir = wait_for_step(proc, tmp_path, kill_after)
     proc.kill()
@@ -139,7 +141,7 @@ def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, 
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "interrupted"
     stopped = record["training"]["steps"]
-    assert 3 <= stopped < 12
+    assert 3 <= stopped < 8
     assert record["resume"]["checkpoint_step"] == stopped
     assert (run_dir / "checkpoints" / f"step-{stopped:06d}").is_dir()
 
@@ -150,7 +152,7 @@ def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, 
         app, ["table", "--results-dir", str(tmp_path), "--format", "json", "--include-interrupted"]
     )
     (row,) = json.loads(shown.stdout)
-    assert row["settings"] == {"status": "interrupted"} and row["mean"] is None
+    assert row["run_ids"] == [run_dir.name] and row["mean"] is None
 
     res = runner.invoke(app, ["run", "--resume", run_dir.name, "--results-dir", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, (res.output, res.exception)
