@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from speckd_bench.errors import UserError
+from speckd_bench.errors import RunInterrupted, UserError
 
 app = typer.Typer(
     help="speckd-bench: train a student by knowledge distillation (SpecKD or a baseline), evaluate it, "
@@ -58,6 +58,14 @@ def run(
     ] = None,
     plugins: PluginsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue an unfinished run (killed or Ctrl-C) from its last checkpoint: its run id "
+            "under --results-dir/runs, or 'last'.",
+        ),
+    ] = None,
 ) -> None:
     """Train + evaluate + record one run per seed."""
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
@@ -78,6 +86,9 @@ def run(
         "data.max_eval_examples": max_eval_examples,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    if resume is not None:
+        _resume(resume, overrides, method, preset, config, seed, quiet)
+        return
     seeds = seed or [None]
     configs = []
     for s in seeds:
@@ -97,6 +108,32 @@ def run(
             print(path)
 
 
+def _resume(
+    which: str,
+    overrides: dict[str, object],
+    method: str | None,
+    preset: str | None,
+    config: Path | None,
+    seed: list[int] | None,
+    quiet: bool,
+) -> None:
+    """`run --resume`: the run's own config; other options may only repeat it (or change paths)."""
+    from speckd_bench.checkpoint import find_run, resume_config
+    from speckd_bench.config import load_yaml_config
+    from speckd_bench.runner import run_once
+
+    if seed and len(seed) > 1:
+        raise UserError("--resume continues one run: pass at most one --seed (the run's own)")
+    given = {**(load_yaml_config(config) if config else {}), **overrides}
+    named = {"method.name": method, "preset": preset, "seed": seed[0] if seed else None}
+    given.update({k: v for k, v in named.items() if v is not None})
+    results_dir = Path(str(overrides.get("results_dir", "results")))
+    run_dir = find_run(results_dir, which)
+    path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir)
+    if quiet:
+        print(path)
+
+
 ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
 
 
@@ -111,6 +148,7 @@ def _sections(
     metric: list[str] | None = None,
     baseline: str | None = None,
     sort: str = "metric",
+    include_interrupted: bool = False,
 ):
     """Load the records (listing skipped ones on stderr) and build the leaderboard sections."""
     from speckd_bench.report import Filters, build_sections, parse_since
@@ -123,7 +161,7 @@ def _sections(
         students=student or [],
         since=parse_since(since) if since else None,
     )
-    loaded = load_records(results_dir)
+    loaded = load_records(results_dir, include_interrupted=include_interrupted)
     err = Console(stderr=True)
     for path, reason in loaded.skipped:
         err.print(f"skipped {path}: {reason}", markup=False)
@@ -159,6 +197,10 @@ def table(
     sort: Annotated[
         str, typer.Option(help="metric | delta | method | spikes | grad_cv | diverged | tok_s | wall")
     ] = "metric",
+    include_interrupted: Annotated[
+        bool,
+        typer.Option("--include-interrupted", help="Also tabulate runs stopped by Ctrl-C (else skipped)."),
+    ] = False,
 ) -> None:
     """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
     from speckd_bench.report import check_format, render
@@ -174,6 +216,7 @@ def table(
         metric=metric,
         baseline=baseline,
         sort=sort,
+        include_interrupted=include_interrupted,
     )
     rendered = render(sections, format)
     if isinstance(rendered, str):
@@ -274,10 +317,13 @@ def methods(plugins: PluginsOpt = None) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -290,3 +336,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:  # non-standalone typer returns exit codes; 130 is a bare Ctrl-C
+        if code == 130:
+            print("aborted", file=sys.stderr)
+        sys.exit(code)

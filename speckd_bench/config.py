@@ -58,6 +58,10 @@ class TrainConfig:
     init_sft_epochs: int = 1
     """SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it."""
     init_lr: float = 1e-3
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
+    keep_checkpoints: int = 1
+    """How many of the newest resumable checkpoints stay on disk while a run is unfinished."""
 
 
 @dataclass
@@ -149,6 +153,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.normalize": ("all", "accepted"),
 }
 
+# Keys that never change a run's results: where files live and how often training state is saved.
+NON_RESULT_KEYS = ("results_dir", "data.data_dir", "train.checkpoint_every", "train.keep_checkpoints")
+
 # (key, predicate, what is expected)
 RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("seed", lambda v: v >= 0, "a seed >= 0"),
@@ -170,6 +177,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.warmup_ratio", lambda v: 0.0 <= v < 1.0, "warmup_ratio in [0, 1)"),
     ("train.max_grad_norm", lambda v: v > 0, "max_grad_norm > 0"),
     ("train.spike_factor", lambda v: v > 1, "spike_factor > 1"),
+    ("train.checkpoint_every", lambda v: v >= 0, "checkpoint_every >= 0 (0: only at the end)"),
+    ("train.keep_checkpoints", lambda v: v >= 1, "keep_checkpoints >= 1"),
     ("data.max_train_examples", lambda v: v >= 1, "max_train_examples >= 1"),
     ("data.max_eval_examples", lambda v: v >= 1, "max_eval_examples >= 1"),
     ("data.max_prompt_length", lambda v: v >= 8, "max_prompt_length >= 8"),

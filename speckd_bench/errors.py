@@ -10,6 +10,10 @@ class UserError(Exception):
     """Bad input from the user (config, data, names, paths). The CLI prints it as one line, exit code 2."""
 
 
+class RunInterrupted(Exception):
+    """A run stopped by Ctrl-C after saving what it had; the message says how to resume it (exit 130)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' hint for a misspelt name, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)

@@ -25,7 +25,7 @@ from rich.console import Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
-from speckd_bench.config import flatten
+from speckd_bench.config import NON_RESULT_KEYS, flatten
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.results import read_log
 from speckd_bench.stats import (
@@ -39,8 +39,8 @@ from speckd_bench.stats import (
 
 FORMATS = ("rich", "md", "csv", "latex", "html", "json")
 
-# Config keys that never split a group: the seed is what we average over; paths do not change results.
-_NOT_SETTINGS = {"seed", "results_dir", "data.data_dir"}
+# Config keys that never split a group: the seed is what we average over; the others do not change results.
+_NOT_SETTINGS = {"seed", *NON_RESULT_KEYS}
 # Keys that make up a protocol (what must be equal for two rows to be compared); the rest are the
 # method's settings (method.*, learning rate, schedule, ...).
 _PROTOCOL_KEYS = {
@@ -77,6 +77,8 @@ def _is_protocol(key: str) -> bool:
 
 def _settings(record: dict[str, Any]) -> dict[str, str]:
     flat = flatten(record["config"])
+    if record["status"] != "complete":  # interrupted runs (--include-interrupted) form their own rows
+        flat["status"] = record["status"]
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
 
 
@@ -190,8 +192,8 @@ def _created(record: dict[str, Any]) -> datetime:
 
 def _main_metric(records: list[dict[str, Any]], eval_set: str) -> str:
     record = records[0]
-    names = list(record["metrics"][eval_set]["after"]["metrics"])
-    return record["main_metric"] if record["main_metric"] in names else names[0]
+    names = list(record["metrics"][eval_set].get("after", {}).get("metrics", {}))
+    return record["main_metric"] if record["main_metric"] in names or not names else names[0]
 
 
 def _values(runs: list[Run], path: str) -> list[float]:
@@ -207,7 +209,7 @@ def _values(runs: list[Run], path: str) -> list[float]:
 
 def _stage_metric(run: Run, eval_set: str, stage: str, metric: str) -> float | None:
     per_set = run.record["metrics"][eval_set]
-    block = per_set["after"] if stage == "after" else per_set.get("before", {}).get(stage, {})
+    block = per_set.get("after", {}) if stage == "after" else per_set.get("before", {}).get(stage, {})
     return block.get("metrics", {}).get(metric)
 
 
@@ -223,7 +225,7 @@ def _metric_block(group: Group, metric: str) -> dict[str, Any]:
     eval_seed_spread = [
         r.record["metrics"][eval_set]["after"]["std_over_eval_seeds"][metric]
         for r in runs
-        if len(r.record["metrics"][eval_set]["after"].get("per_seed", {})) > 1
+        if len(r.record["metrics"][eval_set].get("after", {}).get("per_seed", {})) > 1
     ]
     return {
         "mean": stats.mean if stats else None,
@@ -397,7 +399,7 @@ def build_sections(
         for g in groups.values()
         for r in g
         for per_set in r.record["metrics"].values()
-        for m in per_set["after"]["metrics"]
+        for m in per_set.get("after", {}).get("metrics", {})
     }
     for name in metrics or []:
         if name not in known:
@@ -425,7 +427,7 @@ def _section(
     description so that two sections never read alike."""
     eval_set = groups[0].eval_set
     runs = [r for g in groups for r in g.runs]
-    available = {m for r in runs for m in r.record["metrics"][eval_set]["after"]["metrics"]}
+    available = {m for r in runs for m in r.record["metrics"][eval_set].get("after", {}).get("metrics", {})}
     shown = (
         [m for m in metrics if m in available]
         if metrics

@@ -104,8 +104,9 @@ def hardware() -> dict[str, Any]:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL training log; a last line without its newline (torn by a kill) is left out."""
     with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        return [json.loads(line) for line in fh if line.endswith("\n") and line.strip()]
 
 
 def count_spikes(losses: list[float], factor: float, window: int = 10) -> int:
@@ -145,10 +146,26 @@ class LoadedRecords:
     """(path, reason) of records that could not be used."""
 
 
-def load_records(results_dir: Path) -> LoadedRecords:
-    """Every complete record under results_dir/runs; unreadable or incomplete ones are listed as skipped."""
+def load_records(results_dir: Path, include_interrupted: bool = False) -> LoadedRecords:
+    """Every complete record under results_dir/runs (and the interrupted ones when asked); run folders
+    without a usable record are listed as skipped, with the reason.
+
+    A record is complete only when the run's final write of it succeeded with status "complete"; a run
+    stopped by Ctrl-C leaves status "interrupted", a killed one no record at all.
+    """
     records, skipped = [], []
-    for path in sorted((results_dir / "runs").glob("*/record.json")):
+    runs = results_dir / "runs"
+    run_dirs = (
+        sorted(d for d in runs.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if runs.is_dir()
+        else []
+    )
+    for run_dir in run_dirs:
+        path = run_dir / "record.json"
+        if not path.is_file():
+            hint = f"resume it with: speckd-bench run --resume {run_dir.name}"
+            skipped.append((str(run_dir), f"no record.json: still running, or killed ({hint})"))
+            continue
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -164,7 +181,9 @@ def load_records(results_dir: Path) -> LoadedRecords:
             skipped.append(
                 (str(path), f"schema version {record['schema_version']} (this is {SCHEMA_VERSION})")
             )
-        elif record["status"] != "complete":
+        elif record["status"] == "interrupted" and not include_interrupted:
+            skipped.append((str(path), "status interrupted (shown with --include-interrupted)"))
+        elif record["status"] not in ("complete", "interrupted"):
             skipped.append((str(path), f"status {record['status']}"))
         else:
             records.append(record)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
 from speckd_bench.data import build_examples, load_rows, mirror_dir
 from speckd_bench.divergences import DIVERGENCES
-from speckd_bench.errors import UserError
+from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluate import EvalResult, eval_seeds, evaluate
 from speckd_bench.methods import METHODS, Method
+from speckd_bench.metrics import METRICS
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
 from speckd_bench.results import (
@@ -32,7 +35,7 @@ from speckd_bench.results import (
     versions,
 )
 from speckd_bench.tasks import TASKS
-from speckd_bench.train import train
+from speckd_bench.train import TrainResult, train
 from speckd_bench.warmstart import WarmStart
 
 
@@ -53,6 +56,8 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     method = METHODS.get(cfg.method.name)
     if method.uses_teacher:
         DIVERGENCES.get(cfg.method.divergence)
+    for metric in task.metrics:
+        METRICS.get(metric)
     if "train" not in task.splits:
         raise UserError(
             f"task {task.name} has no train split; train on another task and evaluate on this one"
@@ -60,125 +65,128 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     return task, method
 
 
-@dataclass
-class _Stage:
-    result: EvalResult | None
-    summary: dict[str, Any]
-
-
 def _log(msg: str, quiet: bool) -> None:
     if not quiet:
         console.print(msg)
 
 
-def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
-    """Train, evaluate and record one seed; returns the record's path."""
+def _warm_start(
+    cfg: RunConfig, pair: Any, train_ex: list[Any], warm: WarmStart, run_dir: Path, quiet: bool
+) -> dict[str, Any]:
+    """Load the cached init checkpoint into the student, or build it (SFT) and cache it; its record part."""
+    info: dict[str, Any] = {"enabled": True, "key": warm.key, "path": str(warm.dir), "reused": warm.exists()}
+    if warm.exists():
+        warm.load_into(pair.student)
+    else:
+        log = run_dir / "init_log.jsonl"
+        res = train(
+            pair.student,
+            None,
+            METHODS.get("sft"),
+            cfg.method,
+            cfg.train,
+            train_ex,
+            lr=cfg.train.init_lr,
+            epochs=cfg.train.init_sft_epochs,
+            seed=cfg.seed,
+            vocab_size=pair.vocab_size,
+            pad_id=pair.tokenizer.pad_token_id,
+            log_path=log,
+            label="init SFT",
+            quiet=quiet,
+        )
+        warm.save(
+            pair.student, log, {"steps": res.steps, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s}
+        )
+        log.unlink()
+    info["training"] = summarize_log(read_log(warm.dir / "train_log.jsonl"), cfg.train.spike_factor)
+    info["seconds_when_built"] = warm.meta()["seconds"]
+    return info
+
+
+def _before_training(
+    cfg: RunConfig,
+    pair: Any,
+    train_ex: list[Any],
+    state: RunState,
+    checkpoints: Checkpoints,
+    score: Callable[[str], EvalResult],
+    quiet: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scores of the raw and init students and the warm start, each done once per run: a resumed run
+    takes them from its state and reloads the init weights only while training has no checkpoint."""
+    before: dict[str, Any] = state.get("before", {})
+    init_info: dict[str, Any] = state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
+    warm = WarmStart(cfg)
+    if cfg.eval.eval_before and "raw" not in before:
+        cached = warm.cached_eval("raw") if cfg.train.init_sft_epochs else None
+        before["raw"] = cached or score("eval raw student").summary()
+        state.put("before", before)
+    if not cfg.train.init_sft_epochs:
+        return before, init_info
+    if checkpoints.latest() is None:
+        built = _warm_start(cfg, pair, train_ex, warm, state.dir, quiet)
+        if "key" not in init_info:
+            init_info = built
+            state.put("init", init_info)
+    if "raw" in before:
+        warm.store_eval("raw", before["raw"])
+    if cfg.eval.eval_before and "init" not in before:
+        before["init"] = warm.cached_eval("init") or score("eval init student").summary()
+        warm.store_eval("init", before["init"])
+        state.put("before", before)
+    return before, init_info
+
+
+def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> Path:
+    """Train, evaluate and record one seed; returns the record's path.
+
+    `resume`: the directory of an unfinished run with this config; its finished stages are reused and
+    training continues from its newest checkpoint. Ctrl-C checkpoints, writes an 'interrupted' record
+    and raises RunInterrupted. A non-finite loss stops training; the record of the last good
+    weights is written, then UserError says so.
+    """
     wall0 = time.perf_counter()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     task, method = resolve_names(cfg)
     results_dir = Path(cfg.results_dir)
     check_writable(results_dir)
+    if resume is not None:
+        Checkpoints.of_run(resume, cfg).check()
     train_rows = load_rows(task, "train", cfg.data)[: cfg.data.max_train_examples]
     eval_rows = load_rows(task, "eval", cfg.data)[: cfg.data.max_eval_examples]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
     t0 = time.perf_counter()
     pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher)
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
     eval_ex = build_examples(task, eval_rows, tok, cfg.data)
-    run_id = new_run_id(cfg.task, cfg.method.name, cfg.seed)
-    run_dir = results_dir / "runs" / run_id
-    run_dir.mkdir(parents=True)
+    if resume is None:
+        state = RunState.create(results_dir / "runs" / new_run_id(cfg.task, cfg.method.name, cfg.seed), cfg)
+        state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    else:
+        state = RunState(resume)
+    run_dir, run_id = state.dir, state.dir.name
+    checkpoints = Checkpoints.of_run(run_dir, cfg)
+    if resume is not None:
+        state.put("resumed_from_step", [*state.get("resumed_from_step", []), checkpoints.latest_step()])
     _log(f"[bold]{run_id}[/]: {len(train_ex)} train / {len(eval_ex)} eval rows, device {device}", quiet)
 
     def score(label: str) -> EvalResult:
         return evaluate(pair.student, tok, eval_ex, task.metrics, cfg.eval, label, quiet)
 
-    before: dict[str, Any] = {}
-    warm = WarmStart(cfg)
-    init_info: dict[str, Any] = {"enabled": cfg.train.init_sft_epochs > 0}
-    raw: dict[str, Any] | None = None
-    t0 = time.perf_counter()
-    if cfg.eval.eval_before:
-        raw = warm.cached_eval("raw") if cfg.train.init_sft_epochs else None
-        raw = raw or score("eval raw student").summary()
-        before["raw"] = raw
-    if cfg.train.init_sft_epochs:
-        init_info.update(key=warm.key, path=str(warm.dir), reused=warm.exists())
-        if warm.exists():
-            warm.load_into(pair.student)
-        else:
-            sft = METHODS.get("sft")
-            log = run_dir / "init_log.jsonl"
-            res = train(
-                pair.student,
-                None,
-                sft,
-                cfg.method,
-                cfg.train,
-                train_ex,
-                lr=cfg.train.init_lr,
-                epochs=cfg.train.init_sft_epochs,
-                seed=cfg.seed,
-                vocab_size=pair.vocab_size,
-                pad_id=tok.pad_token_id,
-                log_path=log,
-                label="init SFT",
-                quiet=quiet,
-            )
-            warm.save(
-                pair.student,
-                log,
-                {"steps": res.steps, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s},
-            )
-            log.unlink()
-        init_info["training"] = summarize_log(read_log(warm.dir / "train_log.jsonl"), cfg.train.spike_factor)
-        init_info["seconds_when_built"] = warm.meta()["seconds"]
-        if raw is not None:
-            warm.store_eval("raw", raw)
-        if cfg.eval.eval_before:
-            before["init"] = warm.cached_eval("init") or score("eval init student").summary()
-            warm.store_eval("init", before["init"])
-    before_s = time.perf_counter() - t0
-
     log_path = run_dir / "train_log.jsonl"
-    _log(f"training [bold]{method.name}[/] ({method.description})", quiet)
-    res = train(
-        pair.student,
-        pair.teacher,
-        method,
-        cfg.method,
-        cfg.train,
-        train_ex,
-        lr=cfg.train.lr,
-        epochs=cfg.train.epochs,
-        seed=cfg.seed,
-        vocab_size=pair.vocab_size,
-        pad_id=tok.pad_token_id,
-        log_path=log_path,
-        label=f"train {method.name}",
-        quiet=quiet,
-    )
-    after = score("eval trained student")
-    atomic_write_jsonl(run_dir / "samples.jsonl", after.samples)
-    checkpoint = run_dir / "checkpoint"
-    pair.student.save_pretrained(checkpoint)
-    tok.save_pretrained(checkpoint)
-
-    log_rows = read_log(log_path)
-    summary = summarize_log(log_rows, cfg.train.spike_factor)
-    if res.diverged_at is not None:
-        summary["diverged_at_step"] = res.diverged_at
-    eval_tokens = after.new_tokens + sum(b.get("new_tokens", 0) for b in before.values())
-    eval_seconds = after.seconds + sum(b.get("seconds", 0.0) for b in before.values())
     main = task.metrics[0]
-    record = {
+    path = run_dir / "record.json"
+    record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
-        "status": "complete",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "interrupted",
+        "created": state.get("created"),
         "task": task.name,
         "method": method.name,
         "seed": cfg.seed,
@@ -208,23 +216,80 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
             "gate": cfg.seed + 1,
             "eval": eval_seeds(cfg.eval),
         },
-        "init": init_info,
-        "timings": {
-            "wall_s": time.perf_counter() - wall0,
-            "model_load_s": load_s,
-            "before_s": before_s,
-            "train_s": res.seconds,
-            "train_tokens_per_s": res.tokens_per_s,
-            "train_target_tokens": res.target_tokens,
-            "eval_s": after.seconds,
-            "eval_tokens_per_s": eval_tokens / eval_seconds if eval_seconds else 0.0,
-        },
-        "metrics": {task.name: {"before": before, "after": after.summary()}},
-        "training": summary,
-        "paths": {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"},
+        "resumed_from_step": state.get("resumed_from_step", []),
+        "init": {},
+        "timings": {"model_load_s": load_s},
+        "metrics": {task.name: {}},
+        "training": {},
+        "paths": {"train_log": "train_log.jsonl", "checkpoints": CHECKPOINTS},
     }
-    path = run_dir / "record.json"
+    try:
+        t0 = time.perf_counter()
+        before, record["init"] = _before_training(cfg, pair, train_ex, state, checkpoints, score, quiet)
+        record["metrics"][task.name]["before"] = before
+        record["timings"]["before_s"] = time.perf_counter() - t0
+
+        trained = state.get("trained")
+        if trained is None:
+            _log(f"training [bold]{method.name}[/] ({method.description})", quiet)
+            res = train(
+                pair.student,
+                pair.teacher,
+                method,
+                cfg.method,
+                cfg.train,
+                train_ex,
+                lr=cfg.train.lr,
+                epochs=cfg.train.epochs,
+                seed=cfg.seed,
+                vocab_size=pair.vocab_size,
+                pad_id=tok.pad_token_id,
+                log_path=log_path,
+                label=f"train {method.name}",
+                quiet=quiet,
+                checkpoints=checkpoints,
+            )
+            state.put("trained", asdict(res))
+        else:
+            res = TrainResult(**trained)
+            checkpoints.load_weights(pair.student)
+        after = score("eval trained student")
+        atomic_write_jsonl(run_dir / "samples.jsonl", after.samples)
+        save_final(pair.student, tok, run_dir / "checkpoint")
+    except KeyboardInterrupt as exc:
+        record["init"] = record["init"] or state.get("init", {})
+        record["metrics"][task.name].setdefault("before", state.get("before", {}))
+        rows = read_log(log_path) if log_path.is_file() else []
+        record["training"] = summarize_log(rows, cfg.train.spike_factor)
+        record["timings"]["wall_s"] = time.perf_counter() - wall0
+        record["resume"] = {
+            "checkpoint_step": checkpoints.latest_step(),
+            "command": f"speckd-bench run --resume {run_id} --results-dir {results_dir}",
+        }
+        atomic_write_json(path, record)
+        raise RunInterrupted(
+            f"run {run_id} {exc or 'interrupted'}; continue it with: {record['resume']['command']}"
+        ) from None
+
+    summary = summarize_log(read_log(log_path), cfg.train.spike_factor)
+    if res.diverged_at is not None:
+        summary["diverged_at_step"] = res.diverged_at
+    eval_tokens = after.new_tokens + sum(b.get("new_tokens", 0) for b in before.values())
+    eval_seconds = after.seconds + sum(b.get("seconds", 0.0) for b in before.values())
+    record["timings"].update(
+        wall_s=time.perf_counter() - wall0,
+        train_s=res.seconds,
+        train_tokens_per_s=res.tokens_per_s,
+        train_target_tokens=res.target_tokens,
+        eval_s=after.seconds,
+        eval_tokens_per_s=eval_tokens / eval_seconds if eval_seconds else 0.0,
+    )
+    record["metrics"][task.name]["after"] = after.summary()
+    record["training"] = summary
+    record["paths"] = {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"}
+    record["status"] = "complete"
     atomic_write_json(path, record)
+    checkpoints.remove()  # the record is complete: nothing left to resume; the weights stay in checkpoint/
     raw_score = before.get("raw", {}).get("metrics", {}).get(main)
     init_score = before.get("init", {}).get("metrics", {}).get(main)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -233,4 +298,9 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
         f"  ({record['timings']['wall_s']:.0f} s)  record: {path}",
         quiet,
     )
+    if res.diverged_at is not None:
+        raise UserError(
+            f"run {run_id} diverged: non-finite loss at training step {res.diverged_at}; its record keeps "
+            f"the last good weights (step {res.steps}): lower train.lr (now {cfg.train.lr:g}) and run again"
+        )
     return path

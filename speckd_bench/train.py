@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import get_scheduler
 
+from speckd_bench.checkpoint import Checkpoints, TrainProgress, deferred_interrupt
 from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import IGNORE, Batch, Example, batch_order, collate
 from speckd_bench.methods import Method
@@ -43,10 +44,14 @@ def plan_steps(n_examples: int, train: TrainConfig, epochs: int) -> int:
     return train.max_steps or math.ceil(per_epoch * epochs / train.grad_accum)
 
 
-def _batches(examples: list[Example], batch_size: int, seed: int, pad_id: int):
+def _batches(examples: list[Example], batch_size: int, seed: int, pad_id: int, skip: int = 0):
+    """The seeded batch stream over epochs, after its first `skip` batches (those a resumed run used)."""
     epoch = 0
     while True:
         for idx in batch_order(examples, batch_size, seed, epoch):
+            if skip:
+                skip -= 1
+                continue
             yield collate([examples[i] for i in idx], pad_id)
         epoch += 1
 
@@ -119,8 +124,13 @@ def train(
     log_path: Path,
     label: str,
     quiet: bool,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
-    """Train `student` in place; one JSON line per optimiser step goes to log_path."""
+    """Train `student` in place; one JSON line per optimiser step goes to log_path.
+
+    With `checkpoints`, training resumes from the newest one and saves one when due, at the end, and
+    on Ctrl-C (which then stops the loop after its current step with KeyboardInterrupt).
+    """
     device = next(student.parameters()).device
     torch.manual_seed(seed)
     gate_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -134,13 +144,20 @@ def train(
         num_warmup_steps=int(train_cfg.warmup_ratio * total),
         num_training_steps=total,
     )
-    batches = _batches(examples, train_cfg.batch_size, seed, pad_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    targets = seq_tokens = 0
+    done = TrainProgress()
+    if checkpoints is not None:
+        done = checkpoints.restore(student, optimizer, scheduler, gate_gen, log_path)
+    batches = _batches(examples, train_cfg.batch_size, seed, pad_id, skip=done.step * train_cfg.grad_accum)
     diverged_at = None
-    start = time.perf_counter()
-    with open(log_path, "w") as log, progress_bar(label, total, quiet) as bar:
-        for step in range(1, total + 1):
+    start = time.perf_counter() - done.seconds
+    with (
+        open(log_path, "a" if done.step else "w") as log,
+        progress_bar(label, total, quiet) as bar,
+        deferred_interrupt() as interrupt,
+    ):
+        bar.advance(done.step)
+        for step in range(done.step + 1, total + 1):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             micro = [next(batches).to(device) for _ in range(train_cfg.grad_accum)]
@@ -154,8 +171,6 @@ def train(
             optimizer.step()
             scheduler.step()
             dt = time.perf_counter() - t0
-            targets += n_tok
-            seq_tokens += stats.seq_tokens
             row = {
                 "step": step,
                 "loss": loss,
@@ -169,12 +184,17 @@ def train(
             }
             log.write(json.dumps(row) + "\n")
             log.flush()
+            done.advance(step, n_tok, stats.seq_tokens, log.tell(), time.perf_counter() - start)
             bar.advance(loss=loss, tar=row["tar"], tok_s=row["tokens_per_s"])
+            if checkpoints is not None and (checkpoints.due(step) or interrupt.requested):
+                checkpoints.save(done, student, optimizer, scheduler, gate_gen, log)
+            if interrupt.requested:
+                raise KeyboardInterrupt(f"stopped after step {step}")
+        if checkpoints is not None:  # the end, or the last good step before a divergence
+            checkpoints.save(done, student, optimizer, scheduler, gate_gen, log)
+    if interrupt.requested:  # Ctrl-C during that last save
+        raise KeyboardInterrupt(f"stopped after step {done.step}")
     student.eval()
     return TrainResult(
-        step if diverged_at is None else step - 1,
-        targets,
-        seq_tokens,
-        time.perf_counter() - start,
-        diverged_at,
+        done.step, done.target_tokens, done.seq_tokens, time.perf_counter() - start, diverged_at
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+# Set before any test module imports huggingface_hub, which reads it once: no test waits on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -57,3 +60,18 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_dir(synthetic_data: Path) -> Path:
     """The real mirror when present, else the synthetic one: engine tests run either way."""
     return SHARED_DATA if (SHARED_DATA / "dolly" / "dev.jsonl").is_file() else synthetic_data
+
+
+@pytest.fixture(scope="session")
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Make empty caches (no init checkpoints, no cached scores) that share the session's converted models."""
+    from speckd_bench.models import cache_dir, smollm2_dir
+
+    smollm2_dir()  # the tiny preset's tokenizer: converted once per session
+
+    def make(name: str) -> Path:
+        path = tmp_path_factory.mktemp(name)
+        (path / "models").symlink_to(cache_dir() / "models")
+        return path
+
+    return make

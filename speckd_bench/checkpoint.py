@@ -1,0 +1,314 @@
+"""Resumable runs. A run directory holds its resolved config (config.json), what its finished stages
+produced (state.json) and training checkpoints (checkpoints/step-NNNNNN/: student weights, optimizer,
+scheduler, every RNG, data position, training-log offset). Each is written to a temporary name and
+renamed into place, so a kill at any moment leaves the last complete checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from speckd_bench.config import NON_RESULT_KEYS, RunConfig, apply_overrides, flatten, validate
+from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.results import atomic_write_json, load_records
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+CHECKPOINTS = "checkpoints"
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'key old -> new' for every setting that differs and can change results (paths and checkpoint
+    frequency cannot)."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted((set(a) | set(b)) - set(NON_RESULT_KEYS))
+    return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+class RunState:
+    """What a run directory knows about itself: its config, and the results of its finished stages."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        path = run_dir / STATE_FILE
+        self._state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    @classmethod
+    def create(cls, run_dir: Path, cfg: RunConfig) -> RunState:
+        run_dir.mkdir(parents=True)
+        atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+        return cls(run_dir)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self._state[key] = value
+        atomic_write_json(self.dir / STATE_FILE, self._state)
+
+
+def _last_activity(run_dir: Path) -> float:
+    return max(p.stat().st_mtime for p in run_dir.iterdir())
+
+
+def find_run(results_dir: Path, which: str) -> Path:
+    """The directory of an unfinished run: its id under results_dir/runs, or 'last' (the most recently
+    active one)."""
+    runs = results_dir / "runs"
+    complete = {r["run_id"] for r in load_records(results_dir).records}
+    unfinished = [p.parent for p in runs.glob(f"*/{CONFIG_FILE}") if p.parent.name not in complete]
+    if which == "last":
+        if not unfinished:
+            raise UserError(
+                f"no unfinished run under {runs} to resume; pass --results-dir DIR where the run was started"
+            )
+        return max(unfinished, key=_last_activity)
+    if which in complete:
+        raise UserError(f"run {which} under {runs} is already complete; there is nothing to resume")
+    run_dir = runs / which
+    if run_dir not in unfinished:
+        names = [d.name for d in unfinished]
+        raise UserError(
+            f"no unfinished run {which!r} under {runs}{did_you_mean(which, names)}; "
+            "pass a run id from that folder, --resume last, or --results-dir DIR"
+        )
+    return run_dir
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The run's own resolved config; command-line overrides may change only paths and checkpointing."""
+    path = run_dir / CONFIG_FILE
+    stored = json.loads(path.read_text())
+    cfg = RunConfig()
+    apply_overrides(cfg, flatten(stored), str(path))
+    apply_overrides(cfg, overrides, "the command line")
+    validate(cfg)
+    changes = config_changes(stored, cfg.to_dict())
+    if changes:
+        raise UserError(
+            f"run {run_dir.name} was started with other settings ({'; '.join(changes)}); a resumed run "
+            "keeps its own config: drop those options, or start a new run"
+        )
+    cfg.results_dir = str(run_dir.parent.parent)
+    return cfg
+
+
+@dataclass
+class TrainProgress:
+    """Where training stands after `step` optimiser steps."""
+
+    step: int = 0
+    """Optimiser steps done: resuming skips step * grad_accum micro-batches of the seeded data order."""
+    log_offset: int = 0
+    """Bytes of the training log those steps wrote; a resumed run cuts the log back to it."""
+    target_tokens: int = 0
+    seq_tokens: int = 0
+    seconds: float = 0.0
+
+    def advance(
+        self, step: int, target_tokens: int, seq_tokens: int, log_offset: int, seconds: float
+    ) -> None:
+        self.step, self.log_offset, self.seconds = step, log_offset, seconds
+        self.target_tokens += target_tokens
+        self.seq_tokens += seq_tokens
+
+
+def _rng_states(gate_gen: torch.Generator) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "gate": gate_gen.get_state(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any], gate_gen: torch.Generator) -> None:
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    gate_gen.set_state(states["gate"])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpoints:
+    """The resumable training checkpoints of one run: <run>/checkpoints/step-NNNNNN/, newest `keep` kept."""
+
+    def __init__(self, root: Path, config: dict[str, Any], every: int, keep: int) -> None:
+        self.root, self.config, self.every, self.keep = root, config, every, keep
+        self._saved_step: int | None = None
+
+    @classmethod
+    def of_run(cls, run_dir: Path, cfg: RunConfig) -> Checkpoints:
+        return cls(
+            run_dir / CHECKPOINTS, cfg.to_dict(), cfg.train.checkpoint_every, cfg.train.keep_checkpoints
+        )
+
+    def all(self) -> list[Path]:
+        return sorted(self.root.glob("step-*")) if self.root.is_dir() else []
+
+    def latest(self) -> Path | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def latest_step(self) -> int | None:
+        latest = self.latest()
+        return None if latest is None else int(latest.name.removeprefix("step-"))
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def check(self) -> None:
+        """Fail when the newest checkpoint was written under settings other than this run's."""
+        latest = self.latest()
+        if latest is None:
+            return
+        changes = config_changes(json.loads((latest / STATE_FILE).read_text())["config"], self.config)
+        if changes:
+            raise UserError(
+                f"checkpoint {latest} was written with other settings ({'; '.join(changes)}); a run "
+                "resumes only from its own checkpoints: remove that folder or start a new run"
+            )
+
+    def save(
+        self,
+        progress: TrainProgress,
+        student: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        gate_gen: torch.Generator,
+        log: IO[str],
+    ) -> None:
+        """Checkpoint the state after progress.step steps (once per step), then drop the oldest."""
+        final = self.root / f"step-{progress.step:06d}"
+        if self._saved_step == progress.step or final.is_dir():
+            self._saved_step = progress.step
+            return
+        log.flush()
+        os.fsync(log.fileno())
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        try:
+            save_model(student, str(tmp / "student.safetensors"))
+            trainer = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_states(gate_gen),
+            }
+            torch.save(trainer, tmp / "trainer.pt")
+            atomic_write_json(tmp / STATE_FILE, {"progress": asdict(progress), "config": self.config})
+            for path in tmp.iterdir():
+                _fsync(path)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._saved_step = progress.step
+        for old in self.all()[: -self.keep]:
+            shutil.rmtree(old)
+
+    def restore(
+        self,
+        student: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        gate_gen: torch.Generator,
+        log_path: Path,
+    ) -> TrainProgress:
+        """Load the newest checkpoint into the training objects and cut the log back to its offset;
+        a fresh TrainProgress when there is none."""
+        for stale in self.root.glob(".tmp-*"):  # a save that a kill interrupted
+            shutil.rmtree(stale, ignore_errors=True)
+        latest = self.latest()
+        if latest is None:
+            return TrainProgress()
+        self.check()
+        progress = TrainProgress(**json.loads((latest / STATE_FILE).read_text())["progress"])
+        if not log_path.is_file() or log_path.stat().st_size < progress.log_offset:
+            raise UserError(
+                f"{log_path} is shorter than checkpoint {latest} expects; it was edited or removed, "
+                "so this run cannot resume: start a new run"
+            )
+        self.load_weights(student, latest)
+        trainer = torch.load(latest / "trainer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(trainer["optimizer"])
+        scheduler.load_state_dict(trainer["scheduler"])
+        _set_rng_states(trainer["rng"], gate_gen)
+        os.truncate(log_path, progress.log_offset)
+        self._saved_step = progress.step
+        return progress
+
+    def load_weights(self, student: Any, checkpoint: Path | None = None) -> None:
+        """The student weights of a checkpoint (default: the newest)."""
+        path = checkpoint or self.latest()
+        if path is None:
+            raise UserError(f"no checkpoint under {self.root} to load; start a new run")
+        load_model(student, str(path / "student.safetensors"), device=str(next(student.parameters()).device))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def save_final(student: Any, tokenizer: Any, path: Path) -> None:
+    """The trained student as a transformers directory, renamed into place once fully written."""
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if path.exists():  # left by an earlier session of this run
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class InterruptFlag:
+    requested = False
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[InterruptFlag]:
+    """Inside the block a first Ctrl-C (SIGINT) only sets `requested`, so the training loop can finish
+    its step, checkpoint and stop cleanly; a second Ctrl-C acts at once."""
+    flag = InterruptFlag()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield flag
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        flag.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
