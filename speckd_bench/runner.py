@@ -17,7 +17,7 @@ from speckd_bench.data import build_examples, load_rows, mirror_dir
 from speckd_bench.divergences import DIVERGENCES
 from speckd_bench.errors import UserError
 from speckd_bench.evaluate import EvalResult, eval_seeds, evaluate
-from speckd_bench.methods import METHODS, Method
+from speckd_bench.methods import METHODS, Method, PolicyContext, check_method
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
 from speckd_bench.results import (
@@ -32,7 +32,7 @@ from speckd_bench.results import (
     versions,
 )
 from speckd_bench.tasks import TASKS
-from speckd_bench.train import train
+from speckd_bench.train import run_seeds, train
 from speckd_bench.warmstart import WarmStart
 
 
@@ -53,6 +53,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     method = METHODS.get(cfg.method.name)
     if method.uses_teacher:
         DIVERGENCES.get(cfg.method.divergence)
+    check_method(method, cfg.method)
     if "train" not in task.splits:
         raise UserError(
             f"task {task.name} has no train split; train on another task and evaluate on this one"
@@ -83,7 +84,7 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
     eval_rows = load_rows(task, "eval", cfg.data)[: cfg.data.max_eval_examples]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
-    pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher)
+    pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher or method.policy is not None)
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
@@ -144,6 +145,9 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
     before_s = time.perf_counter() - t0
 
     log_path = run_dir / "train_log.jsonl"
+    policy_seed = run_seeds(cfg.seed)["policy"]
+    context = PolicyContext(cfg, task, pair.student, pair.teacher, tok, pair.vocab_size, device, policy_seed)
+    policy = method.policy(context) if method.policy else None
     _log(f"training [bold]{method.name}[/] ({method.description})", quiet)
     res = train(
         pair.student,
@@ -160,6 +164,7 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
         log_path=log_path,
         label=f"train {method.name}",
         quiet=quiet,
+        policy=policy,
     )
     after = score("eval trained student")
     atomic_write_jsonl(run_dir / "samples.jsonl", after.samples)
@@ -202,12 +207,8 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
             "n_eval": len(eval_ex),
             "train_target_tokens": sum(len(e.target_ids) for e in train_ex),
         },
-        "seeds": {
-            "train": cfg.seed,
-            "data_order": cfg.seed,
-            "gate": cfg.seed + 1,
-            "eval": eval_seeds(cfg.eval),
-        },
+        "seeds": {**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
+        "policy": policy.summary() if policy else {},
         "init": init_info,
         "timings": {
             "wall_s": time.perf_counter() - wall0,

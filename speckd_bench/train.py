@@ -16,8 +16,8 @@ import torch
 from transformers import get_scheduler
 
 from speckd_bench.config import MethodConfig, TrainConfig
-from speckd_bench.data import IGNORE, Batch, Example, batch_order, collate
-from speckd_bench.methods import Method
+from speckd_bench.data import IGNORE, Batch, Example, batch_order
+from speckd_bench.methods import DataPolicy, Method
 from speckd_bench.models import target_logits
 from speckd_bench.objective import LossSum, kd_loss_sum, sft_loss_sum
 from speckd_bench.progress import progress_bar
@@ -43,11 +43,16 @@ def plan_steps(n_examples: int, train: TrainConfig, epochs: int) -> int:
     return train.max_steps or math.ceil(per_epoch * epochs / train.grad_accum)
 
 
-def _batches(examples: list[Example], batch_size: int, seed: int, pad_id: int):
+def run_seeds(seed: int) -> dict[str, int]:
+    """Every random stream of a run, derived from its seed (all recorded)."""
+    return {"train": seed, "data_order": seed, "gate": seed + 1, "policy": seed + 2}
+
+
+def _batches(examples: list[Example], batch_size: int, seed: int):
     epoch = 0
     while True:
         for idx in batch_order(examples, batch_size, seed, epoch):
-            yield collate([examples[i] for i in idx], pad_id)
+            yield [examples[i] for i in idx]
         epoch += 1
 
 
@@ -119,11 +124,16 @@ def train(
     log_path: Path,
     label: str,
     quiet: bool,
+    policy: DataPolicy | None = None,
 ) -> TrainResult:
-    """Train `student` in place; one JSON line per optimiser step goes to log_path."""
+    """Train `student` in place; one JSON line per optimiser step goes to log_path. `policy` makes each
+    micro-batch from its examples (default: the ground-truth responses).
+    """
     device = next(student.parameters()).device
-    torch.manual_seed(seed)
-    gate_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    seeds = run_seeds(seed)
+    torch.manual_seed(seeds["train"])
+    gate_gen = torch.Generator(device=device).manual_seed(seeds["gate"])
+    policy = policy or DataPolicy(pad_id)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train_cfg.weight_decay)
@@ -134,7 +144,7 @@ def train(
         num_warmup_steps=int(train_cfg.warmup_ratio * total),
         num_training_steps=total,
     )
-    batches = _batches(examples, train_cfg.batch_size, seed, pad_id)
+    batches = _batches(policy.prepare(examples, total), train_cfg.batch_size, seeds["data_order"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     targets = seq_tokens = 0
     diverged_at = None
@@ -143,7 +153,7 @@ def train(
         for step in range(1, total + 1):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            micro = [next(batches).to(device) for _ in range(train_cfg.grad_accum)]
+            micro = [policy.micro_batch(next(batches), step).to(device) for _ in range(train_cfg.grad_accum)]
             stats = accumulate(student, teacher, micro, method, mcfg, vocab_size, gate_gen)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm))
             loss, n_tok, n_acc = stats.loss, stats.n_tokens, stats.n_accepted
@@ -166,6 +176,7 @@ def train(
                 "target_tokens": n_tok,
                 "tokens_per_s": stats.seq_tokens / dt,
                 "seconds": dt,
+                **policy.end_step(step),
             }
             log.write(json.dumps(row) + "\n")
             log.flush()
