@@ -20,6 +20,17 @@ class Generations:
     seconds: float
 
 
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded input ids and attention mask, the layout decoder-only generation needs."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def generate(
     model: Any, tokenizer: Any, prompts: list[list[int]], cfg: EvalConfig, seed: int, label: str, quiet: bool
@@ -48,12 +59,8 @@ def generate(
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     with progress_bar(label, len(batches), quiet) as bar:
         for idx in batches:
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
+            ids, mask = left_pad([prompts[i] for i in idx], pad)
+            width = ids.shape[1]
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **options)[
                 :, width:
             ]

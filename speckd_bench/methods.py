@@ -1,4 +1,5 @@
-"""Method plugins: a name, a description, the paper, config defaults and whether a teacher is needed.
+"""Method plugins: a name, a description, the paper, config defaults, the loss (cross-entropy or a
+divergence to the teacher) and the data policy (what the training sequences are).
 
 Built-in methods live in speckd_bench/speckd.py (registered here) and the baselines/ package; others
 come from the entry-point group `speckd_bench.methods` or a `--plugins DIR` of *.py files.
@@ -9,13 +10,59 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from speckd_bench.config import MethodConfig, RunConfig
+from speckd_bench.data import Batch, Example, collate
 from speckd_bench.errors import UserError
 from speckd_bench.registry import Registry
+from speckd_bench.tasks import TaskSpec
+
+
+@dataclass
+class PolicyContext:
+    """What a data policy may use: the run's config and task, both models and the tokenizer."""
+
+    cfg: RunConfig
+    task: TaskSpec
+    student: Any
+    teacher: Any
+    tokenizer: Any
+    vocab_size: int
+    device: torch.device
+    seed: int
+    """Seed of the policy's own random draws (recorded as seeds.policy)."""
+
+
+class DataPolicy:
+    """Where the training sequences come from. This base class is the ground-truth policy; subclasses
+    override the hooks the train loop calls.
+    """
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def prepare(self, examples: list[Example], total_steps: int) -> list[Example]:
+        """Once before training: the examples the loop will batch (seqkd swaps in teacher responses)."""
+        return examples
+
+    def micro_batch(self, examples: list[Example], step: int) -> Batch:
+        """The batch trained on for these examples at optimiser step `step` (1-based)."""
+        return collate(examples, self.pad_id)
+
+    def end_step(self, step: int) -> dict[str, Any]:
+        """After the optimiser step: fields added to that step's log line."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Facts for the run record (cache use, generation time, final schedule state)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -26,8 +73,11 @@ class Method:
     defaults: dict[str, Any] = field(default_factory=dict)
     """`method.*` overrides applied before the user's config (keys without the `method.` prefix)."""
     uses_teacher: bool = True
-    """False: cross-entropy on the targets (SFT); True: divergence to the teacher (+ optional gate)."""
+    """The loss: True = divergence to the teacher's logits (+ optional gate); False = cross-entropy."""
     data_policy: str = "ground_truth"
+    """Label of the training data (ground_truth, teacher_generated, on_policy_mix, ...) for records."""
+    policy: Callable[[PolicyContext], DataPolicy] | None = None
+    """Builds the data policy of a run; None = ground-truth responses."""
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -70,6 +120,15 @@ def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
         for path in sorted(Path(directory).glob("*.py")):
             _import_file(path)
     return METHODS
+
+
+def check_method(method: Method, mcfg: MethodConfig) -> None:
+    """Settings that contradict the method fail before anything loads."""
+    if mcfg.gate != "none" and not method.uses_teacher:
+        raise UserError(
+            f"method.gate={mcfg.gate} needs a divergence to the teacher, but {method.name} trains with "
+            "cross-entropy; gate a divergence method instead (e.g. --method fkl --set method.gate=speckd)"
+        )
 
 
 def method_defaults(name: str) -> dict[str, Any]:

@@ -25,9 +25,6 @@ class LossSum:
     divergence_sum: float
     """Unweighted divergence summed over all target tokens (0 for SFT), for logging."""
 
-    def denominator(self, normalize: str) -> int:
-        return self.n_accepted if normalize == "accepted" else self.n_tokens
-
 
 def sft_loss_sum(student_logits: torch.Tensor, targets: torch.Tensor) -> LossSum:
     """Cross-entropy summed over target tokens ([N, V] logits, [N] ids)."""

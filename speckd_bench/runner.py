@@ -19,7 +19,7 @@ from speckd_bench.data import build_examples, load_rows, mirror_dir
 from speckd_bench.divergences import DIVERGENCES
 from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluate import EvalResult, eval_seeds, evaluate
-from speckd_bench.methods import METHODS, Method
+from speckd_bench.methods import METHODS, Method, PolicyContext, check_method
 from speckd_bench.metrics import METRICS
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
@@ -35,7 +35,7 @@ from speckd_bench.results import (
     versions,
 )
 from speckd_bench.tasks import TASKS
-from speckd_bench.train import TrainResult, train
+from speckd_bench.train import TrainResult, run_seeds, train
 from speckd_bench.warmstart import WarmStart
 
 
@@ -58,6 +58,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
         DIVERGENCES.get(cfg.method.divergence)
     for metric in task.metrics:
         METRICS.get(metric)
+    check_method(method, cfg.method)
     if "train" not in task.splits:
         raise UserError(
             f"task {task.name} has no train split; train on another task and evaluate on this one"
@@ -160,7 +161,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
     t0 = time.perf_counter()
-    pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher)
+    pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher or method.policy is not None)
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
@@ -180,6 +181,10 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         return evaluate(pair.student, tok, eval_ex, task.metrics, cfg.eval, label, quiet)
 
     log_path = run_dir / "train_log.jsonl"
+    context = PolicyContext(
+        cfg, task, pair.student, pair.teacher, tok, pair.vocab_size, device, run_seeds(cfg.seed)["policy"]
+    )
+    policy = method.policy(context) if method.policy else None
     main = task.metrics[0]
     path = run_dir / "record.json"
     record: dict[str, Any] = {
@@ -210,12 +215,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
             "n_eval": len(eval_ex),
             "train_target_tokens": sum(len(e.target_ids) for e in train_ex),
         },
-        "seeds": {
-            "train": cfg.seed,
-            "data_order": cfg.seed,
-            "gate": cfg.seed + 1,
-            "eval": eval_seeds(cfg.eval),
-        },
+        "seeds": {**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
+        "policy": {},
         "resumed_from_step": state.get("resumed_from_step", []),
         "init": {},
         "timings": {"model_load_s": load_s},
@@ -248,6 +249,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
                 label=f"train {method.name}",
                 quiet=quiet,
                 checkpoints=checkpoints,
+                policy=policy,
             )
             state.put("trained", asdict(res))
         else:
@@ -286,6 +288,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     )
     record["metrics"][task.name]["after"] = after.summary()
     record["training"] = summary
+    record["policy"] = policy.summary() if policy else {}
     record["paths"] = {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"}
     record["status"] = "complete"
     atomic_write_json(path, record)

@@ -1,6 +1,6 @@
 """SpecKD (arXiv 2510.24021): the student proposes a token, the teacher verifies it, and the KD loss
-counts only at accepted positions (REFERENCE.md section 1). The gate is a mask: no gradient flows
-through it.
+counts fully at accepted positions and with `reject_weight` at rejected ones (REFERENCE.md section 1).
+The gate is a mask: no gradient flows through it.
 """
 
 from __future__ import annotations
@@ -36,21 +36,27 @@ def speckd_gate(
     cfg: MethodConfig,
     generator: torch.Generator | None = None,
 ) -> GateResult:
-    """Accept or reject the student's proposal at each of N positions ([N, V] logits)."""
-    proposal = propose(student_logits, cfg.propose, cfg.temperature, generator)
-    logp = torch.log_softmax(teacher_logits.float() / cfg.temperature, dim=-1)
-    logp_y = logp.gather(-1, proposal[:, None]).squeeze(-1)
+    """Accept or reject the student's proposal at each of N positions ([N, V] logits).
+
+    Probabilities of the spec and prob rules are taken at the student's sampling temperature
+    (cfg.gen_temperature), the one sampled proposals come from.
+    """
+    temperature = cfg.gen_temperature
+    proposal = propose(student_logits, cfg.propose, temperature, generator)
     if cfg.rule == "topk":
         k = min(cfg.k, teacher_logits.shape[-1])
         accepted = (teacher_logits.topk(k, dim=-1).indices == proposal[:, None]).any(-1)
-    elif cfg.rule == "prob":
-        accepted = logp_y.exp() >= cfg.tau
-    elif cfg.rule == "spec":
-        logq = torch.log_softmax(student_logits.float() / cfg.temperature, dim=-1)
-        logq_y = logq.gather(-1, proposal[:, None]).squeeze(-1)
-        u = torch.rand(proposal.shape, generator=generator, device=proposal.device)
-        accepted = u.log() <= logp_y - logq_y
     else:
-        raise ValueError(f"unknown SpecKD rule {cfg.rule!r}")
+        logp = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        logp_y = logp.gather(-1, proposal[:, None]).squeeze(-1)
+        if cfg.rule == "prob":
+            accepted = logp_y.exp() >= cfg.tau
+        elif cfg.rule == "spec":
+            logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+            logq_y = logq.gather(-1, proposal[:, None]).squeeze(-1)
+            u = torch.rand(proposal.shape, generator=generator, device=proposal.device)
+            accepted = u.log() <= logp_y - logq_y
+        else:
+            raise ValueError(f"unknown SpecKD rule {cfg.rule!r}")
     weights = torch.where(accepted, 1.0, float(cfg.reject_weight)).float()
     return GateResult(weights=weights, accepted=accepted)

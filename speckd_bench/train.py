@@ -17,8 +17,8 @@ from transformers import get_scheduler
 
 from speckd_bench.checkpoint import Checkpoints, TrainProgress, deferred_interrupt
 from speckd_bench.config import MethodConfig, TrainConfig
-from speckd_bench.data import IGNORE, Batch, Example, batch_order, collate
-from speckd_bench.methods import Method
+from speckd_bench.data import IGNORE, Batch, Example, batch_order
+from speckd_bench.methods import DataPolicy, Method
 from speckd_bench.models import target_logits
 from speckd_bench.objective import LossSum, kd_loss_sum, sft_loss_sum
 from speckd_bench.progress import progress_bar
@@ -44,15 +44,21 @@ def plan_steps(n_examples: int, train: TrainConfig, epochs: int) -> int:
     return train.max_steps or math.ceil(per_epoch * epochs / train.grad_accum)
 
 
-def _batches(examples: list[Example], batch_size: int, seed: int, pad_id: int, skip: int = 0):
-    """The seeded batch stream over epochs, after its first `skip` batches (those a resumed run used)."""
+def run_seeds(seed: int) -> dict[str, int]:
+    """Every random stream of a run, derived from its seed (all recorded)."""
+    return {"train": seed, "data_order": seed, "gate": seed + 1, "policy": seed + 2}
+
+
+def _batches(examples: list[Example], batch_size: int, seed: int, skip: int = 0):
+    """The seeded stream of example batches over epochs, after its first `skip` batches (those a resumed
+    run used)."""
     epoch = 0
     while True:
         for idx in batch_order(examples, batch_size, seed, epoch):
             if skip:
                 skip -= 1
                 continue
-            yield collate([examples[i] for i in idx], pad_id)
+            yield [examples[i] for i in idx]
         epoch += 1
 
 
@@ -125,15 +131,19 @@ def train(
     label: str,
     quiet: bool,
     checkpoints: Checkpoints | None = None,
+    policy: DataPolicy | None = None,
 ) -> TrainResult:
-    """Train `student` in place; one JSON line per optimiser step goes to log_path.
+    """Train `student` in place; one JSON line per optimiser step goes to log_path. `policy` makes each
+    micro-batch from its examples (default: the ground-truth responses).
 
     With `checkpoints`, training resumes from the newest one and saves one when due, at the end, and
     on Ctrl-C (which then stops the loop after its current step with KeyboardInterrupt).
     """
     device = next(student.parameters()).device
-    torch.manual_seed(seed)
-    gate_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    seeds = run_seeds(seed)
+    torch.manual_seed(seeds["train"])
+    gate_gen = torch.Generator(device=device).manual_seed(seeds["gate"])
+    policy = policy or DataPolicy(pad_id)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train_cfg.weight_decay)
@@ -148,7 +158,8 @@ def train(
     done = TrainProgress()
     if checkpoints is not None:
         done = checkpoints.restore(student, optimizer, scheduler, gate_gen, log_path)
-    batches = _batches(examples, train_cfg.batch_size, seed, pad_id, skip=done.step * train_cfg.grad_accum)
+    skip = done.step * train_cfg.grad_accum
+    batches = _batches(policy.prepare(examples, total), train_cfg.batch_size, seeds["data_order"], skip)
     diverged_at = None
     start = time.perf_counter() - done.seconds
     with (
@@ -160,7 +171,7 @@ def train(
         for step in range(done.step + 1, total + 1):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            micro = [next(batches).to(device) for _ in range(train_cfg.grad_accum)]
+            micro = [policy.micro_batch(next(batches), step).to(device) for _ in range(train_cfg.grad_accum)]
             stats = accumulate(student, teacher, micro, method, mcfg, vocab_size, gate_gen)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm))
             loss, n_tok, n_acc = stats.loss, stats.n_tokens, stats.n_accepted
@@ -181,6 +192,7 @@ def train(
                 "target_tokens": n_tok,
                 "tokens_per_s": stats.seq_tokens / dt,
                 "seconds": dt,
+                **policy.end_step(step),
             }
             log.write(json.dumps(row) + "\n")
             log.flush()

@@ -1,11 +1,19 @@
-"""SpecKD gate and loss normalisation."""
+"""SpecKD gate: acceptance rules, weights, loss normalisation and the absence of gradient through it."""
+
+import copy
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from speckd_bench.config import MethodConfig
+from speckd_bench.data import Example, collate
+from speckd_bench.divergences import per_token_divergence
+from speckd_bench.errors import UserError
+from speckd_bench.methods import Method, check_method
 from speckd_bench.objective import kd_loss_sum
 from speckd_bench.speckd import speckd_gate
+from speckd_bench.train import accumulate
 
 # Teacher ranks tokens 0 > 1 > 2 > 3 > 4 > 5.
 TEACHER = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 2)
@@ -13,28 +21,122 @@ TEACHER = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 2)
 STUDENT = torch.tensor([[0.0, 3.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 3.0]])
 
 
+def spec(**kw):
+    return MethodConfig(gate="speckd", **kw)
+
+
 def test_topk_accepts_proposal_inside_teacher_topk_only():
-    gate = speckd_gate(STUDENT, TEACHER, MethodConfig(gate="speckd", rule="topk", k=2))
+    gate = speckd_gate(STUDENT, TEACHER, spec(rule="topk", k=2))
     assert gate.accepted.tolist() == [True, False]
     assert gate.weights.tolist() == [1.0, 0.0]
+    assert speckd_gate(STUDENT, TEACHER, spec(rule="topk", k=6)).accepted.all()
 
 
-def test_topk_with_large_k_accepts_everything_and_reject_weight_applies():
-    assert speckd_gate(STUDENT, TEACHER, MethodConfig(rule="topk", k=6)).accepted.all()
-    gate = speckd_gate(STUDENT, TEACHER, MethodConfig(rule="topk", k=2, reject_weight=0.01))
-    assert gate.weights.tolist() == pytest.approx([1.0, 0.01])
+def test_topk_with_greedy_proposals_is_deterministic():
+    torch.manual_seed(0)
+    s, t = torch.randn(64, 30), torch.randn(64, 30)
+    first = speckd_gate(s, t, spec(rule="topk", k=5), torch.Generator().manual_seed(1))
+    second = speckd_gate(s, t, spec(rule="topk", k=5), torch.Generator().manual_seed(99))
+    assert torch.equal(first.accepted, second.accepted)
+    in_top5 = (t.topk(5, dim=-1).indices == s.argmax(-1, keepdim=True)).any(-1)
+    assert torch.equal(first.accepted, in_top5)
 
 
-def test_gated_loss_counts_only_accepted_tokens():
-    cfg = MethodConfig(gate="speckd", rule="topk", k=2, divergence="fkl")
-    out = kd_loss_sum(STUDENT, TEACHER, cfg)
-    plain = kd_loss_sum(STUDENT[:1], TEACHER[:1], MethodConfig(divergence="fkl"))
-    assert out.loss_sum.item() == pytest.approx(plain.loss_sum.item(), rel=1e-6)
-    assert (out.n_tokens, out.n_accepted) == (2, 1)
-    assert out.denominator("all") == 2 and out.denominator("accepted") == 1
+def test_prob_rule_thresholds_the_teachers_probability_of_the_proposal():
+    # Teacher probabilities of token 1 (row 0) and token 5 (row 1).
+    p = torch.softmax(TEACHER, -1)
+    tau = float(p[0, 1] + p[1, 5]) / 2
+    assert speckd_gate(STUDENT, TEACHER, spec(rule="prob", tau=tau)).accepted.tolist() == [True, False]
+
+
+def test_spec_rule_accepts_with_probability_min_one_p_over_q():
+    # Greedy proposal = token 0 in every row; p_T(0) = 0.3 and p_S(0) = 0.6, so acceptance = 0.5.
+    n = 40_000
+    student = torch.tensor([[0.6, 0.4]]).log().repeat(n, 1)
+    teacher = torch.tensor([[0.3, 0.7]]).log().repeat(n, 1)
+    cfg = spec(rule="spec", propose="greedy")
+    gate = speckd_gate(student, teacher, cfg, torch.Generator().manual_seed(0))
+    rate = gate.accepted.float().mean().item()
+    assert rate == pytest.approx(0.5, abs=4 * (0.25 / n) ** 0.5)
+    # p >= q always accepts.
+    always = speckd_gate(student, torch.tensor([[0.9, 0.1]]).log().repeat(n, 1), cfg)
+    assert always.accepted.all()
+    # The seeded generator makes it reproducible.
+    again = speckd_gate(student, teacher, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(gate.accepted, again.accepted)
+
+
+def test_spec_rule_with_sampled_proposals_accepts_one_minus_tvd():
+    # Speculative sampling: E_q[min(1, p/q)] = 1 - TVD(p, q).
+    n = 40_000
+    q = torch.tensor([0.5, 0.3, 0.2])
+    p = torch.tensor([0.2, 0.3, 0.5])
+    gate = speckd_gate(
+        q.log().repeat(n, 1),
+        p.log().repeat(n, 1),
+        spec(rule="spec", propose="sample"),
+        torch.Generator().manual_seed(0),
+    )
+    expected = 1 - 0.5 * (p - q).abs().sum().item()
+    assert gate.accepted.float().mean().item() == pytest.approx(expected, abs=0.015)
+
+
+def test_reject_weight_changes_the_loss_exactly():
+    per_token = per_token_divergence("fkl", STUDENT, TEACHER)
+    for weight in (0.0, 0.01, 0.5):
+        out = kd_loss_sum(STUDENT, TEACHER, spec(rule="topk", k=2, divergence="fkl", reject_weight=weight))
+        assert out.loss_sum.item() == pytest.approx((per_token[0] + weight * per_token[1]).item(), rel=1e-6)
+        assert (out.n_tokens, out.n_accepted) == (2, 1)
 
 
 def test_gate_carries_no_gradient():
     s = STUDENT.clone().requires_grad_(True)
-    gate = speckd_gate(s, TEACHER, MethodConfig(rule="topk", k=2))
+    gate = speckd_gate(s, TEACHER, spec(rule="spec", propose="sample"), torch.Generator().manual_seed(0))
     assert not gate.weights.requires_grad
+    cfg = spec(rule="topk", k=2, reject_weight=0.25)
+    kd_loss_sum(s, TEACHER, cfg).loss_sum.backward()
+    # The gradient is that of sum_t w_t D_t with w held constant.
+    s2 = STUDENT.clone().requires_grad_(True)
+    (torch.tensor([1.0, 0.25]) * per_token_divergence("fkl", s2, TEACHER)).sum().backward()
+    assert torch.allclose(s.grad, s2.grad)
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_normalize_divides_the_step_loss_by_all_or_accepted_tokens():
+    student, teacher = tiny(0), tiny(1).eval()
+    micro = [collate([Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in (3, 6, 2)], 0)]
+    method = Method("speckd", "test", "test")
+    results = {}
+    for normalize in ("all", "accepted"):
+        model = copy.deepcopy(student)
+        cfg = spec(rule="topk", k=20, reject_weight=0.1, normalize=normalize)
+        stats = accumulate(model, teacher, micro, method, cfg, 40, None)
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results[normalize] = (stats, grads)
+    all_stats, all_grads = results["all"]
+    acc_stats, acc_grads = results["accepted"]
+    assert all_stats.n_tokens == 11 and 0 < all_stats.n_accepted < 11
+    summed = all_stats.loss * all_stats.n_tokens
+    assert acc_stats.loss == pytest.approx(summed / all_stats.n_accepted, rel=1e-5)
+    ratio = all_stats.n_tokens / all_stats.n_accepted
+    assert torch.allclose(acc_grads, all_grads * ratio, rtol=1e-4, atol=1e-7)
+
+
+def test_gating_a_cross_entropy_method_is_refused():
+    sft = Method("sft", "test", "test", uses_teacher=False)
+    with pytest.raises(UserError, match="method.gate=speckd needs a divergence"):
+        check_method(sft, spec())
+    check_method(Method("fkl", "test", "test"), spec())
