@@ -7,15 +7,13 @@ come from the entry-point group `speckd_bench.methods` or a `--plugins DIR` of *
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from speckd_bench.errors import UserError
-from speckd_bench.registry import Registry
+from speckd_bench.registry import Registry, import_file
 
 
 @dataclass(frozen=True)
@@ -47,17 +45,6 @@ register_method(
 )
 
 
-def _import_file(path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(f"speckd_plugin_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot import plugin {path}")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # a broken plugin is user input: name it in one line
-        raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
-
-
 def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
     """Import the built-in baselines, entry points and *.py files of plugin dirs; return the registry."""
     import speckd_bench.baselines as builtin
@@ -68,7 +55,7 @@ def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
         ep.load()
     for directory in plugin_dirs or []:
         for path in sorted(Path(directory).glob("*.py")):
-            _import_file(path)
+            import_file(path, "speckd_plugin")
     return METHODS
 
 
