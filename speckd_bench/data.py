@@ -23,6 +23,10 @@ from speckd_bench.tasks import FieldSpec, HubSource, TaskSpec
 IGNORE = -100
 
 
+class DataUnavailable(UserError):
+    """A split's rows are in neither the local mirror nor a reachable hub."""
+
+
 def mirror_dir(cfg: DataConfig) -> Path | None:
     """--data-dir, else $SPECKD_DATA_DIR, else None (hub only)."""
     value = cfg.data_dir or os.environ.get("SPECKD_DATA_DIR")
@@ -110,7 +114,7 @@ def _source_rows(task: TaskSpec, split: str, cfg: DataConfig) -> tuple[list[dict
     where = f"mirror {base}" if base is not None else "no mirror (--data-dir / SPECKD_DATA_DIR unset)"
     wanted = " and ".join(files)
     if src.hub is None:
-        raise UserError(
+        raise DataUnavailable(
             f"task {task.name}: {wanted} not found ({where}) and the task has no hub source; "
             f"pass --data-dir DIR with DIR/{files[0]}"
         )
@@ -119,12 +123,13 @@ def _source_rows(task: TaskSpec, split: str, cfg: DataConfig) -> tuple[list[dict
     except UserError:
         raise
     except Exception as exc:  # offline, no such repo, auth: all mean the same to the user
-        missing = f"{wanted} not found ({where}) and the" if files else "the"
-        fix = f"a folder holding {wanted}" if files else "a machine with hub access or a local copy"
-        raise UserError(
-            f"task {task.name}: {missing} {src.hub.describe()} could not be loaded "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-            f"pass --data-dir DIR (or set SPECKD_DATA_DIR) to {fix}"
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+        if files:
+            fix = f"{wanted} not found ({where}); pass --data-dir DIR (or set SPECKD_DATA_DIR) holding it"
+        else:
+            fix = "the task is hub-only: run once with hub access (downloads are cached)"
+        raise DataUnavailable(
+            f"task {task.name}: {src.hub.describe()} could not be loaded ({reason}); {fix}"
         ) from None
 
 

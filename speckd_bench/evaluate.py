@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
+
 from speckd_bench.config import DataConfig, EvalConfig
-from speckd_bench.data import Example, Rows, build_examples, load_split
+from speckd_bench.data import DataUnavailable, Example, Rows, build_examples, load_split
 from speckd_bench.generate import generate
 from speckd_bench.metrics import score
 from speckd_bench.tasks import TASKS, TaskSpec, eval_set_names
@@ -97,14 +99,28 @@ class EvalSet:
         return self.task.name
 
 
-def load_eval_sets(task: str, suite: str, data: DataConfig) -> list[EvalSet]:
-    """The run's own task first, then the suite's other sets; at most data.max_eval_examples rows each."""
-    sets = []
+def load_eval_sets(task: str, suite: str, data: DataConfig) -> tuple[list[EvalSet], dict[str, str]]:
+    """The run's own task first, then the suite's other sets, at most data.max_eval_examples rows each;
+    and {set: reason} for suite sets whose rows are unavailable here (hub-only, offline): skipped."""
+    sets, skipped = [], {}
     for name in eval_set_names(task, suite):
         spec = TASKS.get(name)
-        rows = load_split(spec, "eval", data)
+        try:
+            rows = load_split(spec, "eval", data)
+        except DataUnavailable as exc:
+            if name == task:
+                raise
+            skipped[name] = str(exc)
+            continue
         sets.append(EvalSet(spec, Rows(rows.rows[: data.max_eval_examples], rows.source)))
-    return sets
+    return sets, skipped
+
+
+def warn_skipped(skipped: dict[str, str]) -> None:
+    """Say on stderr which suite sets are skipped and why (even with --quiet)."""
+    err = Console(stderr=True)
+    for name, reason in skipped.items():
+        err.print(f"skipping eval set {name}: {reason}", markup=False)
 
 
 def build_eval_examples(sets: list[EvalSet], tokenizer: Any, data: DataConfig) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from speckd_bench.config import DataConfig, RunConfig
+from speckd_bench.config import DataConfig, EvalConfig, RunConfig
 from speckd_bench.data import Rows, load_split
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import METRICS
@@ -106,12 +106,12 @@ def export_tasks(
     tasks: list[TaskSpec],
     out_dir: Path,
     data: DataConfig,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     max_rows: int = 0,
     datasets_cache: Path | None = None,
 ) -> list[tuple[str, Rows]]:
-    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy) and `speckd_scoring.py` to
-    out_dir; returns (lm-eval task name, rows) per task."""
+    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens,
+    else the task's eval.max_new_tokens) and `speckd_scoring.py` to out_dir; returns (name, rows) pairs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = []
     scoring = [
@@ -141,7 +141,8 @@ def export_tasks(
             f"# lm-eval task exported by speckd-bench from task {task.name} ({task.path});\n"
             f"# {len(docs)} rows from {rows.source}. Run: lm-eval --include_path {out_dir} --tasks {name}\n"
         )
-        text = _task_yaml(task, data_file, max_new_tokens, datasets_cache)
+        new_tokens = max_new_tokens or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
+        text = _task_yaml(task, data_file, new_tokens, datasets_cache)
         atomic_write_text(out_dir / f"{name}.yaml", header + text)
         scoring.append(f"{_identifier(task.name)} = results_processor({task.path!r})")
         corpus_metrics.update(m for m in task.metrics if METRICS.get(m).per_example is None)
@@ -172,12 +173,12 @@ def _task_manager(include: list[str], names: list[str]) -> Any:
     manager = TaskManager(include_path=include, include_defaults=False)
     if set(names) - set(manager.all_tasks):
         manager = TaskManager(include_path=include)
+    ours = [exported_name(t) for t in TASKS]
     for name in names:
         if name not in manager.all_tasks:
-            ours = ", ".join(exported_name(t) for t in TASKS)
             raise UserError(
-                f"unknown lm-eval task {name!r}{did_you_mean(name, manager.all_tasks)}; this harness's "
-                f"tasks are {ours}; lm-eval's own are listed by `lm-eval ls tasks`"
+                f"unknown lm-eval task {name!r}{did_you_mean(name, [*ours, *manager.all_tasks])}; this "
+                f"harness's tasks are {', '.join(ours)}; lm-eval's own are listed by `lm-eval ls tasks`"
             )
     return manager
 

@@ -22,6 +22,7 @@ from speckd_bench.evaluate import (
     eval_seeds,
     evaluate_sets,
     load_eval_sets,
+    warn_skipped,
 )
 from speckd_bench.lmeval import expand_names, run_lm_eval
 from speckd_bench.methods import METHODS, Method
@@ -68,9 +69,11 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     return task, method
 
 
-def eval_sets_info(sets: list[EvalSet]) -> dict[str, Any]:
-    """Per eval set: where its rows came from and how many were scored."""
-    return {es.name: {"source": es.rows.source, "n_eval": len(es.examples)} for es in sets}
+def eval_sets_info(sets: list[EvalSet], skipped: dict[str, str]) -> dict[str, Any]:
+    """Per eval set: where its rows came from and how many were scored, or why it was skipped."""
+    info: dict[str, Any] = {es.name: {"source": es.rows.source, "n_eval": len(es.examples)} for es in sets}
+    info.update({name: {"skipped": reason} for name, reason in skipped.items()})
+    return info
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -88,7 +91,8 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
     check_writable(results_dir)
     train_split = load_split(task, "train", cfg.data)
     train_rows = train_split.rows[: cfg.data.max_train_examples]
-    sets = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
+    sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
+    warn_skipped(skipped)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher)
@@ -231,7 +235,7 @@ def run_once(cfg: RunConfig, quiet: bool = False) -> Path:
             "n_train": len(train_ex),
             "n_eval": len(eval_ex),
             "train_target_tokens": sum(len(e.target_ids) for e in train_ex),
-            "eval_sets": eval_sets_info(sets),
+            "eval_sets": eval_sets_info(sets, skipped),
         },
         "seeds": {
             "train": cfg.seed,
