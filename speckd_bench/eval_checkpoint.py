@@ -25,7 +25,7 @@ from speckd_bench.evaluate import (
     load_eval_sets,
     warn_skipped,
 )
-from speckd_bench.lmeval import expand_names, run_lm_eval
+from speckd_bench.lmeval import check_lm_eval, run_lm_eval
 from speckd_bench.models import load_teacher
 from speckd_bench.progress import console
 from speckd_bench.results import (
@@ -51,16 +51,18 @@ def run_dir_of(run: str, results_dir: Path) -> Path:
 
 def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's recorded config (decoding, lengths; not its suite or lm-eval tasks: an eval scores what it
-    is asked), then the suite's decoding preset, then overrides (flags and --set)."""
+    is asked), then the suite's decoding preset unless the run already used that suite (its config holds
+    the suite's decoding with the user's changes), then overrides (flags and --set)."""
     try:
         record = json.loads((run_dir / "record.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{run_dir}/record.json cannot be read ({exc})") from None
     cfg = RunConfig()
     apply_overrides(cfg, flatten(record["config"]), f"{run_dir}/record.json")
+    run_suite = cfg.eval.suite
     cfg.eval.suite, cfg.lm_eval.tasks = "", []
     suite = str(overrides.get("eval.suite") or "")
-    decoding = SUITES.get(suite).decoding if suite else None
+    decoding = SUITES.get(suite).decoding if suite and suite != run_suite else None
     apply_overrides(cfg, DECODING_PRESETS[decoding] if decoding else {}, f"suite {suite}")
     apply_overrides(cfg, overrides, "--set")
     validate(cfg)
@@ -73,7 +75,7 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     TASKS.get(cfg.task)
-    expand_names(cfg.lm_eval.tasks, cfg.task)
+    check_lm_eval(cfg)
     sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
     warn_skipped(skipped)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,8 +128,8 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     if not quiet:
         for name, r in results.items():
             scores = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items())
-            console.print(f"{name}: {scores}", markup=False)
-        console.print(f"record: {path}", markup=False)
+            console.print(f"{name}: {scores}", markup=False, soft_wrap=True)
+        console.print(f"record: {path}", markup=False, soft_wrap=True)
     return path
 
 

@@ -144,7 +144,7 @@ def export_tasks(
         new_tokens = max_new_tokens or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
         text = _task_yaml(task, data_file, new_tokens, datasets_cache)
         atomic_write_text(out_dir / f"{name}.yaml", header + text)
-        scoring.append(f"{_identifier(task.name)} = results_processor({task.path!r})")
+        scoring.append(f"{_identifier(task.name)} = results_processor({str(Path(task.path).resolve())!r})")
         corpus_metrics.update(m for m in task.metrics if METRICS.get(m).per_example is None)
         exported.append((name, rows))
     scoring += [f"{_identifier(m)}_corpus = corpus_aggregation({m!r})" for m in sorted(corpus_metrics)]
@@ -164,6 +164,19 @@ def expand_names(names: list[str], task: str) -> list[str]:
         else:
             out.append(name)
     return list(dict.fromkeys(out))
+
+
+def check_lm_eval(cfg: RunConfig) -> None:
+    """Before anything heavy: lm-eval is installed when asked for, and `@task` expands."""
+    if not cfg.lm_eval.tasks:
+        return
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--lm-eval needs lm-evaluation-harness: pip install 'speckd-bench[lm-eval]'"
+        ) from None
+    expand_names(cfg.lm_eval.tasks, cfg.task)
 
 
 def _task_manager(include: list[str], names: list[str]) -> Any:
@@ -189,6 +202,7 @@ def _json_safe(obj: Any) -> Any:
 
 def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any]:
     """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores."""
+    check_lm_eval(cfg)
     from lm_eval import __version__ as lm_eval_version
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM

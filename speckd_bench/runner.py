@@ -24,7 +24,7 @@ from speckd_bench.evaluate import (
     load_eval_sets,
     warn_skipped,
 )
-from speckd_bench.lmeval import expand_names, run_lm_eval
+from speckd_bench.lmeval import check_lm_eval, run_lm_eval
 from speckd_bench.methods import METHODS, Method
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
@@ -59,7 +59,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     """Fail on unknown names before anything heavy happens."""
     task = TASKS.get(cfg.task)
     method = METHODS.get(cfg.method.name)
-    expand_names(cfg.lm_eval.tasks, cfg.task)
+    check_lm_eval(cfg)
     if method.uses_teacher:
         DIVERGENCES.get(cfg.method.divergence)
     if "train" not in task.splits:
