@@ -305,7 +305,12 @@ def _check_template(template: Any, check: _Checker, key: str) -> str:
 
 def _load_hook(path: Path, check: _Checker) -> ModuleType:
     check.need(path.suffix == ".py" and path.is_file(), "hook", f"names {path}, which is not a .py file")
-    return import_file(path, "speckd_task_hook")
+    module = import_file(path, "speckd_task_hook")
+    for name in HOOK_FUNCTIONS:
+        check.need(
+            callable(getattr(module, name, len)), "hook", f"{path} defines {name}, but not as a function"
+        )
+    return module
 
 
 def _parse_defaults(tree: Any, check: _Checker) -> dict[str, Any]:

@@ -115,6 +115,23 @@ def test_eval_reproduces_a_runs_scores_from_its_checkpoint(plugin, trained):
     assert len(json.loads(table.stdout)) == 1
 
 
+def test_eval_scores_any_model_without_a_run(synthetic_data, tmp_path):
+    args = [
+        "eval", "--model", "tiny-random", "--task", "dolly", "--preset", "tiny", "--quiet",
+        "--data-dir", str(synthetic_data), "--results-dir", str(tmp_path), "--max-eval-examples", "4",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    path = Path(res.stdout.strip())
+    assert path.parent.parent == tmp_path / "evals"
+    record = json.loads(path.read_text())
+    assert record["run_id"] is None and record["model"]["name"] == "tiny-random"
+    assert (
+        record["data"]["eval_sets"]["dolly"]["n_eval"] == 4
+        and "rougeL" in record["metrics"]["dolly"]["metrics"]
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

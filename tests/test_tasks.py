@@ -89,6 +89,11 @@ def test_a_broken_hook_fails_in_one_line(tmp_path):
     (tmp_path / "hook.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(UserError, match=r"hook.py failed to import: RuntimeError: boom"):
         load_plugin_file(write_task(tmp_path, {**MINIMAL, "hook": "hook.py"}))
+    (tmp_path / "hook.py").write_text("extract_prediction = 'last number'\n")
+    with pytest.raises(
+        UserError, match=r"key 'hook' .*hook.py defines extract_prediction, but not as a function"
+    ):
+        load_plugin_file(write_task(tmp_path, {**MINIMAL, "hook": "hook.py"}))
 
 
 def test_field_mapping_joins_lists_collects_fields_and_walks_dotted_paths(tmp_path):
