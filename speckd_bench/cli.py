@@ -22,9 +22,31 @@ app = typer.Typer(
 )
 out = Console()
 
+
+def say(text: str) -> None:
+    """One plain line on stdout (no markup, no wrapping)."""
+    out.print(text, markup=False, soft_wrap=True, highlight=False)
+
+
 PluginsOpt = Annotated[
     list[Path] | None,
     typer.Option("--plugins", help="Directory of task YAML / method .py plugins (repeatable)."),
+]
+
+
+EvalSuiteOpt = Annotated[
+    str | None, typer.Option("--eval-suite", help="Also score every eval set of this suite (e.g. minillm).")
+]
+LmEvalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lm-eval",
+        help="lm-eval tasks to run on the model, comma-separated: lm-eval names, speckd_<task> (our tasks), "
+        "@task (those the task file lists).",
+    ),
+]
+LmEvalIncludeOpt = Annotated[
+    list[Path] | None, typer.Option("--lm-eval-include", help="Directory of lm-eval task YAMLs (repeatable).")
 ]
 
 
@@ -34,6 +56,18 @@ def _discover(plugins: list[Path] | None) -> None:
 
     discover_tasks(plugins)
     discover_methods(plugins)
+
+
+def _eval_flags(
+    eval_suite: str | None, lm_eval: str | None, lm_eval_include: list[Path] | None
+) -> dict[str, object]:
+    """Config overrides of the evaluation flags shared by `run` and `eval`."""
+    flags: dict[str, object] = {"eval.suite": eval_suite}
+    if lm_eval:
+        flags["lm_eval.tasks"] = [name.strip() for name in lm_eval.split(",") if name.strip()]
+    if lm_eval_include:
+        flags["lm_eval.include"] = [str(p) for p in lm_eval_include]
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 @app.command()
@@ -52,6 +86,9 @@ def run(
     results_dir: Annotated[Path | None, typer.Option(help="Where run records go (default: results).")] = None,
     max_train_examples: Annotated[int | None, typer.Option(help="Training rows.")] = None,
     max_eval_examples: Annotated[int | None, typer.Option(help="Evaluation rows.")] = None,
+    eval_suite: EvalSuiteOpt = None,
+    lm_eval: LmEvalOpt = None,
+    lm_eval_include: LmEvalIncludeOpt = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. method.k=5 (repeatable).")
@@ -73,6 +110,7 @@ def run(
     from speckd_bench.config import build_config, parse_sets
     from speckd_bench.methods import method_defaults
     from speckd_bench.runner import run_once
+    from speckd_bench.tasks import run_defaults
 
     _discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
@@ -86,6 +124,7 @@ def run(
         "data.max_eval_examples": max_eval_examples,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
     if resume is not None:
         _resume(resume, overrides, method, preset, config, seed, quiet)
         return
@@ -100,6 +139,7 @@ def run(
                 config_file=config,
                 overrides=per_seed,
                 method_defaults=method_defaults,
+                task_defaults=run_defaults,
             )
         )
     for cfg in configs:
@@ -283,19 +323,156 @@ def report(
         print(path)
 
 
-@app.command()
-def tasks(plugins: PluginsOpt = None) -> None:
-    """List the registered tasks."""
-    from speckd_bench.tasks import TASKS
+tasks_app = typer.Typer(
+    help="List the registered tasks and suites; validate a task file; export tasks for lm-eval.",
+    add_completion=False,
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks(ctx: typer.Context, plugins: PluginsOpt = None) -> None:
+    """List the registered tasks (with their sources) and suites."""
+    from speckd_bench.tasks import SUITES, TASKS
 
     _discover(plugins)
+    if ctx.invoked_subcommand is not None:
+        return
     t = Table(title="tasks")
-    for col in ("name", "kind", "metrics", "description", "mirror files"):
+    t.add_column("name", no_wrap=True)
+    for col in ("kind", "metrics", "decoding", "description", "sources", "lm-eval"):
         t.add_column(col, overflow="fold")
     for name, spec in TASKS.items():
-        files = ", ".join(f"{k}: {v.mirror}" for k, v in spec.splits.items())
-        t.add_row(name, spec.kind, ", ".join(spec.metrics), spec.description, files)
+        sources = "\n".join(f"{split}: {src.describe()}" for split, src in spec.splits.items())
+        t.add_row(
+            name, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
+            ", ".join(spec.lm_eval),
+        )  # fmt: skip
     out.print(t)
+    s = Table(title="suites (--eval-suite)")
+    s.add_column("name", no_wrap=True)
+    for col in ("eval sets", "decoding", "description"):
+        s.add_column(col, overflow="fold")
+    for name, suite in SUITES.items():
+        s.add_row(name, ", ".join(suite.sets), suite.decoding or "the run's", suite.description)
+    out.print(s)
+
+
+def _mirror_has(files: list[str], data_dir: Path | None) -> bool:
+    from speckd_bench.config import DataConfig
+    from speckd_bench.data import mirror_dir
+
+    base = mirror_dir(DataConfig(data_dir=str(data_dir) if data_dir else None))
+    return base is not None and bool(files) and all((base / f).is_file() for f in files)
+
+
+@tasks_app.command("validate")
+def tasks_validate(
+    file: Annotated[Path, typer.Argument(help="A task (or suite) YAML file.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Check the rows in this mirror (else $SPECKD_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Check a task file against the schema, and its rows where the local mirror has them."""
+    from speckd_bench.config import DataConfig
+    from speckd_bench.data import load_split
+    from speckd_bench.tasks import Suite, check_suite, load_plugin_file
+
+    spec = load_plugin_file(file)
+    if isinstance(spec, Suite):
+        check_suite(spec)
+        say(f"ok: suite {spec.name} = {', '.join(spec.sets)}")
+        return
+    hook = f", hook {spec.hook}" if spec.hook else ""
+    say(f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})")
+    cfg = DataConfig(data_dir=str(data_dir) if data_dir else None)
+    for split, src in spec.splits.items():
+        if _mirror_has(src.mirror_files, data_dir):
+            rows = load_split(spec, split, cfg)
+            row = rows.rows[0]
+            say(f"  {split}: {len(rows.rows)} rows from {rows.source}, all render")
+            say(f"    first prompt ends: {spec.render(row)[-120:]!r}")
+            say(f"    its references: {[r[:80] for r in spec.references(row)]!r}")
+        else:
+            say(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+
+
+@tasks_app.command("export-lmeval")
+def tasks_export_lmeval(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the lm-eval YAML tasks.")],
+    task: Annotated[
+        list[str] | None, typer.Option(help="Task to export (repeatable; default: all in the mirror).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Local mirror (else $SPECKD_DATA_DIR).")] = None,
+    max_rows: Annotated[int, typer.Option(help="Rows per task; 0 = all.")] = 0,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Generation budget (default: the task's eval.max_new_tokens).")
+    ] = None,
+) -> None:
+    """Write our tasks as lm-eval tasks (speckd_<task>) over the local rows, for lm-eval --include_path."""
+    from speckd_bench.config import DataConfig
+    from speckd_bench.lmeval import export_tasks
+    from speckd_bench.tasks import TASKS
+
+    names = task or [n for n, t in TASKS.items() if _mirror_has(t.splits["eval"].mirror_files, data_dir)]
+    if not names:
+        raise UserError("no task has its eval rows in the local mirror; pass --data-dir or --task")
+    specs = [TASKS.get(n) for n in names]
+    cfg = DataConfig(data_dir=str(data_dir) if data_dir else None)
+    exported = export_tasks(specs, out_dir, cfg, max_new_tokens, max_rows)
+    for name, rows in exported:
+        say(f"{name}: {len(rows.rows)} rows from {rows.source}")
+    listed = ",".join(name for name, _ in exported)
+    say(f"run: lm-eval --model hf --model_args pretrained=MODEL --include_path {out_dir} --tasks {listed}")
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[str | None, typer.Option("--run", help="Run id (or run directory) to evaluate.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Or a model: built-in name, hub id or local dir.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Eval set (default: the run's task).")] = None,
+    eval_suite: EvalSuiteOpt = None,
+    lm_eval: LmEvalOpt = None,
+    lm_eval_include: LmEvalIncludeOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Local mirror (else $SPECKD_DATA_DIR).")] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where runs/ and evals/ live.")] = Path("results"),
+    max_eval_examples: Annotated[int | None, typer.Option(help="Rows per eval set.")] = None,
+    preset: Annotated[str | None, typer.Option(help="With --model: default | tiny")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="With --model: YAML run config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. eval.max_new_tokens=128 (repeatable).")
+    ] = None,
+    plugins: PluginsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")] = False,
+) -> None:
+    """Evaluate a recorded run's checkpoint (or a model) without training; writes an eval record."""
+    from speckd_bench.config import build_config, parse_sets
+    from speckd_bench.eval_checkpoint import eval_run, evaluate_model
+    from speckd_bench.tasks import run_defaults
+
+    if (run is None) == (model is None):
+        raise UserError("eval needs exactly one of --run RUN_ID and --model NAME")
+    _discover(plugins)
+    overrides: dict[str, object] = dict(parse_sets(set_ or []))
+    flags = {
+        "task": task,
+        "data.data_dir": str(data_dir) if data_dir else None,
+        "data.max_eval_examples": max_eval_examples,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
+    if run is not None:
+        if preset or config:
+            raise UserError("--preset and --config apply to --model; a run's evaluation uses its own config")
+        path = eval_run(run, results_dir, overrides, quiet)
+    else:
+        overrides["results_dir"] = str(results_dir)
+        cfg = build_config(preset=preset, config_file=config, overrides=overrides, task_defaults=run_defaults)
+        path = evaluate_model(cfg, str(model), results_dir / "evals", None, quiet)
+    if quiet:
+        print(path)
 
 
 @app.command()

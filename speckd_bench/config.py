@@ -77,6 +77,20 @@ class EvalConfig:
     seeds: list[int] = field(default_factory=lambda: [10])
     eval_before: bool = True
     """Also score the raw student and the init checkpoint, so every record shows before and after."""
+    suite: str = ""
+    """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
+
+
+@dataclass
+class LmEvalConfig:
+    tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks run on the trained student: lm-eval's own names, `speckd_<task>` (our
+    tasks exported), `@task` (the names the task file lists); empty: lm-eval is not run."""
+    include: list[str] = field(default_factory=list)
+    """Extra directories of lm-eval task YAMLs (TaskManager include_path)."""
+    limit: int = 0
+    """Documents per lm-eval task; 0 means data.max_eval_examples."""
+    batch_size: int = 8
 
 
 @dataclass
@@ -141,6 +155,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -227,6 +242,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("eval.top_p", lambda v: 0.0 < v <= 1.0, "top_p in (0, 1]"),
     ("eval.top_k", lambda v: v >= 0, "top_k >= 0"),
     ("eval.seeds", lambda v: len(v) >= 1, "at least one eval seed"),
+    ("lm_eval.limit", lambda v: v >= 0, "lm_eval limit >= 0"),
+    ("lm_eval.batch_size", lambda v: v >= 1, "lm_eval batch_size >= 1"),
 ]
 
 
@@ -363,8 +380,10 @@ def build_config(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     method_defaults: typing.Callable[[str], dict[str, Any]] | None = None,
+    task_defaults: typing.Callable[[str, str], dict[str, Any]] | None = None,
 ) -> RunConfig:
-    """Resolve a RunConfig: defaults < preset < method defaults < config file < overrides."""
+    """Resolve a RunConfig: defaults < task and suite defaults < preset < method defaults < config file <
+    overrides. task_defaults(task, suite) gives the settings a task (and an eval suite) bring."""
     file_overrides = load_yaml_config(config_file) if config_file else {}
     overrides = dict(overrides or {})
     preset = preset or overrides.pop("preset", None) or file_overrides.pop("preset", None) or "default"
@@ -373,6 +392,10 @@ def build_config(
             f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; known: {', '.join(PRESETS)}"
         )
     cfg = RunConfig(preset=preset)
+    if task_defaults is not None:
+        task = str(overrides.get("task") or file_overrides.get("task") or cfg.task)
+        suite = str(overrides.get("eval.suite") or file_overrides.get("eval.suite") or "")
+        apply_overrides(cfg, task_defaults(task, suite), f"defaults of task {task}")
     apply_overrides(cfg, PRESETS[preset][1], f"preset {preset}")
     name = method or overrides.get("method.name") or file_overrides.get("method.name") or cfg.method.name
     if method_defaults is not None:

@@ -18,9 +18,13 @@ import torch
 
 from speckd_bench.config import DataConfig
 from speckd_bench.errors import UserError
-from speckd_bench.tasks import SplitSource, TaskSpec
+from speckd_bench.tasks import FieldSpec, HubSource, TaskSpec
 
 IGNORE = -100
+
+
+class DataUnavailable(UserError):
+    """A split's rows are in neither the local mirror nor a reachable hub."""
 
 
 def mirror_dir(cfg: DataConfig) -> Path | None:
@@ -47,48 +51,133 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _hub_file(src: SplitSource) -> Path:
-    from huggingface_hub import hf_hub_download
+def read_columns(base: Path, columns: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows from aligned plain-text files (one field per file, line i of each is row i)."""
+    texts = {}
+    for name, rel in columns.items():
+        try:
+            texts[name] = (base / rel).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read {base / rel}: {exc.strerror}") from None
+    sizes = {columns[name]: len(lines) for name, lines in texts.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{f} has {n}" for f, n in sizes.items())
+        raise UserError(f"aligned files differ in line count ({listed}); line i of each must be row i")
+    first = next(iter(columns.values()))
+    return [
+        {**{name: lines[i] for name, lines in texts.items()}, "_source": f"{base / first}:{i + 1}"}
+        for i in range(len(texts[next(iter(texts))]))
+    ]
 
-    return Path(hf_hub_download(repo_id=src.hub_repo, filename=src.hub_file, repo_type="dataset"))
+
+def _dataset_rows(data: Any, where: str) -> list[dict[str, Any]]:
+    return [{**row, "_source": f"{where} row {i + 1}"} for i, row in enumerate(data)]
 
 
-def load_rows(task: TaskSpec, split: str, cfg: DataConfig) -> list[dict[str, Any]]:
-    """All rows of one split of a task, from the mirror when it has the file, else from the hub."""
-    if split not in task.splits:
-        raise UserError(f"task {task.name} has no {split!r} split (it has: {', '.join(task.splits)})")
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines (.jsonl / .json), Parquet or CSV file."""
+    if path.suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    kinds = {".parquet": "parquet", ".csv": "csv"}
+    if path.suffix not in kinds:
+        raise UserError(f"{path}: unsupported data file type; use JSON Lines, Parquet or CSV")
+    import datasets
+
+    return _dataset_rows(
+        datasets.load_dataset(kinds[path.suffix], data_files=str(path), split="train"), str(path)
+    )
+
+
+def _hub_rows(hub: HubSource) -> list[dict[str, Any]]:
+    """Rows of a file in a hub dataset repo, or of a dataset split through datasets.load_dataset."""
+    if hub.file:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(
+            repo_id=hub.repo, filename=hub.file, repo_type="dataset", revision=hub.revision
+        )
+        return read_rows(Path(path))
+    import datasets
+
+    data = datasets.load_dataset(hub.dataset, hub.config, split=hub.split, revision=hub.revision)
+    return _dataset_rows(data, hub.describe())
+
+
+def _source_rows(task: TaskSpec, split: str, cfg: DataConfig) -> tuple[list[dict[str, Any]], str, bool]:
+    """(raw rows, where they came from, from the hub?) for one split: the mirror first, then the hub."""
     src = task.splits[split]
     base = mirror_dir(cfg)
-    if base is not None and (base / src.mirror).is_file():
-        rows = read_jsonl(base / src.mirror)
-    else:
-        where = f"mirror {base}" if base is not None else "no mirror (--data-dir / SPECKD_DATA_DIR unset)"
-        if not src.hub_repo or not src.hub_file:
-            raise UserError(
-                f"task {task.name}: {src.mirror} not found ({where}) and the task has no hub source; "
-                f"pass --data-dir DIR with DIR/{src.mirror}"
-            )
+    files = src.mirror_files
+    if base is not None and files and all((base / f).is_file() for f in files):
+        rows = read_rows(base / src.mirror) if src.mirror else read_columns(base, src.columns)
+        return rows, str(base / files[0]) if src.mirror else f"{base} ({', '.join(files)})", False
+    where = f"mirror {base}" if base is not None else "no mirror (--data-dir / SPECKD_DATA_DIR unset)"
+    wanted = " and ".join(files)
+    if src.hub is None:
+        raise DataUnavailable(
+            f"task {task.name}: {wanted} not found ({where}) and the task has no hub source; "
+            f"pass --data-dir DIR with DIR/{files[0]}"
+        )
+    try:
+        return _hub_rows(src.hub), src.hub.describe(), True
+    except UserError:
+        raise
+    except Exception as exc:  # offline, no such repo, auth: all mean the same to the user
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+        if files:
+            fix = f"{wanted} not found ({where}); pass --data-dir DIR (or set SPECKD_DATA_DIR) holding it"
+        else:
+            fix = "the task is hub-only: run once with hub access (downloads are cached)"
+        raise DataUnavailable(
+            f"task {task.name}: {src.hub.describe()} could not be loaded ({reason}); {fix}"
+        ) from None
+
+
+def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec]) -> None:
+    """Apply the field mapping in place; a row that cannot feed the prompt or the references fails."""
+    for name, spec in mapping.items():
         try:
-            rows = read_jsonl(_hub_file(src))
-        except UserError:
-            raise
-        except Exception as exc:  # offline, no such repo, auth: all mean the same to the user
+            row[name] = spec.resolve(row)
+        except KeyError as exc:
             raise UserError(
-                f"task {task.name}: {src.mirror} not found ({where}) and the hub download of "
-                f"{src.hub_repo}/{src.hub_file} failed ({type(exc).__name__}); "
-                f"pass --data-dir DIR (or set SPECKD_DATA_DIR) to a folder holding {src.mirror}"
+                f"{row['_source']}: row lacks field {exc.args[0]!r} (mapped to {name!r}) of task {task.name}"
             ) from None
-    for row in rows:
-        missing = [f for f in (task.reference_field,) if f not in row]
+    missing = [f for f in task.required_fields if f not in row]
+    if not missing:
         try:
             task.render(row)
         except KeyError as exc:
             missing.append(str(exc.args[0]))
-        if missing:
-            raise UserError(f"{row['_source']}: row lacks field {missing[0]!r} required by task {task.name}")
+    if missing:
+        raise UserError(f"{row['_source']}: row lacks field {missing[0]!r} required by task {task.name}")
+    if not task.references(row):
+        raise UserError(f"{row['_source']}: row has no reference (fields {', '.join(task.reference_fields)})")
+
+
+@dataclass
+class Rows:
+    rows: list[dict[str, Any]]
+    source: str
+    """The file(s) or hub id the rows came from."""
+
+
+def load_split(task: TaskSpec, split: str, cfg: DataConfig) -> Rows:
+    """All rows of one split of a task, mapped to the task's fields, and where they came from."""
+    if split not in task.splits:
+        raise UserError(f"task {task.name} has no {split!r} split (it has: {', '.join(task.splits)})")
+    rows, source, from_hub = _source_rows(task, split, cfg)
+    src = task.splits[split]
+    mapping = {**task.fields, **(src.hub.fields if from_hub and src.hub else src.fields)}
+    for row in rows:
+        _check_row(task, row, mapping)
     if not rows:
-        raise UserError(f"task {task.name}: split {split} ({src.mirror}) has no rows")
-    return rows
+        raise UserError(f"task {task.name}: split {split} ({source}) has no rows")
+    return Rows(rows, source)
+
+
+def load_rows(task: TaskSpec, split: str, cfg: DataConfig) -> list[dict[str, Any]]:
+    """All rows of one split of a task (see load_split)."""
+    return load_split(task, split, cfg).rows
 
 
 @dataclass
@@ -120,7 +209,8 @@ def build_examples(
         prompt = task.render(row)
         refs = task.references(row)
         prompt_ids = encode_prompt(tokenizer, prompt, cfg)
-        response = tokenizer(refs[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        target = task.target(row)
+        response = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         room = cfg.max_length - len(prompt_ids)
         examples.append(Example(prompt_ids, response[:room], prompt, refs))
     return examples

@@ -1,17 +1,22 @@
-"""Evaluate a student on one eval set: generate for every prompt (once per eval seed when sampling),
-score with the task's metrics, and return metrics plus the samples (prompt, references, output).
+"""Evaluate a student on eval sets: generate for every prompt (once per eval seed when sampling), extract
+the answer when the task has a hook, score with the task's metrics, and return metrics (per seed, mean,
+std) plus the samples (prompt, references, output).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from speckd_bench.config import EvalConfig
-from speckd_bench.data import Example
+from rich.console import Console
+
+from speckd_bench.config import DataConfig, EvalConfig
+from speckd_bench.data import DataUnavailable, Example, Rows, build_examples, load_split
 from speckd_bench.generate import generate
 from speckd_bench.metrics import score
+from speckd_bench.tasks import TASKS, TaskSpec, eval_set_names
 
 
 @dataclass
@@ -48,7 +53,9 @@ def evaluate(
     cfg: EvalConfig,
     label: str,
     quiet: bool,
+    extract: Callable[[str], str] | None = None,
 ) -> EvalResult:
+    """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number)."""
     per_seed: dict[int, dict[str, float]] = {}
     samples: list[dict[str, Any]] = []
     new_tokens, seconds = 0, 0.0
@@ -57,7 +64,8 @@ def evaluate(
         gen = generate(
             model, tokenizer, [e.prompt_ids for e in examples], cfg, seed, f"{label} (seed {seed})", quiet
         )
-        scored = score(metric_names, gen.texts, references)
+        answers = [extract(t) for t in gen.texts] if extract else gen.texts
+        scored = score(metric_names, answers, references)
         per_seed[seed] = scored["corpus"]
         new_tokens, seconds = new_tokens + gen.new_tokens, seconds + gen.seconds
         for i, (ex, text) in enumerate(zip(examples, gen.texts, strict=True)):
@@ -68,9 +76,69 @@ def evaluate(
                 "references": ex.references,
                 "output": text,
             }
+            if extract:
+                sample["answer"] = answers[i]
             sample["scores"] = {name: values[i] for name, values in scored["per_example"].items()}
             samples.append(sample)
     names = list(next(iter(per_seed.values())))
     mean = {n: statistics.fmean(s[n] for s in per_seed.values()) for n in names}
     std = {n: statistics.pstdev([s[n] for s in per_seed.values()]) for n in names}
     return EvalResult(mean, per_seed, std, new_tokens, seconds, samples)
+
+
+@dataclass
+class EvalSet:
+    """One eval set of a run: a task's eval split; rows load before any model, examples after."""
+
+    task: TaskSpec
+    rows: Rows
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def load_eval_sets(task: str, suite: str, data: DataConfig) -> tuple[list[EvalSet], dict[str, str]]:
+    """The run's own task first, then the suite's other sets, at most data.max_eval_examples rows each;
+    and {set: reason} for suite sets whose rows are unavailable here (hub-only, offline): skipped."""
+    sets, skipped = [], {}
+    for name in eval_set_names(task, suite):
+        spec = TASKS.get(name)
+        try:
+            rows = load_split(spec, "eval", data)
+        except DataUnavailable as exc:
+            if name == task:
+                raise
+            skipped[name] = str(exc)
+            continue
+        sets.append(EvalSet(spec, Rows(rows.rows[: data.max_eval_examples], rows.source)))
+    return sets, skipped
+
+
+def warn_skipped(skipped: dict[str, str]) -> None:
+    """Say on stderr which suite sets are skipped and why (even with --quiet)."""
+    err = Console(stderr=True)
+    for name, reason in skipped.items():
+        err.print(f"skipping eval set {name}: {reason}", markup=False)
+
+
+def build_eval_examples(sets: list[EvalSet], tokenizer: Any, data: DataConfig) -> None:
+    for es in sets:
+        es.examples = build_examples(es.task, es.rows.rows, tokenizer, data)
+
+
+def evaluate_sets(
+    model: Any, tokenizer: Any, sets: list[EvalSet], cfg: EvalConfig, label: str, quiet: bool
+) -> dict[str, EvalResult]:
+    """{set name: result}; every sample names its eval set."""
+    results = {}
+    for es in sets:
+        name = f"{label} {es.name}" if len(sets) > 1 else label
+        res = evaluate(
+            model, tokenizer, es.examples, es.task.metrics, cfg, name, quiet, es.task.extract_prediction
+        )
+        for sample in res.samples:
+            sample["eval_set"] = es.name
+        results[es.name] = res
+    return results

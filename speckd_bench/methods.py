@@ -8,7 +8,6 @@ come from the entry-point group `speckd_bench.methods` or a `--plugins DIR` of *
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import torch
 from speckd_bench.config import MethodConfig, RunConfig
 from speckd_bench.data import Batch, Example, collate
 from speckd_bench.errors import UserError
-from speckd_bench.registry import Registry
+from speckd_bench.registry import Registry, import_file
 from speckd_bench.tasks import TaskSpec
 
 
@@ -97,17 +96,6 @@ register_method(
 )
 
 
-def _import_file(path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(f"speckd_plugin_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot import plugin {path}")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # a broken plugin is user input: name it in one line
-        raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
-
-
 def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
     """Import the built-in baselines, entry points and *.py files of plugin dirs; return the registry."""
     import speckd_bench.baselines as builtin
@@ -118,7 +106,7 @@ def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
         ep.load()
     for directory in plugin_dirs or []:
         for path in sorted(Path(directory).glob("*.py")):
-            _import_file(path)
+            import_file(path, "speckd_plugin")
     return METHODS
 
 

@@ -1,5 +1,6 @@
 """Text metrics on a 0-100 scale: ROUGE (rouge-score, Porter stemmer, max over references), BLEU and
-chrF (sacrebleu, corpus level), exact match (SQuAD normalisation, max over references).
+chrF (sacrebleu, corpus level), exact match (SQuAD normalisation, max over references), accuracy (the
+extracted answer equals a reference); and answer extraction for math tasks (numbers).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 
 import sacrebleu
@@ -49,6 +51,34 @@ def exact_match(prediction: str, references: list[str]) -> float:
     return 100.0 * max(float(normalize_answer(prediction) == normalize_answer(ref)) for ref in references)
 
 
+def accuracy(prediction: str, references: list[str]) -> float:
+    """100 when the (extracted) answer equals a reference exactly after trimming spaces, else 0."""
+    return 100.0 * float(prediction.strip() in {ref.strip() for ref in references})
+
+
+# A number: optional sign (not a hyphen after a word, as in "10-15"), optional "$", thousands
+# separators only in groups of three, optional decimals ("18." ends a sentence, not a decimal).
+_NUMBER = re.compile(r"(?:(?<![\w)\]])-)?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def canonical_number(token: str) -> str:
+    """'$1,234.50' -> '1234.5', '18.00' -> '18', '-7' -> '-7'."""
+    text = format(Decimal(token.replace(",", "").replace("$", "")).normalize(), "f")
+    return "0" if text == "-0" else text
+
+
+def last_number(text: str) -> str:
+    """The last number in a model output, canonical; '' when there is none."""
+    numbers = _NUMBER.findall(text)
+    return canonical_number(numbers[-1]) if numbers else ""
+
+
+def number_after(text: str, marker: str) -> str:
+    """The number after the last `marker` (GSM8K references end in '#### 72'); '' without a marker."""
+    _, found, tail = text.rpartition(marker)
+    return last_number(tail) if found else ""
+
+
 def _ref_streams(references: list[list[str]]) -> list[list[str]]:
     """sacrebleu wants equally many reference streams; repeating a reference changes no score."""
     width = max(len(r) for r in references)
@@ -71,16 +101,26 @@ def _mean_of(per_example: Callable[[str, list[str]], float]) -> Callable[[list[s
     return corpus
 
 
-def _register(name: str, description: str, per_example=None, corpus=None) -> None:
-    METRICS.register(name, Metric(name, description, per_example, corpus or _mean_of(per_example)))
+def register_metric(
+    name: str,
+    description: str,
+    per_example: Callable[[str, list[str]], float] | None = None,
+    corpus: Callable[[list[str], list[list[str]]], float] | None = None,
+) -> Metric:
+    """Register a metric (task hooks may add their own): per example (averaged) or corpus level."""
+    if per_example is None and corpus is None:
+        raise ValueError(f"metric {name} needs a per_example or a corpus function")
+    metric = Metric(name, description, per_example, corpus or _mean_of(per_example))
+    return METRICS.register(name, metric, replace=True)
 
 
 for _kind in ("rougeL", "rouge1", "rouge2"):
     _fn = (lambda kind: lambda p, r: rouge(kind, p, r))(_kind)
-    _register(_kind, f"{_kind} F1 (rouge-score, Porter stemmer), max over references", _fn)
-_register("exact_match", "exact match after SQuAD normalisation, max over references", exact_match)
-_register("bleu", "corpus BLEU (sacrebleu defaults)", corpus=bleu)
-_register("chrf", "corpus chrF (sacrebleu defaults)", corpus=chrf)
+    register_metric(_kind, f"{_kind} F1 (rouge-score, Porter stemmer), max over references", _fn)
+register_metric("exact_match", "exact match after SQuAD normalisation, max over references", exact_match)
+register_metric("accuracy", "extracted answer equals a reference (e.g. GSM8K final number)", accuracy)
+register_metric("bleu", "corpus BLEU (sacrebleu defaults)", corpus=bleu)
+register_metric("chrf", "corpus chrF (sacrebleu defaults)", corpus=chrf)
 
 
 def score(names: list[str] | tuple[str, ...], predictions: list[str], references: list[list[str]]) -> dict:

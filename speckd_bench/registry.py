@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Generic, TypeVar
 
 from speckd_bench.errors import UserError, did_you_mean
@@ -40,3 +43,16 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._entries.items())
+
+
+def import_file(path: Path, prefix: str) -> ModuleType:
+    """Import a plugin .py file as module `{prefix}_{stem}`; a broken file fails as one UserError line."""
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import plugin {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken plugin is user input: name it in one line
+        raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
+    return module

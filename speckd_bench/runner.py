@@ -15,10 +15,19 @@ from transformers.utils import logging as transformers_logging
 
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
-from speckd_bench.data import build_examples, load_rows, mirror_dir
+from speckd_bench.data import build_examples, load_split, mirror_dir
 from speckd_bench.divergences import DIVERGENCES
 from speckd_bench.errors import RunInterrupted, UserError
-from speckd_bench.evaluate import EvalResult, eval_seeds, evaluate
+from speckd_bench.evaluate import (
+    EvalResult,
+    EvalSet,
+    build_eval_examples,
+    eval_seeds,
+    evaluate_sets,
+    load_eval_sets,
+    warn_skipped,
+)
+from speckd_bench.lmeval import check_lm_eval, run_lm_eval
 from speckd_bench.methods import METHODS, Method, PolicyContext, check_method
 from speckd_bench.metrics import METRICS
 from speckd_bench.models import load_pair
@@ -59,6 +68,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     for metric in task.metrics:
         METRICS.get(metric)
     check_method(method, cfg.method)
+    check_lm_eval(cfg)
     if "train" not in task.splits:
         raise UserError(
             f"task {task.name} has no train split; train on another task and evaluate on this one"
@@ -105,24 +115,50 @@ def _warm_start(
     return info
 
 
+def eval_sets_info(sets: list[EvalSet], skipped: dict[str, str]) -> dict[str, Any]:
+    """Per eval set: where its rows came from and how many were scored, or why it was skipped."""
+    info: dict[str, Any] = {es.name: {"source": es.rows.source, "n_eval": len(es.examples)} for es in sets}
+    info.update({name: {"skipped": reason} for name, reason in skipped.items()})
+    return info
+
+
 def _before_training(
     cfg: RunConfig,
     pair: Any,
     train_ex: list[Any],
     state: RunState,
     checkpoints: Checkpoints,
-    score: Callable[[str], EvalResult],
+    score: Callable[[str], dict[str, EvalResult]],
+    set_names: list[str],
     quiet: bool,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Scores of the raw and init students and the warm start, each done once per run: a resumed run
-    takes them from its state and reloads the init weights only while training has no checkpoint."""
-    before: dict[str, Any] = state.get("before", {})
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Scores of the raw and init students on every eval set and the warm start, each done once per run:
+    a resumed run takes them from its state and reloads the init weights only while training has no
+    checkpoint. Scores are also cached with the warm start, so later methods of a comparison reuse them."""
+    before: dict[str, dict[str, Any]] = state.get("before", {name: {} for name in set_names})
     init_info: dict[str, Any] = state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
     warm = WarmStart(cfg)
-    if cfg.eval.eval_before and "raw" not in before:
-        cached = warm.cached_eval("raw") if cfg.train.init_sft_epochs else None
-        before["raw"] = cached or score("eval raw student").summary()
+
+    def key(stage: str, name: str) -> str:
+        return stage if name == cfg.task else f"{stage}-{name}"
+
+    def done(stage: str) -> bool:
+        return all(stage in before[name] for name in set_names)
+
+    def scores(stage: str, label: str) -> None:
+        cached = {n: warm.cached_eval(key(stage, n)) for n in set_names} if cfg.train.init_sft_epochs else {}
+        if not cached or any(v is None for v in cached.values()):
+            cached = {n: r.summary() for n, r in score(label).items()}
+        for name, summary in cached.items():
+            before[name][stage] = summary
         state.put("before", before)
+
+    def store(stage: str) -> None:
+        for name in set_names:
+            warm.store_eval(key(stage, name), before[name][stage])
+
+    if cfg.eval.eval_before and not done("raw"):
+        scores("raw", "eval raw student")
     if not cfg.train.init_sft_epochs:
         return before, init_info
     if checkpoints.latest() is None:
@@ -130,12 +166,11 @@ def _before_training(
         if "key" not in init_info:
             init_info = built
             state.put("init", init_info)
-    if "raw" in before:
-        warm.store_eval("raw", before["raw"])
-    if cfg.eval.eval_before and "init" not in before:
-        before["init"] = warm.cached_eval("init") or score("eval init student").summary()
-        warm.store_eval("init", before["init"])
-        state.put("before", before)
+    if done("raw"):
+        store("raw")
+    if cfg.eval.eval_before and not done("init"):
+        scores("init", "eval init student")
+        store("init")
     return before, init_info
 
 
@@ -155,8 +190,10 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     check_writable(results_dir)
     if resume is not None:
         Checkpoints.of_run(resume, cfg).check()
-    train_rows = load_rows(task, "train", cfg.data)[: cfg.data.max_train_examples]
-    eval_rows = load_rows(task, "eval", cfg.data)[: cfg.data.max_eval_examples]
+    train_split = load_split(task, "train", cfg.data)
+    train_rows = train_split.rows[: cfg.data.max_train_examples]
+    sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
+    warn_skipped(skipped)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
@@ -165,7 +202,9 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
-    eval_ex = build_examples(task, eval_rows, tok, cfg.data)
+    build_eval_examples(sets, tok, cfg.data)
+    eval_ex = sets[0].examples
+    set_names = [es.name for es in sets]
     if resume is None:
         state = RunState.create(results_dir / "runs" / new_run_id(cfg.task, cfg.method.name, cfg.seed), cfg)
         state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -175,10 +214,11 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     checkpoints = Checkpoints.of_run(run_dir, cfg)
     if resume is not None:
         state.put("resumed_from_step", [*state.get("resumed_from_step", []), checkpoints.latest_step()])
-    _log(f"[bold]{run_id}[/]: {len(train_ex)} train / {len(eval_ex)} eval rows, device {device}", quiet)
+    n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in sets)
+    _log(f"[bold]{run_id}[/]: {len(train_ex)} train / {n_eval} eval rows, device {device}", quiet)
 
-    def score(label: str) -> EvalResult:
-        return evaluate(pair.student, tok, eval_ex, task.metrics, cfg.eval, label, quiet)
+    def score(label: str) -> dict[str, EvalResult]:
+        return evaluate_sets(pair.student, tok, sets, cfg.eval, label, quiet)
 
     log_path = run_dir / "train_log.jsonl"
     context = PolicyContext(
@@ -209,25 +249,29 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         "models": pair.info,
         "data": {
             "source": str(mirror_dir(cfg.data) or "hub"),
-            "train_file": task.splits["train"].mirror,
-            "eval_file": task.splits["eval"].mirror,
+            "train_file": train_split.source,
+            "eval_file": sets[0].rows.source,
             "n_train": len(train_ex),
             "n_eval": len(eval_ex),
             "train_target_tokens": sum(len(e.target_ids) for e in train_ex),
+            "eval_sets": eval_sets_info(sets, skipped),
         },
         "seeds": {**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
         "policy": {},
         "resumed_from_step": state.get("resumed_from_step", []),
         "init": {},
         "timings": {"model_load_s": load_s},
-        "metrics": {task.name: {}},
+        "metrics": {name: {} for name in set_names},
         "training": {},
         "paths": {"train_log": "train_log.jsonl", "checkpoints": CHECKPOINTS},
     }
     try:
         t0 = time.perf_counter()
-        before, record["init"] = _before_training(cfg, pair, train_ex, state, checkpoints, score, quiet)
-        record["metrics"][task.name]["before"] = before
+        before, record["init"] = _before_training(
+            cfg, pair, train_ex, state, checkpoints, score, set_names, quiet
+        )
+        for name in set_names:
+            record["metrics"][name]["before"] = before[name]
         record["timings"]["before_s"] = time.perf_counter() - t0
 
         trained = state.get("trained")
@@ -255,12 +299,13 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         else:
             res = TrainResult(**trained)
             checkpoints.load_weights(pair.student)
-        after = score("eval trained student")
-        atomic_write_jsonl(run_dir / "samples.jsonl", after.samples)
+        after_sets = score("eval trained student")
+        atomic_write_jsonl(run_dir / "samples.jsonl", [s for r in after_sets.values() for s in r.samples])
         save_final(pair.student, tok, run_dir / "checkpoint")
     except KeyboardInterrupt as exc:
         record["init"] = record["init"] or state.get("init", {})
-        record["metrics"][task.name].setdefault("before", state.get("before", {}))
+        for name, per_set in state.get("before", {}).items():
+            record["metrics"].setdefault(name, {}).setdefault("before", per_set)
         rows = read_log(log_path) if log_path.is_file() else []
         record["training"] = summarize_log(rows, cfg.train.spike_factor)
         record["timings"]["wall_s"] = time.perf_counter() - wall0
@@ -276,31 +321,40 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     summary = summarize_log(read_log(log_path), cfg.train.spike_factor)
     if res.diverged_at is not None:
         summary["diverged_at_step"] = res.diverged_at
-    eval_tokens = after.new_tokens + sum(b.get("new_tokens", 0) for b in before.values())
-    eval_seconds = after.seconds + sum(b.get("seconds", 0.0) for b in before.values())
+    lm_eval = run_lm_eval(pair.student, tok, cfg, quiet) if cfg.lm_eval.tasks else None
+    stages = [b for per_set in before.values() for b in per_set.values()]
+    after_tokens = sum(r.new_tokens for r in after_sets.values())
+    after_seconds = sum(r.seconds for r in after_sets.values())
+    eval_tokens = after_tokens + sum(b.get("new_tokens", 0) for b in stages)
+    eval_seconds = after_seconds + sum(b.get("seconds", 0.0) for b in stages)
     record["timings"].update(
         wall_s=time.perf_counter() - wall0,
         train_s=res.seconds,
         train_tokens_per_s=res.tokens_per_s,
         train_target_tokens=res.target_tokens,
-        eval_s=after.seconds,
+        eval_s=after_seconds,
         eval_tokens_per_s=eval_tokens / eval_seconds if eval_seconds else 0.0,
     )
-    record["metrics"][task.name]["after"] = after.summary()
+    for name, result in after_sets.items():
+        record["metrics"][name]["after"] = result.summary()
+    record["lm_eval"] = lm_eval
     record["training"] = summary
     record["policy"] = policy.summary() if policy else {}
     record["paths"] = {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"}
     record["status"] = "complete"
     atomic_write_json(path, record)
     checkpoints.remove()  # the record is complete: nothing left to resume; the weights stay in checkpoint/
-    raw_score = before.get("raw", {}).get("metrics", {}).get(main)
-    init_score = before.get("init", {}).get("metrics", {}).get(main)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    _log(
-        f"{main}: raw {fmt(raw_score)} -> init {fmt(init_score)} -> after {fmt(after.metrics[main])}"
-        f"  ({record['timings']['wall_s']:.0f} s)  record: {path}",
-        quiet,
-    )
+    for es in sets:
+        metric = es.task.metrics[0]
+        raw_score = before[es.name].get("raw", {}).get("metrics", {}).get(metric)
+        init_score = before[es.name].get("init", {}).get("metrics", {}).get(metric)
+        after_score = after_sets[es.name].metrics[metric]
+        _log(
+            f"{es.name} {metric}: raw {fmt(raw_score)} -> init {fmt(init_score)} -> after {fmt(after_score)}",
+            quiet,
+        )
+    _log(f"{record['timings']['wall_s']:.0f} s, record: {path}", quiet)
     if res.diverged_at is not None:
         raise UserError(
             f"run {run_id} diverged: non-finite loss at training step {res.diverged_at}; its record keeps "

@@ -1,33 +1,123 @@
 """Task plugins: one YAML file per task (tasks/*.yaml, `--plugins DIR`, $SPECKD_PLUGINS or the entry-point
-group `speckd_bench.tasks`), validated against a small schema whose errors name the file and the key.
+group `speckd_bench.tasks`), validated against a schema whose errors name the file, the key and what is
+expected. A YAML file with a top-level `suite:` key defines a suite: named eval sets scored together.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
 
+from speckd_bench.config import RunConfig, apply_overrides
 from speckd_bench.errors import UserError, did_you_mean
-from speckd_bench.registry import Registry
+from speckd_bench.metrics import METRICS
+from speckd_bench.registry import Registry, import_file
 
 KINDS = ("instruction", "summarization", "math", "translation")
+
+DECODING_PRESETS: dict[str, dict[str, Any]] = {
+    "greedy": {"eval.decoding": "greedy", "eval.no_repeat_ngram_size": 0},
+    # MiniLLM protocol (REFERENCE.md section 5): pure sampling, five eval seeds.
+    "minillm": {
+        "eval.decoding": "sample",
+        "eval.temperature": 1.0,
+        "eval.top_p": 1.0,
+        "eval.top_k": 0,
+        "eval.no_repeat_ngram_size": 6,
+        "eval.seeds": [10, 20, 30, 40, 50],
+    },
+}
+HOOK_FUNCTIONS = ("extract_prediction", "extract_reference")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A row field built from source fields: one dotted path, or several collected into a list."""
+
+    sources: tuple[str, ...]
+    many: bool = False
+    """True: the value is the list of the sources' values (list values are flattened into it)."""
+    join: str | None = None
+    """Join a list value into one string with this separator."""
+
+    def resolve(self, row: dict[str, Any]) -> Any:
+        values = [_lookup(row, path) for path in self.sources]
+        if self.many:
+            value: Any = [v for item in values for v in (item if isinstance(item, list) else [item])]
+        else:
+            value = values[0]
+        if self.join is not None and isinstance(value, list):
+            value = self.join.join(str(v) for v in value)
+        return value
+
+
+def _lookup(row: dict[str, Any], path: str) -> Any:
+    """row[path], else a walk down dotted keys; KeyError(path) when absent."""
+    if path in row:
+        return row[path]
+    value: Any = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(path)
+        value = value[part]
+    return value
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Rows from the Hugging Face hub: a JSONL file of a dataset repo, or a dataset through datasets."""
+
+    repo: str | None = None
+    file: str | None = None
+    """A JSONL, JSON Lines, Parquet or CSV file of dataset repo `repo`."""
+    dataset: str | None = None
+    """A `datasets.load_dataset` id (a local dataset folder works too)."""
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+    """Field mapping for hub rows (over the task's `fields`)."""
+
+    def describe(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        if self.dataset:
+            config = f"/{self.config}" if self.config else ""
+            return f"hub dataset {self.dataset}{config}{at} [{self.split}]"
+        return f"hub file {self.repo}{at}:{self.file}"
 
 
 @dataclass(frozen=True)
 class SplitSource:
-    """Where one split's rows come from: a file in the local mirror, else the hub."""
+    """Where one split's rows come from: the local mirror when it has the files, else the hub."""
 
-    mirror: str
-    """Path relative to the mirror directory (JSONL, one row per line)."""
-    hub_repo: str | None = None
-    """Hub dataset repository holding `hub_file` (JSONL), e.g. MiniLLM/dolly."""
-    hub_file: str | None = None
+    mirror: str | None = None
+    """A JSONL (or Parquet / CSV) file relative to the mirror directory."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Plain-text files relative to the mirror, one per field; line i of every file is row i."""
+    hub: HubSource | None = None
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+    """Field mapping for mirror rows of this split (over the task's `fields`)."""
+
+    @property
+    def mirror_files(self) -> list[str]:
+        return [self.mirror] if self.mirror else list(self.columns.values())
+
+    def describe(self) -> str:
+        parts = [f"mirror {' + '.join(self.mirror_files)}"] if self.mirror_files else []
+        if self.hub:
+            parts.append(self.hub.describe())
+        return " | ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -41,11 +131,21 @@ class TaskSpec:
     """Template with {field} placeholders, used when the input field is empty or absent."""
     prompt_with_input: str | None
     input_field: str | None
-    reference_field: str
-    """A string or a list of strings per row (several references: metrics take the max)."""
+    reference_fields: tuple[str, ...]
+    """Fields holding a string or a list of strings each; all together are the references (max over)."""
+    target_field: str
+    """The training response (default: the first reference field, first string)."""
     metrics: tuple[str, ...]
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+    decoding: str = "greedy"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """`data.*` / `eval.*` run settings this task brings (below the preset, the config file and --set)."""
+    extract_prediction: Callable[[str], str] | None = None
+    extract_reference: Callable[[str], str] | None = None
+    lm_eval: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks that measure the same skill (`--lm-eval @task` runs them)."""
+    hook: str | None = None
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def render(self, row: dict[str, Any]) -> str:
         has_input = bool(self.input_field and str(row.get(self.input_field) or "").strip())
@@ -53,62 +153,246 @@ class TaskSpec:
         return template.format_map(row)
 
     def references(self, row: dict[str, Any]) -> list[str]:
-        value = row[self.reference_field]
-        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        refs = []
+        for name in self.reference_fields:
+            value = row[name]
+            refs.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+        return [self.extract_reference(r) for r in refs] if self.extract_reference else refs
+
+    def target(self, row: dict[str, Any]) -> str:
+        value = row[self.target_field]
+        return str(value[0] if isinstance(value, list) else value)
+
+    def answer(self, output: str) -> str:
+        """What the metrics score of a model output (the hook's extraction, else the output)."""
+        return self.extract_prediction(output) if self.extract_prediction else output
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.reference_fields, self.target_field)))
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Eval sets scored together after training (e.g. the five MiniLLM sets) and their decoding."""
+
+    name: str
+    description: str
+    sets: tuple[str, ...]
+    decoding: str | None = None
+    path: str = ""
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
+SUITES: Registry[Suite] = Registry("suite")
 
-_REQUIRED = {"name": str, "kind": str, "description": str, "splits": dict, "prompt": dict, "reference": str}
-_OPTIONAL = {"metrics": list, "input_field": str}
+_TASK_KEYS = {
+    "name": "the task name (letters, digits, _ . -)",
+    "kind": f"one of {', '.join(KINDS)}",
+    "description": "one line on what the task measures",
+    "splits": "a mapping of split name to source (`eval` required)",
+    "prompt": "a mapping with `template` (and optional `template_with_input`)",
+    "reference": "a field name or a list of field names",
+    "target": "the field holding the training response",
+    "input_field": "the field whose emptiness selects `prompt.template`",
+    "fields": "a mapping of field name to source path, list of paths, or {from, join}",
+    "metrics": f"a list of metric names ({', '.join(METRICS)})",
+    "decoding": f"a decoding preset ({', '.join(DECODING_PRESETS)})",
+    "defaults": "a mapping of data.* / eval.* run settings",
+    "hook": "a .py file beside the YAML (extract_prediction / extract_reference / metrics)",
+    "lm_eval": "a list of lm-evaluation-harness task names",
+}
+_REQUIRED = ("name", "kind", "description", "splits", "prompt", "reference")
+_SUITE_KEYS = {
+    "suite": "the suite name",
+    "description": "one line on the suite",
+    "sets": "a list of task names whose eval splits are scored",
+    "decoding": f"a decoding preset ({', '.join(DECODING_PRESETS)})",
+}
 
 
-def _need(cond: bool, path: Path, key: str, expected: str) -> None:
-    if not cond:
-        raise UserError(f"{path}: key {key!r} {expected}")
+class _Checker:
+    """Schema errors as one line: FILE: key 'KEY' PROBLEM (expected: WHAT)."""
+
+    def __init__(self, path: Path, expected: dict[str, str]) -> None:
+        self.path, self.expected = path, expected
+
+    def need(self, cond: bool, key: str, problem: str) -> None:
+        if not cond:
+            top = key.split(".")[0]
+            hint = f" (expected: {self.expected[top]})" if top in self.expected else ""
+            raise UserError(f"{self.path}: key {key!r} {problem}{hint}")
+
+    def keys(self, tree: dict[str, Any], where: str, known: list[str] | dict[str, str]) -> None:
+        for key in tree:
+            name = f"{where}.{key}" if where else str(key)
+            self.need(key in known, name, f"is not a known field{did_you_mean(str(key), known)}")
+
+    def string(self, tree: dict[str, Any], key: str, where: str = "") -> str | None:
+        value = tree.get(key)
+        self.need(value is None or isinstance(value, str), f"{where}{key}", "must be a string")
+        return value
+
+    def names(self, value: Any, key: str) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        self.need(
+            isinstance(items, list) and bool(items) and all(isinstance(v, str) for v in items),
+            key,
+            "must be a string or a non-empty list of strings",
+        )
+        return tuple(items)
+
+
+def _parse_fields(tree: Any, check: _Checker, key: str) -> dict[str, FieldSpec]:
+    check.need(isinstance(tree, dict), key, "must be a mapping")
+    out = {}
+    for name, spec in tree.items():
+        where = f"{key}.{name}"
+        join = None
+        if isinstance(spec, dict):
+            check.keys(spec, where, ["from", "join"])
+            check.need("from" in spec, f"{where}.from", "is missing")
+            join = check.string(spec, "join", f"{where}.")
+            spec = spec["from"]
+        sources = check.names(spec, where)
+        out[str(name)] = FieldSpec(sources, many=isinstance(spec, list), join=join)
+    return out
+
+
+def _parse_hub(tree: Any, check: _Checker, key: str) -> HubSource:
+    check.need(isinstance(tree, dict), key, "must be a mapping: {repo, file} or {dataset, config, split}")
+    names = ("repo", "file", "dataset", "config", "split", "revision")
+    check.keys(tree, key, [*names, "fields"])
+    values = {k: check.string(tree, k, f"{key}.") for k in names}
+    by_file = bool(values["repo"] and values["file"])
+    by_dataset = bool(values["dataset"] and values["split"])
+    check.need(
+        by_file != by_dataset, key, "needs either `repo` and `file` (a JSONL file) or `dataset` and `split`"
+    )
+    fields = _parse_fields(tree["fields"], check, f"{key}.fields") if "fields" in tree else {}
+    return HubSource(**values, fields=fields)
+
+
+def _parse_split(tree: Any, check: _Checker, key: str) -> SplitSource:
+    check.need(isinstance(tree, dict), key, "must be a mapping with `mirror` and/or `hub`")
+    check.keys(tree, key, ["mirror", "hub", "fields"])
+    mirror = tree.get("mirror")
+    columns: dict[str, str] = {}
+    if isinstance(mirror, dict):
+        columns = {str(k): v for k, v in mirror.items()}
+        check.need(
+            bool(columns) and all(isinstance(v, str) for v in columns.values()),
+            f"{key}.mirror",
+            "must be a JSONL file or a mapping of field to plain-text file",
+        )
+        mirror = None
+    check.need(mirror is None or isinstance(mirror, str), f"{key}.mirror", "must be a file path")
+    hub = _parse_hub(tree["hub"], check, f"{key}.hub") if "hub" in tree else None
+    check.need(bool(mirror or columns or hub), key, "needs `mirror` (files in the local mirror) or `hub`")
+    fields = _parse_fields(tree["fields"], check, f"{key}.fields") if "fields" in tree else {}
+    return SplitSource(mirror, columns, hub, fields)
+
+
+def _check_template(template: Any, check: _Checker, key: str) -> str:
+    check.need(isinstance(template, str), key, "must be a string")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        check.need(False, key, f"is not a valid template ({exc}); write literal braces as {{{{ }}}}")
+    check.need(all(fields), key, "has an empty {} placeholder; name a field, e.g. {instruction}")
+    return template
+
+
+def _load_hook(path: Path, check: _Checker) -> ModuleType:
+    check.need(path.suffix == ".py" and path.is_file(), "hook", f"names {path}, which is not a .py file")
+    module = import_file(path, "speckd_task_hook")
+    for name in HOOK_FUNCTIONS:
+        check.need(
+            callable(getattr(module, name, len)), "hook", f"{path} defines {name}, but not as a function"
+        )
+    return module
+
+
+def _parse_defaults(tree: Any, check: _Checker) -> dict[str, Any]:
+    check.need(isinstance(tree, dict), "defaults", "must be a mapping")
+    for key in tree:
+        check.need(
+            str(key).startswith(("data.", "eval.")), f"defaults.{key}", "is not a data.* or eval.* setting"
+        )
+    try:
+        apply_overrides(RunConfig(), tree, "defaults")
+    except UserError as exc:
+        check.need(False, "defaults", f"is invalid: {exc}")
+    return dict(tree)
 
 
 def parse_task(tree: Any, path: Path) -> TaskSpec:
-    """Validate a task YAML tree and build its TaskSpec."""
-    _need(isinstance(tree, dict), path, "<top>", "must be a mapping")
-    known = set(_REQUIRED) | set(_OPTIONAL)
-    for key in tree:
-        _need(
-            key in known, path, key, f"is not a task field{did_you_mean(key, known)}; known: {sorted(known)}"
-        )
-    for key, typ in _REQUIRED.items():
-        _need(key in tree, path, key, "is missing")
-        _need(isinstance(tree[key], typ), path, key, f"must be a {typ.__name__}")
-    for key, typ in _OPTIONAL.items():
-        if key in tree:
-            _need(isinstance(tree[key], typ), path, key, f"must be a {typ.__name__}")
-    _need(tree["kind"] in KINDS, path, "kind", f"must be one of {', '.join(KINDS)}")
-    _need("eval" in tree["splits"], path, "splits", "must have an `eval` split")
-    splits = {}
-    for split, src in tree["splits"].items():
-        key = f"splits.{split}"
-        _need(isinstance(src, dict) and isinstance(src.get("mirror"), str), path, key, "needs `mirror: FILE`")
-        hub = src.get("hub") or {}
-        _need(isinstance(hub, dict), path, f"{key}.hub", "must be a mapping with repo and file")
-        splits[split] = SplitSource(src["mirror"], hub.get("repo"), hub.get("file"))
+    """Validate a task YAML tree (importing its hook) and build its TaskSpec."""
+    check = _Checker(path, _TASK_KEYS)
+    check.need(isinstance(tree, dict), "<top>", "must be a mapping of task fields")
+    check.keys(tree, "", _TASK_KEYS)
+    for key in _REQUIRED:
+        check.need(key in tree, key, "is missing")
+    for key in ("name", "kind", "description", "target", "input_field", "decoding", "hook"):
+        check.string(tree, key)
+    check.need(bool(_NAME.match(tree["name"])), "name", "must be letters, digits, _ . - (no spaces)")
+    check.need(tree["kind"] in KINDS, "kind", f"is {tree['kind']!r}{did_you_mean(tree['kind'], KINDS)}")
+    check.need(isinstance(tree["splits"], dict) and "eval" in tree["splits"], "splits", "needs an eval split")
+    splits = {str(k): _parse_split(v, check, f"splits.{k}") for k, v in tree["splits"].items()}
     prompt = tree["prompt"]
-    _need(isinstance(prompt.get("template"), str), path, "prompt.template", "must be a string")
-    metrics = tuple(tree.get("metrics", ["rougeL"]))
+    check.need(isinstance(prompt, dict), "prompt", "must be a mapping")
+    check.keys(prompt, "prompt", ["template", "template_with_input"])
+    template = _check_template(prompt.get("template"), check, "prompt.template")
+    with_input = prompt.get("template_with_input")
+    if with_input is not None:
+        _check_template(with_input, check, "prompt.template_with_input")
+    references = check.names(tree["reference"], "reference")
+    decoding = tree.get("decoding", "greedy")
+    check.need(decoding in DECODING_PRESETS, "decoding", f"is {decoding!r}")
+    hook = None
+    if "hook" in tree:
+        hook = _load_hook(path.parent / tree["hook"], check)
+    metrics = check.names(tree.get("metrics", ["rougeL"]), "metrics")
+    for name in metrics:
+        check.need(name in METRICS, "metrics", f"names unknown metric {name!r}{did_you_mean(name, METRICS)}")
     return TaskSpec(
         name=tree["name"],
         kind=tree["kind"],
         description=tree["description"],
         splits=splits,
-        prompt=prompt["template"],
-        prompt_with_input=prompt.get("template_with_input"),
+        prompt=template,
+        prompt_with_input=with_input,
         input_field=tree.get("input_field"),
-        reference_field=tree["reference"],
+        reference_fields=references,
+        target_field=tree.get("target", references[0]),
         metrics=metrics,
+        fields=_parse_fields(tree["fields"], check, "fields") if "fields" in tree else {},
+        decoding=decoding,
+        defaults=_parse_defaults(tree["defaults"], check) if "defaults" in tree else {},
+        extract_prediction=getattr(hook, "extract_prediction", None),
+        extract_reference=getattr(hook, "extract_reference", None),
+        lm_eval=check.names(tree["lm_eval"], "lm_eval") if "lm_eval" in tree else (),
+        hook=str(path.parent / tree["hook"]) if hook else None,
         path=str(path),
     )
 
 
-def load_task_file(path: Path) -> TaskSpec:
+def parse_suite(tree: dict[str, Any], path: Path) -> Suite:
+    check = _Checker(path, _SUITE_KEYS)
+    check.keys(tree, "", _SUITE_KEYS)
+    for key in ("suite", "description", "decoding"):
+        check.string(tree, key)
+    check.need(bool(_NAME.match(str(tree["suite"]))), "suite", "must be letters, digits, _ . - (no spaces)")
+    check.need("sets" in tree, "sets", "is missing")
+    decoding = tree.get("decoding")
+    check.need(decoding is None or decoding in DECODING_PRESETS, "decoding", f"is {decoding!r}")
+    return Suite(
+        tree["suite"], tree.get("description", ""), check.names(tree["sets"], "sets"), decoding, str(path)
+    )
+
+
+def load_plugin_file(path: Path) -> TaskSpec | Suite:
+    """A task or (with a top-level `suite:` key) a suite from one YAML file."""
     try:
         tree = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
@@ -117,7 +401,27 @@ def load_task_file(path: Path) -> TaskSpec:
         raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
     except OSError as exc:
         raise UserError(f"cannot read task file {path}: {exc.strerror}") from None
+    if isinstance(tree, dict) and "suite" in tree:
+        return parse_suite(tree, Path(path))
     return parse_task(tree, Path(path))
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    spec = load_plugin_file(path)
+    if not isinstance(spec, TaskSpec):
+        raise UserError(f"{path} defines suite {spec.name}, not a task")
+    return spec
+
+
+def _entry_point_dir(value: Any, name: str) -> Path:
+    """An entry point names a package (its folder holds the YAML files), a path, or a callable giving one."""
+    if isinstance(value, ModuleType):
+        return Path(value.__file__ or "").parent
+    if callable(value):
+        value = value()
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise UserError(f"entry point {name} (group speckd_bench.tasks) must name a package or a directory")
 
 
 def _task_files(plugin_dirs: list[Path]) -> list[Path]:
@@ -126,19 +430,51 @@ def _task_files(plugin_dirs: list[Path]) -> list[Path]:
     files = sorted(
         (Path(str(p)) for p in builtin.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name
     )
-    env_dirs = [Path(d) for d in os.environ.get("SPECKD_PLUGINS", "").split(os.pathsep) if d]
-    for ep in entry_points(group="speckd_bench.tasks"):
-        env_dirs.append(Path(ep.load()))
-    for directory in [*env_dirs, *plugin_dirs]:
+    dirs = [_entry_point_dir(ep.load(), ep.name) for ep in entry_points(group="speckd_bench.tasks")]
+    dirs += [Path(d) for d in os.environ.get("SPECKD_PLUGINS", "").split(os.pathsep) if d]
+    for directory in [*dirs, *plugin_dirs]:
         if not Path(directory).is_dir():
             raise UserError(f"plugin directory {directory} does not exist")
         files.extend(sorted(Path(directory).glob("*.yaml")))
     return files
 
 
+def check_suite(suite: Suite) -> None:
+    """Every set of a suite must be a registered task."""
+    for name in suite.sets:
+        if name not in TASKS:
+            raise UserError(
+                f"{suite.path}: suite {suite.name} names unknown task {name!r}{did_you_mean(name, TASKS)}"
+            )
+
+
 def discover_tasks(plugin_dirs: list[Path] | None = None) -> Registry[TaskSpec]:
-    """Register built-in and plugin tasks (a plugin may replace a built-in of the same name)."""
+    """Register built-in and plugin tasks and suites (a plugin may replace a built-in of the same name)."""
     for path in _task_files(list(plugin_dirs or [])):
-        spec = load_task_file(path)
-        TASKS.register(spec.name, spec, replace=True)
+        spec = load_plugin_file(path)
+        if isinstance(spec, Suite):
+            SUITES.register(spec.name, spec, replace=True)
+        else:
+            TASKS.register(spec.name, spec, replace=True)
+    for _, suite in SUITES.items():
+        check_suite(suite)
     return TASKS
+
+
+def eval_set_names(task: str, suite: str) -> list[str]:
+    """The sets a run scores: its own task's eval split first, then the suite's other sets."""
+    sets = SUITES.get(suite).sets if suite else ()
+    return [task, *(name for name in sets if name != task)]
+
+
+def run_defaults(task: str, suite: str) -> dict[str, Any]:
+    """Config defaults a task brings (its decoding preset and `defaults`), then a suite's decoding."""
+    out: dict[str, Any] = {}
+    if task in TASKS:
+        spec = TASKS.get(task)
+        out.update(DECODING_PRESETS[spec.decoding])
+        out.update(spec.defaults)
+    if suite:
+        decoding = SUITES.get(suite).decoding
+        out.update(DECODING_PRESETS[decoding] if decoding else {})
+    return out

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-# Set before any test module imports huggingface_hub, which reads it once: no test waits on the network.
+# huggingface_hub and datasets read this once, when first imported (test modules import them while being
+# collected): set it before that, so hub lookups fail at once instead of retrying for ~20 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -1,0 +1,158 @@
+"""lm-evaluation-harness in-process on a tiny model: our exported tasks, a local multiple-choice task,
+agreement with our own evaluation, the exported YAML files, and the record of a run."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from speckd_bench.cli import app
+from speckd_bench.config import RunConfig
+from speckd_bench.errors import UserError
+from speckd_bench.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
+from speckd_bench.lmeval import expand_names, export_tasks, run_lm_eval
+from speckd_bench.models import load_teacher
+from speckd_bench.tasks import discover_tasks
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    """lm-eval reads its JSON tasks through datasets: keep that cache out of the user's home."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer, _ = load_teacher("tiny-random")
+    tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+@pytest.fixture
+def mc_dir(tmp_path):
+    """A local lm-eval multiple-choice task (the kind lm-eval users write), for --lm-eval-include."""
+    folder = tmp_path / "lmeval-tasks"
+    folder.mkdir()
+    rows = [
+        {"question": "2 + 2 =", "choices": ["3", "4", "5"], "label": 1},
+        {"question": "The sky is", "choices": ["blue", "green"], "label": 0},
+        {"question": "Ice is", "choices": ["hot", "cold"], "label": 1},
+    ]
+    (folder / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {
+        "task": "tiny_mc",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(folder / "mc.jsonl")}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }
+    (folder / "tiny_mc.yaml").write_text(yaml.safe_dump(task))
+    return folder
+
+
+def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(tiny, synthetic_data):
+    model, tokenizer = tiny
+    discover_tasks()
+    cfg = RunConfig()
+    cfg.data.data_dir, cfg.data.max_eval_examples = str(synthetic_data), 6
+    cfg.eval.max_new_tokens, cfg.eval.batch_size = 8, 1
+    cfg.lm_eval.tasks, cfg.lm_eval.batch_size = ["speckd_dolly"], 1
+    sets, _ = load_eval_sets("dolly", "", cfg.data)
+    build_eval_examples(sets, tokenizer, cfg.data)
+    ours = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet=True)["dolly"]
+    theirs = run_lm_eval(model, tokenizer, cfg, quiet=True)
+    assert theirs["results"]["speckd_dolly"]["rougeL,none"] == pytest.approx(ours.metrics["rougeL"])
+    assert theirs["n_samples"]["speckd_dolly"]["effective"] == 6
+
+
+def test_exported_tasks_load_in_lm_eval_with_our_scoring(tmp_path, synthetic_data):
+    from lm_eval.tasks import TaskManager
+
+    from speckd_bench.config import DataConfig
+
+    discover_tasks()
+    tasks = [discover_tasks().get(n) for n in ("dolly", "gsm8k")]
+    gsm = tmp_path / "mirror"
+    (gsm / "gsm8k").mkdir(parents=True)
+    (gsm / "gsm8k" / "test.jsonl").write_text(
+        json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}) + "\n"
+    )
+    (gsm / "dolly").symlink_to(synthetic_data / "dolly")
+    out = tmp_path / "export"
+    exported = export_tasks(tasks, out, DataConfig(data_dir=str(gsm)))
+    assert [name for name, _ in exported] == ["speckd_dolly", "speckd_gsm8k"]
+    config = (out / "speckd_gsm8k.yaml").read_text()
+    assert "process_results: !function 'speckd_scoring.gsm8k'" in config and "max_gen_toks: 256" in config
+    doc = json.loads((out / "speckd_gsm8k.jsonl").read_text())
+    assert doc["references"] == ["2"] and doc["prompt"].endswith("1+1?\n\n### Response:\n")
+    manager = TaskManager(include_path=str(out), include_defaults=False)
+    assert {"speckd_dolly", "speckd_gsm8k"} <= set(manager.all_tasks)
+    scoring = manager.load(["speckd_gsm8k"])["tasks"]["speckd_gsm8k"].config.process_results
+    assert scoring({"references": ["2"]}, [" so the answer is 2."]) == {"accuracy": 100.0}
+
+
+def test_cli_export_writes_tasks_for_lm_eval_include_path(tmp_path, data_dir):
+    res = runner.invoke(
+        app,
+        [
+            "tasks",
+            "export-lmeval",
+            str(tmp_path),
+            "--task",
+            "dolly",
+            "--data-dir",
+            str(data_dir),
+            "--max-rows",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "speckd_dolly: 3 rows" in res.stdout and f"--include_path {tmp_path}" in res.stdout
+    assert len((tmp_path / "speckd_dolly.jsonl").read_text().splitlines()) == 3
+
+
+def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path, data_dir, mc_dir):
+    args = [
+        "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
+        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
+        "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
+        "--lm-eval", "speckd_dolly,tiny_mc", "--lm-eval-include", str(mc_dir), "--quiet",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    record = json.loads((tmp_path / "runs").glob("*/record.json").__next__().read_text())
+    lm = record["lm_eval"]
+    assert lm["tasks"] == ["speckd_dolly", "tiny_mc"] and lm["limit"] == 3
+    assert 0.0 <= lm["results"]["tiny_mc"]["acc,none"] <= 1.0
+    assert 0.0 <= lm["results"]["speckd_dolly"]["rougeL,none"] <= 100.0
+    assert lm["n_samples"]["tiny_mc"]["effective"] == 3 and lm["lm_eval_version"]
+
+
+def test_lm_eval_names_are_checked(tmp_path):
+    discover_tasks()
+    assert expand_names(["@task", "speckd_gsm8k", "gsm8k"], "gsm8k") == ["gsm8k", "speckd_gsm8k"]
+    with pytest.raises(UserError, match="task dolly lists no lm-eval tasks"):
+        expand_names(["@task"], "dolly")
+    res = runner.invoke(
+        app, ["run", "--preset", "tiny", "--lm-eval", "@task", "--results-dir", str(tmp_path)]
+    )
+    assert isinstance(res.exception, UserError)
+
+
+def test_unknown_lm_eval_task_is_a_user_error_with_suggestions(tiny, synthetic_data):
+    model, tokenizer = tiny
+    discover_tasks()
+    cfg = RunConfig()
+    cfg.data.data_dir = str(synthetic_data)
+    cfg.lm_eval.tasks = ["speckd_dolyl"]
+    with pytest.raises(UserError, match=r"unknown lm-eval task 'speckd_dolyl' \(did you mean speckd_dolly"):
+        run_lm_eval(model, tokenizer, cfg, quiet=True)
