@@ -44,4 +44,4 @@ def test_two_runs_of_one_seed_give_identical_records(tmp_path, data_dir, fresh_c
     assert stable(first["train_log.jsonl"]) == stable(second["train_log.jsonl"])
     assert first["samples.jsonl"] == second["samples.jsonl"]
     assert {s["eval_seed"] for s in first["samples.jsonl"]} == {10, 20}
-    assert first["record"]["seeds"] == {"train": 5, "data_order": 5, "gate": 6, "eval": [10, 20]}
+    assert first["record"]["seeds"] == {"train": 5, "data_order": 5, "gate": 6, "policy": 7, "eval": [10, 20]}
