@@ -62,7 +62,7 @@ def case_unknown_metric(tmp: Path) -> tuple[list, tuple]:
     task = DOLLY_TASK.replace("name: dolly", "name: dolly2").replace("[rougeL]", "[rougeLL]")
     (tmp / "plugins" / "dolly2.yaml").write_text(task)
     args = [*TINY, "--task", "dolly2", "--plugins", tmp / "plugins"]
-    return args, ("unknown metric 'rougeLL' (did you mean rougeL", "known:")
+    return args, ("dolly2.yaml: key 'metrics' names unknown metric 'rougeLL' (did you mean rougeL",)
 
 
 def case_malformed_task_plugin(tmp: Path) -> tuple[list, tuple]:
