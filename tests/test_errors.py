@@ -91,7 +91,7 @@ def set_case(key_value: str, *fragments: str):
 def case_missing_mirror_no_hub(tmp: Path) -> tuple[list, tuple]:
     (tmp / "empty").mkdir()
     args = [*TINY, "--data-dir", tmp / "empty"]
-    return args, ("dolly/dev.jsonl not found", "hub download", "--data-dir")
+    return args, ("MiniLLM/dolly:raw.jsonl could not be loaded", "dolly/dev.jsonl not found", "--data-dir")
 
 
 def case_row_not_json(tmp: Path) -> tuple[list, tuple]:
@@ -106,7 +106,7 @@ def case_row_missing_field(tmp: Path) -> tuple[list, tuple]:
 
 def case_empty_dataset(tmp: Path) -> tuple[list, tuple]:
     root = mirror(tmp / "m", "\n\n")
-    return [*TINY, "--data-dir", root], ("split train (dolly/dev.jsonl) has no rows",)
+    return [*TINY, "--data-dir", root], ("dolly/dev.jsonl) has no rows",)
 
 
 def case_results_dir_not_writable(tmp: Path) -> tuple[list, tuple]:

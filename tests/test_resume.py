@@ -113,10 +113,10 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert json.loads(listed.stdout) == [] and "--resume" in listed.stderr
 
     evaluations = []
-    real_evaluate = speckd_bench.runner.evaluate
+    real_evaluate = speckd_bench.runner.evaluate_sets
     monkeypatch.setattr(
         speckd_bench.runner,
-        "evaluate",
+        "evaluate_sets",
         lambda *a, **kw: evaluations.append(a[-2]) or real_evaluate(*a, **kw),
     )
     monkeypatch.setattr(speckd_bench.runner, "_warm_start", lambda *a: pytest.fail("init rebuilt"))
@@ -125,7 +125,7 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert evaluations == ["eval trained student"]  # the before-training scores came from the run's state
     assert_same_results(run_dir, reference)
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["metrics"]["dolly"]["before"] == before
+    assert record["metrics"]["dolly"]["before"] == before["dolly"]  # state keeps per eval set
     assert 2 <= record["resumed_from_step"][0] <= kill_after
 
 
