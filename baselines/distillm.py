@@ -113,15 +113,7 @@ class AdaptiveOffPolicy(DataPolicy):
         self.step_sources.append(source)
         if source == STUDENT:
             t0 = time.perf_counter()
-            responses = rollout.sample_responses(
-                self.ctx.student,
-                [e.prompt_ids for e in examples],
-                rollout.student_sampling(self.ctx.cfg),
-                rollout.max_new_tokens(self.ctx.cfg),
-                self.pad_id,
-                self.ctx.tokenizer.eos_token_id,
-            )
-            examples = rollout.as_examples(examples, responses)
+            examples = rollout.student_rollout(self.ctx, examples, self.pad_id)
             self.buffer.extend(examples)
             self.seconds += time.perf_counter() - t0
         elif source == REPLAY:

@@ -86,6 +86,20 @@ def sample_responses(
     return [until_eos(row, eos_id) for row in out[:, ids.shape[1] :].tolist()]
 
 
+def student_rollout(ctx: Any, examples: list[Example], pad_id: int) -> list[Example]:
+    """The examples with their responses replaced by samples of the current student (on-policy data);
+    ctx is the run's methods.PolicyContext."""
+    responses = sample_responses(
+        ctx.student,
+        [e.prompt_ids for e in examples],
+        student_sampling(ctx.cfg),
+        max_new_tokens(ctx.cfg),
+        pad_id,
+        ctx.tokenizer.eos_token_id,
+    )
+    return as_examples(examples, responses)
+
+
 def nucleus_sample(
     logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None
 ) -> torch.Tensor:
