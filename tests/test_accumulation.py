@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
 
 from speckd_bench.config import MethodConfig
 from speckd_bench.data import Example, collate
@@ -13,20 +13,6 @@ from speckd_bench.train import accumulate
 
 FKL = Method("fkl", "test", "test", {"divergence": "fkl"})
 SFT = Method("sft", "test", "test", uses_teacher=False)
-
-
-def tiny(seed):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(cfg)
 
 
 def examples():
@@ -45,7 +31,7 @@ def grads(student, teacher, micro, method, normalize="all"):
 
 @pytest.mark.parametrize("method", [FKL, SFT], ids=["fkl", "sft"])
 def test_one_batch_of_four_equals_two_micro_batches_of_two(method):
-    student, teacher = tiny(0), tiny(1).eval()
+    student, teacher = tiny_llama(0), tiny_llama(1).eval()
     ex = examples()
     whole, s1 = grads(student, teacher, [collate(ex, 0)], method)
     split, s2 = grads(student, teacher, [collate(ex[:2], 0), collate(ex[2:], 0)], method)

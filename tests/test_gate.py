@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
 
 from speckd_bench.config import MethodConfig
 from speckd_bench.data import Example, collate
@@ -101,22 +101,8 @@ def test_gate_carries_no_gradient():
     assert torch.allclose(s.grad, s2.grad)
 
 
-def tiny(seed):
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(config)
-
-
 def test_normalize_divides_the_step_loss_by_all_or_accepted_tokens():
-    student, teacher = tiny(0), tiny(1).eval()
+    student, teacher = tiny_llama(0), tiny_llama(1).eval()
     micro = [collate([Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in (3, 6, 2)], 0)]
     method = Method("speckd", "test", "test")
     results = {}
