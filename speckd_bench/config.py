@@ -53,6 +53,17 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
+    fused_loss: bool = True
+    """Compute the loss chunk by chunk from hidden states and output weights (kd_loss.py): the same
+    values and gradients, without ever holding the [tokens x vocabulary] logits at once."""
+    fused_chunk_rows: int = 0
+    """Target rows per chunk of the fused loss; 0 = about 32M logits per chunk."""
+    teacher_cache: bool = True
+    """Off-policy methods read the teacher's top-k log-probabilities from a disk cache built by the first
+    run (per teacher, task data and k) instead of running the teacher; an approximation (top-k exact, the
+    rest of the mass spread evenly), recorded in the run's record."""
+    teacher_cache_k: int = 64
+    """Tokens per position kept by the teacher cache."""
     spike_factor: float = 2.0
     """A step is a loss spike when its loss exceeds this many times the median of the previous 10."""
     init_sft_epochs: int = 1
@@ -195,8 +206,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.normalize": ("all", "accepted"),
 }
 
-# Keys that never change a run's results: where files live and how often training state is saved.
-NON_RESULT_KEYS = ("results_dir", "data.data_dir", "train.checkpoint_every", "train.keep_checkpoints")
+# Keys that never change a run's results: where files live, how often training state is saved, and how
+# the loss is laid out in memory (fused or not: the same math, up to float rounding).
+NON_RESULT_KEYS = (
+    "results_dir",
+    "data.data_dir",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.fused_loss",
+    "train.fused_chunk_rows",
+)
 
 # (key, predicate, what is expected)
 RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
@@ -233,6 +252,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.spike_factor", lambda v: v > 1, "spike_factor > 1"),
     ("train.checkpoint_every", lambda v: v >= 0, "checkpoint_every >= 0 (0: only at the end)"),
     ("train.keep_checkpoints", lambda v: v >= 1, "keep_checkpoints >= 1"),
+    ("train.fused_chunk_rows", lambda v: v >= 0, "fused_chunk_rows >= 0 (0: automatic)"),
+    ("train.teacher_cache_k", lambda v: v >= 1, "teacher_cache_k >= 1"),
     ("data.max_train_examples", lambda v: v >= 1, "max_train_examples >= 1"),
     ("data.max_eval_examples", lambda v: v >= 1, "max_eval_examples >= 1"),
     ("data.max_prompt_length", lambda v: v >= 8, "max_prompt_length >= 8"),

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from speckd_bench import teacher_cache
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
 from speckd_bench.data import build_examples, load_split, mirror_dir
@@ -225,6 +226,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         cfg, task, pair.student, pair.teacher, tok, pair.vocab_size, device, run_seeds(cfg.seed)["policy"]
     )
     policy = method.policy(context) if method.policy else None
+    if cfg.train.teacher_cache and teacher_cache.applies(method):
+        policy = teacher_cache.CachedTeacher(context)
     main = task.metrics[0]
     path = run_dir / "record.json"
     record: dict[str, Any] = {
@@ -340,6 +343,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     record["lm_eval"] = lm_eval
     record["training"] = summary
     record["policy"] = policy.summary() if policy else {}
+    record["teacher_cache"] = record["policy"].pop("teacher_cache", {"used": False})
     record["paths"] = {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"}
     record["status"] = "complete"
     atomic_write_json(path, record)

@@ -15,12 +15,21 @@ from typing import Any
 import torch
 from transformers import get_scheduler
 
+from speckd_bench import kd_loss
 from speckd_bench.checkpoint import Checkpoints, TrainProgress, deferred_interrupt
 from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import IGNORE, Batch, Example, batch_order
 from speckd_bench.methods import DataPolicy, Method
-from speckd_bench.models import target_logits
-from speckd_bench.objective import LossSum, kd_loss_sum, sft_loss_sum
+from speckd_bench.models import fusable, output_head, target_hidden, target_logits
+from speckd_bench.objective import (
+    LossSum,
+    OutputHead,
+    TeacherLogits,
+    fused_kd_loss_sum,
+    fused_sft_loss_sum,
+    kd_loss_sum,
+    sft_loss_sum,
+)
 from speckd_bench.progress import progress_bar
 
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -62,19 +71,52 @@ def _batches(examples: list[Example], batch_size: int, seed: int, skip: int = 0)
         epoch += 1
 
 
+def _student_head(student: Any, batch: Batch, vocab: int, chunk_rows: int) -> OutputHead:
+    weight, bias = output_head(student, vocab)
+    return OutputHead(target_hidden(student, batch), weight, bias, kd_loss.chunk_rows(vocab, chunk_rows))
+
+
+@torch.no_grad()
+def _teacher_logits(teacher: Any, batch: Batch, vocab: int) -> TeacherLogits:
+    """The teacher's logits at slices of the target rows: from the batch's cached top-k when it has one,
+    else from one forward pass whose output layer runs per slice (never all rows at once)."""
+    if batch.teacher_topk is not None:
+        return lambda part: batch.teacher_topk.logprobs(part, vocab)
+    if not fusable(teacher):
+        logits = target_logits(teacher, batch, vocab)
+        return lambda part: logits[part]
+    hidden = target_hidden(teacher, batch)
+    weight, bias = output_head(teacher, vocab)
+    return lambda part: torch.nn.functional.linear(hidden[part], weight, bias).float()
+
+
 def _micro_loss(
-    student, teacher, batch: Batch, method: Method, mcfg: MethodConfig, vocab: int, gen
+    student,
+    teacher,
+    batch: Batch,
+    method: Method,
+    mcfg: MethodConfig,
+    train_cfg: TrainConfig,
+    vocab: int,
+    gen,
 ) -> LossSum:
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if batch.input_ids.is_cuda else contextlib.nullcontext()
     )
+    fused = train_cfg.fused_loss and fusable(student)
     with autocast:
-        s_logits = target_logits(student, batch, vocab)
         if not method.uses_teacher:
-            return sft_loss_sum(s_logits, batch.labels[batch.labels != IGNORE])
-        with torch.no_grad():
-            t_logits = target_logits(teacher, batch, vocab)
-    return kd_loss_sum(s_logits, t_logits, mcfg, gen)
+            targets = batch.labels[batch.labels != IGNORE]
+            if fused:
+                return fused_sft_loss_sum(
+                    _student_head(student, batch, vocab, train_cfg.fused_chunk_rows), targets
+                )
+            return sft_loss_sum(target_logits(student, batch, vocab), targets)
+        teacher_logits = _teacher_logits(teacher, batch, vocab)
+        if fused:
+            head = _student_head(student, batch, vocab, train_cfg.fused_chunk_rows)
+            return fused_kd_loss_sum(head, teacher_logits, mcfg, gen)
+        return kd_loss_sum(target_logits(student, batch, vocab), teacher_logits(slice(None)), mcfg, gen)
 
 
 @dataclass
@@ -95,14 +137,16 @@ def accumulate(
     mcfg: MethodConfig,
     vocab_size: int,
     generator: torch.Generator | None,
+    train_cfg: TrainConfig | None = None,
 ) -> StepStats:
     """Backward over all micro-batches of one optimiser step, then divide the gradients by the step's
     global denominator (target tokens, or accepted tokens with normalize=accepted): the gradient equals
     that of one big batch whatever the split.
     """
+    train_cfg = train_cfg or TrainConfig()
     loss_sum, n_tok, n_acc, div_sum, seq = 0.0, 0, 0, 0.0, 0
     for batch in micro:
-        out = _micro_loss(student, teacher, batch, method, mcfg, vocab_size, generator)
+        out = _micro_loss(student, teacher, batch, method, mcfg, train_cfg, vocab_size, generator)
         out.loss_sum.backward()
         loss_sum += float(out.loss_sum.detach())
         n_tok, n_acc, div_sum = n_tok + out.n_tokens, n_acc + out.n_accepted, div_sum + out.divergence_sum
@@ -172,7 +216,7 @@ def train(
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             micro = [policy.micro_batch(next(batches), step).to(device) for _ in range(train_cfg.grad_accum)]
-            stats = accumulate(student, teacher, micro, method, mcfg, vocab_size, gate_gen)
+            stats = accumulate(student, teacher, micro, method, mcfg, vocab_size, gate_gen, train_cfg)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm))
             loss, n_tok, n_acc = stats.loss, stats.n_tokens, stats.n_accepted
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
