@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from speckd_bench.config import MethodConfig
 from speckd_bench.divergences import DIVERGENCES
 from speckd_bench.kd_loss import chunk_rows, chunked_head_loss
-from speckd_bench.objective import OutputHead, fused_kd_loss_sum, fused_sft_loss_sum, kd_loss_sum, sft_loss_sum
+from speckd_bench.objective import (
+    OutputHead,
+    fused_kd_loss_sum,
+    fused_sft_loss_sum,
+    kd_loss_sum,
+    sft_loss_sum,
+)
 from speckd_bench.speckd import speckd_gate
 
 N, H, V = 11, 6, 17

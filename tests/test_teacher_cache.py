@@ -61,8 +61,12 @@ def test_a_cache_with_k_equal_to_the_vocabulary_gives_the_teachers_own_gradients
         if cached:
             batch.teacher_topk = table.lookup(ex)
         runs_teacher = None if cached else teacher  # the cached step never calls the teacher
-        stats = accumulate(model, runs_teacher, [batch], Method(method, "t", "t"), cfg, VOCAB, None, TrainConfig())
-        grads[cached] = (stats, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        kd = Method(method, "t", "t")
+        stats = accumulate(model, runs_teacher, [batch], kd, cfg, VOCAB, None, TrainConfig())
+        grads[cached] = (
+            stats,
+            torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]),
+        )
     assert grads[True][0].loss == pytest.approx(grads[False][0].loss, rel=1e-5)
     assert grads[True][0].n_accepted == grads[False][0].n_accepted
     assert torch.allclose(grads[True][1], grads[False][1], rtol=1e-4, atol=1e-6)
