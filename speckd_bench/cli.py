@@ -426,6 +426,55 @@ def tasks_export_lmeval(
     say(f"run: lm-eval --model hf --model_args pretrained=MODEL --include_path {out_dir} --tasks {listed}")
 
 
+bench_app = typer.Typer(
+    help="Benchmarks: every variant measured in one process, printed as a markdown table with the machine.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+BenchDeviceOpt = Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")]
+BenchOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the table to this file.")]
+
+
+def _bench_output(text: str, path: Path | None) -> None:
+    say(text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
+def _bench_device(device: str) -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    return device
+
+
+@bench_app.command("kd-step")
+def bench_kd_step(
+    size: Annotated[
+        str, typer.Option(help="small (CPU, seconds), smollm2 (the default pair), qwen (GPU).")
+    ] = "small",
+    device: BenchDeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="Parameter dtype: auto (bf16 on CUDA, fp32 on CPU).")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per variant (the median is shown).")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per variant first.")] = 2,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """One KD optimiser step: naive full logits vs the plain and fused paths (and Liger if installed)."""
+    from speckd_bench.benchmarks import kd_step
+
+    if size not in kd_step.SIZES:
+        raise UserError(f"--size {size!r}: use one of {', '.join(kd_step.SIZES)}")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
+    rows, facts = kd_step.main(size, _bench_device(device), dtype, steps, warmup)
+    _bench_output(kd_step.format_table(rows, facts, size), out_file)
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[str | None, typer.Option("--run", help="Run id (or run directory) to evaluate.")] = None,
