@@ -475,6 +475,25 @@ def bench_kd_step(
     _bench_output(kd_step.format_table(rows, facts, size), out_file)
 
 
+@bench_app.command("default-run")
+def bench_default_run(
+    task: Annotated[str, typer.Option(help="Task of the runs.")] = "dolly",
+    method: Annotated[
+        str, typer.Option(help="An off-policy method (the cache does not apply to others).")
+    ] = ("speckd"),
+    max_train_examples: Annotated[
+        int | None, typer.Option(help="Training rows (default: the preset's).")
+    ] = None,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """The default run without, then twice with, the teacher cache: wall and training seconds."""
+    from speckd_bench.benchmarks import default_run
+
+    overrides = {} if max_train_examples is None else {"data.max_train_examples": max_train_examples}
+    rows, facts = default_run.main(task, method, overrides)
+    _bench_output(default_run.format_table(rows, facts), out_file)
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[str | None, typer.Option("--run", help="Run id (or run directory) to evaluate.")] = None,

@@ -1,4 +1,4 @@
-"""`speckd-bench bench kd-step` measures every loss layout in one process and prints one table."""
+"""`speckd-bench bench`: every variant measured in one process, one table with the machine."""
 
 import math
 
@@ -28,3 +28,13 @@ def test_kd_step_bench_rejects_an_unknown_size():
     res = runner.invoke(app, ["bench", "kd-step", "--size", "huge"])
     assert isinstance(res.exception, UserError)
     assert str(res.exception) == "--size 'huge': use one of small, smollm2, qwen"
+
+
+def test_default_run_bench_reports_the_teacher_cache_off_built_then_hit(data_dir):
+    from speckd_bench.benchmarks import default_run
+
+    overrides = {"preset": "tiny", "data.data_dir": str(data_dir), "train.max_steps": 2}
+    rows, facts = default_run.main("dolly", "fkl", overrides)
+    assert [r["cache"] for r in rows] == ["-", "built", "hit"]
+    assert rows[0]["train_vs_off"] == 1.0 and all(r["train_s"] > 0 for r in rows)
+    assert "| teacher cache off | - |" in default_run.format_table(rows, facts)
