@@ -69,6 +69,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     for metric in task.metrics:
         METRICS.get(metric)
     check_method(method, cfg.method)
+    teacher_cache.check(cfg, method)
     check_lm_eval(cfg)
     if "train" not in task.splits:
         raise UserError(

@@ -23,7 +23,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Batch, Example, collate
+from speckd_bench.errors import UserError
 from speckd_bench.methods import DataPolicy, PolicyContext
 from speckd_bench.models import cache_dir, target_logits
 
@@ -155,6 +157,23 @@ def cache_identity(ctx: PolicyContext, examples: list[Example]) -> dict[str, Any
 def applies(method: Any) -> bool:
     """Off-policy KD on ground-truth sequences: the only case where the teacher's input never changes."""
     return method.uses_teacher and method.policy is None
+
+
+def check(cfg: RunConfig, method: Any) -> None:
+    """A top-k gate wider than the cache would rank tokens the cache no longer tells apart."""
+    m, t = cfg.method, cfg.train
+    if (
+        t.teacher_cache
+        and applies(method)
+        and m.gate == "speckd"
+        and m.rule == "topk"
+        and m.k > t.teacher_cache_k
+    ):
+        raise UserError(
+            f"method.k={m.k} is larger than train.teacher_cache_k={t.teacher_cache_k}, so the cached "
+            f"teacher cannot rank its top {m.k}; set --set train.teacher_cache_k={m.k} or "
+            "--set train.teacher_cache=false"
+        )
 
 
 class CachedTeacher(DataPolicy):

@@ -125,6 +125,10 @@ CASES = {
     "malformed run config": case_malformed_run_config,
     "unknown key in a YAML config": case_unknown_key_in_yaml,
     "k < 1": set_case("method.k=0", "method.k=0 is out of range", "k >= 1"),
+    "gate wider than the teacher cache": lambda tmp: (
+        [*TINY, "--method", "speckd", "--set", "method.k=100"],
+        ("method.k=100 is larger than train.teacher_cache_k=64", "--set train.teacher_cache=false"),
+    ),
     "beta > 1": set_case("method.beta=1.5", "beta in [0, 1]"),
     "negative lr": set_case("train.lr=-0.1", "lr > 0"),
     "zero batch size": set_case("train.batch_size=0", "batch_size >= 1"),
