@@ -6,6 +6,7 @@ Precedence, lowest first: dataclass defaults, preset, method defaults, `--config
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class EvalConfig:
     """Also score the raw student and the init checkpoint, so every record shows before and after."""
     suite: str = ""
     """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
+    backend: str = "auto"
+    """auto | dynamic | static | vllm: how batches are decoded (see generate.py); auto = static on CUDA,
+    dynamic on CPU. Greedy outputs are the same with every backend."""
 
 
 @dataclass
@@ -189,14 +193,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.teacher_dtype": ("float32", "bfloat16"),
     "train.scheduler": ("cosine", "linear", "constant"),
     "eval.decoding": ("greedy", "sample"),
+    "eval.backend": ("auto", "dynamic", "static", "vllm"),
     "method.gate": ("none", "speckd"),
     "method.rule": ("topk", "spec", "prob"),
     "method.propose": ("greedy", "sample"),
     "method.normalize": ("all", "accepted"),
 }
 
-# Keys that never change a run's results: where files live and how often training state is saved.
-NON_RESULT_KEYS = ("results_dir", "data.data_dir", "train.checkpoint_every", "train.keep_checkpoints")
+# Keys that never change a run's results: where files live, how often training state is saved, and the
+# decoding backend (greedy outputs are identical on every backend; samples come from the same distribution).
+NON_RESULT_KEYS = (
+    "results_dir",
+    "data.data_dir",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "eval.backend",
+)
 
 # (key, predicate, what is expected)
 RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
@@ -366,6 +378,8 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
             f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="
