@@ -189,7 +189,8 @@ def _greedy_step(
 @functools.cache
 def _compiled_step() -> Callable[..., torch.Tensor]:
     """One compiled step for the process; dynamo specialises it per bucket shape (dynamic=False), CUDA graphs
-    (mode reduce-overhead) replay it without per-kernel launch cost."""
+    (mode reduce-overhead) replay it without per-kernel launch cost. Dynamo keeps at most
+    torch._dynamo.config.recompile_limit (8) shapes of it; later buckets would run uncompiled."""
     return torch.compile(_greedy_step, mode="reduce-overhead", dynamic=False)
 
 
