@@ -132,6 +132,7 @@ def test_small_benchmark_reports_identical_outputs():
     rows = main("cpu", "small")
     assert [r["variant"] for r in rows] == ["transformers dynamic", "transformers static", "ours (static)"]
     assert all(r["identical"] == f"{r['batch']}/{r['batch']}" for r in rows)
+    assert rows[2]["identical_to_static"] == f"{rows[2]['batch']}/{rows[2]['batch']}"
     assert all(r["new_tokens_per_s"] > 0 for r in rows)
     table = format_table(rows)
     assert "ours (static)" in table and "transformers" in table and "float32" in table
