@@ -6,6 +6,7 @@ Precedence, lowest first: dataclass defaults, preset, method defaults, `--config
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class EvalConfig:
     """Also score the raw student and the init checkpoint, so every record shows before and after."""
     suite: str = ""
     """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
+    backend: str = "auto"
+    """auto | dynamic | static | vllm: how batches are decoded (see generate.py); auto = static on CUDA,
+    dynamic on CPU. Greedy outputs are the same with every backend."""
 
 
 @dataclass
@@ -200,14 +204,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.teacher_dtype": ("float32", "bfloat16"),
     "train.scheduler": ("cosine", "linear", "constant"),
     "eval.decoding": ("greedy", "sample"),
+    "eval.backend": ("auto", "dynamic", "static", "vllm"),
     "method.gate": ("none", "speckd"),
     "method.rule": ("topk", "spec", "prob"),
     "method.propose": ("greedy", "sample"),
     "method.normalize": ("all", "accepted"),
 }
 
-# Keys that never change a run's results: where files live, how often training state is saved, and how
-# the loss is laid out in memory (fused or not: the same math, up to float rounding).
+# Keys that never change a run's results: where files live, how often training state is saved, how the
+# loss is laid out in memory (fused or not: the same math) and the decoding backend (the same greedy
+# tokens); the last two agree up to float rounding.
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
@@ -215,6 +221,7 @@ NON_RESULT_KEYS = (
     "train.keep_checkpoints",
     "train.fused_loss",
     "train.fused_chunk_rows",
+    "eval.backend",
 )
 
 # (key, predicate, what is expected)
@@ -387,6 +394,8 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
             f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="
