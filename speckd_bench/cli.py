@@ -475,6 +475,25 @@ def bench_kd_step(
     _bench_output(kd_step.format_table(rows, facts, size), out_file)
 
 
+@bench_app.command("generate")
+def bench_generate(
+    size: Annotated[
+        str, typer.Option(help="small (CPU, seconds) or qwen (Qwen2.5-0.5B shapes, GPU).")
+    ] = "small",
+    device: BenchDeviceOpt = "auto",
+    out_file: BenchOutOpt = None,
+) -> None:
+    """Greedy evaluation decoding: transformers generate (dynamic, static) vs ours, same inputs."""
+    import torch
+
+    from speckd_bench.benchmarks import generate
+
+    resolved = _bench_device(device)
+    if resolved == "auto":
+        resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    _bench_output(generate.format_table(generate.main(resolved, size)), out_file)
+
+
 @bench_app.command("default-run")
 def bench_default_run(
     task: Annotated[str, typer.Option(help="Task of the runs.")] = "dolly",

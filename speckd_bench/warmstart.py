@@ -15,7 +15,7 @@ from typing import Any
 
 from safetensors.torch import load_model, save_model
 
-from speckd_bench.config import RunConfig
+from speckd_bench.config import NON_RESULT_KEYS, RunConfig
 from speckd_bench.models import cache_dir
 from speckd_bench.results import atomic_write_json
 
@@ -50,8 +50,9 @@ class WarmStart:
         self.identity = init_identity(cfg)
         self.key = _digest(self.identity)
         self.dir = cache_dir() / "init" / self.key
+        eval_settings = {k: v for k, v in asdict(cfg.eval).items() if f"eval.{k}" not in NON_RESULT_KEYS}
         self._eval_key = _digest(
-            {"init": self.key, "eval": asdict(cfg.eval), "n": cfg.data.max_eval_examples, "task": cfg.task}
+            {"init": self.key, "eval": eval_settings, "n": cfg.data.max_eval_examples, "task": cfg.task}
         )
 
     @property
