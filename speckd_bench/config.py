@@ -62,6 +62,9 @@ class TrainConfig:
     """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
     keep_checkpoints: int = 1
     """How many of the newest resumable checkpoints stay on disk while a run is unfinished."""
+    fsdp: bool = False
+    """In a multi-process run, shard the frozen teacher with FSDP2 (accelerate's FSDP plugin) instead of
+    a full copy per process: for a teacher that does not fit one device. The student stays replicated."""
 
 
 @dataclass
@@ -196,7 +199,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Keys that never change a run's results: where files live and how often training state is saved.
-NON_RESULT_KEYS = ("results_dir", "data.data_dir", "train.checkpoint_every", "train.keep_checkpoints")
+NON_RESULT_KEYS = (
+    "results_dir",
+    "data.data_dir",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.fsdp",  # where the teacher's weights live, not what it computes
+)
 
 # (key, predicate, what is expected)
 RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
