@@ -74,7 +74,10 @@ def _eval_flags(
 def run(
     task: Annotated[str | None, typer.Option(help="Task name (see `speckd-bench tasks`).")] = None,
     method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
-    preset: Annotated[str | None, typer.Option(help="default | tiny")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="default | tiny (CPU); qwen2.5-1.5b-to-0.5b | minillm-gpt2 | llama (GPU)"),
+    ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
     student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
     seed: Annotated[

