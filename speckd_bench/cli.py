@@ -74,7 +74,10 @@ def _eval_flags(
 def run(
     task: Annotated[str | None, typer.Option(help="Task name (see `speckd-bench tasks`).")] = None,
     method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
-    preset: Annotated[str | None, typer.Option(help="default | tiny")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="default | tiny (CPU); qwen2.5-1.5b-to-0.5b | minillm-gpt2 | llama (GPU)"),
+    ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
     student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
     seed: Annotated[
@@ -103,8 +106,21 @@ def run(
             "under --results-dir/runs, or 'last'.",
         ),
     ] = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="none | accelerate: re-run this command under `accelerate launch` (data parallel on this "
+            "machine: one process per GPU, gloo on CPUs)."
+        ),
+    ] = "none",
+    num_processes: Annotated[
+        int | None, typer.Option(help="Processes for --launcher accelerate (default: 1).")
+    ] = None,
 ) -> None:
     """Train + evaluate + record one run per seed."""
+    if launcher != "none" or num_processes is not None:
+        _relaunch(launcher, num_processes)
+        return
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
@@ -144,8 +160,26 @@ def run(
         )
     for cfg in configs:
         path = run_once(cfg, quiet=quiet)
-        if quiet:
+        if quiet and _is_main():
             print(path)
+
+
+def _is_main() -> bool:
+    from speckd_bench.distributed import process_context
+
+    return process_context().is_main
+
+
+def _relaunch(launcher: str, num_processes: int | None) -> None:
+    """`run --launcher accelerate --num-processes N`: this same command, N processes, through accelerate."""
+    from speckd_bench.distributed import relaunch, strip_launch_options
+
+    if launcher == "none":
+        raise UserError("--num-processes needs --launcher accelerate (or start with: accelerate launch)")
+    processes = 1 if num_processes is None else num_processes
+    code = relaunch(launcher, processes, strip_launch_options(sys.argv[1:]))
+    if code:
+        raise typer.Exit(code)
 
 
 def _resume(
@@ -170,7 +204,7 @@ def _resume(
     results_dir = Path(str(overrides.get("results_dir", "results")))
     run_dir = find_run(results_dir, which)
     path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir)
-    if quiet:
+    if quiet and _is_main():
         print(path)
 
 

