@@ -54,12 +54,13 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 loss = loss_fn(logits, part)
             (grad_logits,) = torch.autograd.grad(loss, logits)
             total += loss.detach()
-            if grad_hidden is not None:
-                grad_hidden[part] = grad_logits.to(weight.dtype) @ weight
-            if grad_weight is not None:
-                grad_weight += grad_logits.T.to(h.dtype) @ h
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
+            grad_logits = grad_logits.to(h.dtype)  # one cast, shared by both products
+            if grad_hidden is not None:
+                grad_hidden[part] = grad_logits @ weight.to(h.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total

@@ -109,6 +109,11 @@ def _warm_start(
             label="init SFT",
             quiet=quiet,
         )
+        if res.diverged_at is not None:  # never cache (and share) a broken init
+            raise UserError(
+                f"the SFT warm start diverged: non-finite loss at step {res.diverged_at}; lower "
+                f"train.init_lr (now {cfg.train.init_lr}) or skip it with --set train.init_sft_epochs=0"
+            )
         warm.save(
             pair.student, log, {"steps": res.steps, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s}
         )
