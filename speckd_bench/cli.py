@@ -496,6 +496,7 @@ def bench_kd_step(
     dtype: Annotated[str, typer.Option(help="Parameter dtype: auto (bf16 on CUDA, fp32 on CPU).")] = "auto",
     steps: Annotated[int, typer.Option(min=1, help="Timed steps per variant (the median is shown).")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per variant first.")] = 2,
+    chunk_rows: Annotated[int, typer.Option(min=0, help="Target rows per fused chunk (0: automatic).")] = 0,
     out_file: BenchOutOpt = None,
 ) -> None:
     """One KD optimiser step: naive full logits vs the plain and fused paths (and Liger if installed)."""
@@ -505,7 +506,7 @@ def bench_kd_step(
         raise UserError(f"--size {size!r}: use one of {', '.join(kd_step.SIZES)}")
     if dtype not in ("auto", "float32", "bfloat16"):
         raise UserError(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
-    rows, facts = kd_step.main(size, _bench_device(device), dtype, steps, warmup)
+    rows, facts = kd_step.main(size, _bench_device(device), dtype, steps, warmup, chunk_rows)
     _bench_output(kd_step.format_table(rows, facts, size), out_file)
 
 

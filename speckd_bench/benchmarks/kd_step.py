@@ -28,6 +28,7 @@ from speckd_bench.benchmarks.common import machine_header, markdown_table
 from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import IGNORE, Batch
 from speckd_bench.divergences import per_token_divergence
+from speckd_bench.kd_loss import chunk_rows as chunk_rows_of
 from speckd_bench.methods import Method
 from speckd_bench.train import accumulate
 
@@ -108,13 +109,15 @@ def _liger_jsd(student: Any, teacher: Any, batch: Batch, vocab: int) -> tuple[to
     return loss * n, n
 
 
-def _step_fn(name: str, student: Any, teacher: Any, batch: Batch, vocab: int) -> Callable[[], None]:
+def _step_fn(
+    name: str, student: Any, teacher: Any, batch: Batch, vocab: int, chunk_rows: int
+) -> Callable[[], None]:
     """One optimiser step of variant `name` (a fresh AdamW per variant: its state counts in the peak)."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.input_ids.is_cuda)
     sft, fkl = Method("sft", "", "", uses_teacher=False), Method("fkl", "", "")
     gated = MethodConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
-    plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True)
+    plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True, fused_chunk_rows=chunk_rows)
     harness: dict[str, Callable[[], Any]] = {
         "student SFT step (plain)": lambda: accumulate(
             student, None, [batch], sft, MethodConfig(), vocab, None, plain
@@ -198,7 +201,7 @@ def build_models(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> tu
 
 
 def main(
-    size: str, device: str = "auto", dtype: str = "auto", steps: int = 5, warmup: int = 2
+    size: str, device: str = "auto", dtype: str = "auto", steps: int = 5, warmup: int = 2, chunk_rows: int = 0
 ) -> tuple[list[dict], dict[str, Any]]:
     """(one row per variant, the facts of the run)."""
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
@@ -215,7 +218,9 @@ def main(
     for name in variants(dev):
         model = copy.deepcopy(student)
         try:
-            seconds, peak = measure(_step_fn(name, model, teacher, batch, vocab), dev, warmup, steps)
+            seconds, peak = measure(
+                _step_fn(name, model, teacher, batch, vocab, chunk_rows), dev, warmup, steps
+            )
         except torch.OutOfMemoryError:
             seconds, peak = float("nan"), float("nan")
         del model
@@ -244,6 +249,7 @@ def main(
         "dtype": f"parameters {str(param_dtype).removeprefix('torch.')}"
         + (", bf16 autocast" if dev.type == "cuda" else "")
         + ", loss math float32",
+        "fused chunk": f"{chunk_rows_of(vocab, chunk_rows)} target rows",
         "timing": f"median of {steps} steps after {warmup} warm-up steps, one process",
     }
     return rows, facts
@@ -270,8 +276,9 @@ def cli() -> None:
     )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=0, help="rows per fused chunk (0: automatic)")
     args = parser.parse_args()
-    rows, facts = main(args.size, args.device, args.dtype, args.steps, args.warmup)
+    rows, facts = main(args.size, args.device, args.dtype, args.steps, args.warmup, args.chunk_rows)
     print(format_table(rows, facts, args.size))
 
 
