@@ -14,8 +14,6 @@ random prompt tokens, 256 new tokens, no EOS so every row decodes the full lengt
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
+from speckd_bench.benchmarks.common import machine
 from speckd_bench.config import EvalConfig
 from speckd_bench.errors import UserError
 from speckd_bench.generate import decode
@@ -72,13 +71,6 @@ SIZES = {
         dtype=torch.bfloat16,
     ),
 }
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def _timed(fn: Callable[[], list[list[int]]], device: torch.device) -> tuple[list[list[int]], float]:
@@ -142,7 +134,7 @@ def main(device: str, size: str) -> list[dict[str, Any]]:
         "prompt_tokens": spec.prompt_tokens,
         "new_tokens": spec.new_tokens,
         "dtype": str(spec.dtype).removeprefix("torch."),
-        "machine": _machine(dev),
+        "machine": machine(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
