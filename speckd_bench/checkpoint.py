@@ -41,10 +41,11 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class RunState:
-    """What a run directory knows about itself: its config, and the results of its finished stages."""
+    """What a run directory knows about itself: its config, and the results of its finished stages.
+    Not `writable`: kept in memory only (the non-main processes of a multi-process run)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = run_dir
+    def __init__(self, run_dir: Path, writable: bool = True) -> None:
+        self.dir, self.writable = run_dir, writable
         path = run_dir / STATE_FILE
         self._state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
@@ -59,7 +60,8 @@ class RunState:
 
     def put(self, key: str, value: Any) -> None:
         self._state[key] = value
-        atomic_write_json(self.dir / STATE_FILE, self._state)
+        if self.writable:
+            atomic_write_json(self.dir / STATE_FILE, self._state)
 
 
 def _last_activity(run_dir: Path) -> float:

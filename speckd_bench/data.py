@@ -221,13 +221,16 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    teacher_topk: Any = None
+    """teacher_cache.TeacherTopK of the target rows, when the teacher's outputs come from the cache."""
 
     @property
     def n_targets(self) -> int:
         return int((self.labels != IGNORE).sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        topk = None if self.teacher_topk is None else self.teacher_topk.to(device)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), topk)
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from speckd_bench.config import DataConfig, EvalConfig
 from speckd_bench.data import DataUnavailable, Example, Rows, build_examples, load_split
+from speckd_bench.distributed import process_context
 from speckd_bench.generate import generate
 from speckd_bench.metrics import score
 from speckd_bench.tasks import TASKS, TaskSpec, eval_set_names
@@ -55,20 +56,26 @@ def evaluate(
     quiet: bool,
     extract: Callable[[str], str] | None = None,
 ) -> EvalResult:
-    """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number)."""
+    """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number).
+
+    In a multi-process run each process generates for its shard of the prompts; the outputs are gathered
+    in the prompts' order, so every process scores all of them (tokens summed, seconds of the slowest).
+    """
+    dist = process_context()
     per_seed: dict[int, dict[str, float]] = {}
     samples: list[dict[str, Any]] = []
     new_tokens, seconds = 0, 0.0
     references = [e.references for e in examples]
     for seed in eval_seeds(cfg):
-        gen = generate(
-            model, tokenizer, [e.prompt_ids for e in examples], cfg, seed, f"{label} (seed {seed})", quiet
-        )
-        answers = [extract(t) for t in gen.texts] if extract else gen.texts
+        prompts = dist.shard([e.prompt_ids for e in examples])
+        gen = generate(model, tokenizer, prompts, cfg, seed, f"{label} (seed {seed})", quiet)
+        texts = dist.gather(gen.texts)
+        answers = [extract(t) for t in texts] if extract else texts
         scored = score(metric_names, answers, references)
         per_seed[seed] = scored["corpus"]
-        new_tokens, seconds = new_tokens + gen.new_tokens, seconds + gen.seconds
-        for i, (ex, text) in enumerate(zip(examples, gen.texts, strict=True)):
+        new_tokens += int(dist.sum([gen.new_tokens])[0])
+        seconds += dist.max(gen.seconds)
+        for i, (ex, text) in enumerate(zip(examples, texts, strict=True)):
             sample = {
                 "index": i,
                 "eval_seed": seed,

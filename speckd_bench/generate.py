@@ -1,15 +1,41 @@
-"""Batched decoding for evaluation: length-sorted, left-padded batches through transformers generate."""
+"""Batched decoding for evaluation: length-sorted, left-padded batches, decoded by one of three backends.
+
+`eval.backend`:
+- dynamic: transformers generate with its dynamic KV cache.
+- static: greedy decoding on a transformers StaticCache kept per shape bucket (batch rows padded to
+  eval.batch_size with copies of a real row, cache length rounded up to a multiple of BUCKET). The prompt is
+  prefilled eagerly; the single-token step is compiled on CUDA (torch.compile with CUDA graphs) once per
+  bucket and reused by every later batch, eval set and seed in the process. The loop only checks for EOS every
+  CHECK_EVERY steps, so the GPU never waits for the host between steps. Greedy outputs equal transformers
+  generate's on the same inputs. Sampling and no_repeat_ngram_size decode through the dynamic path.
+- vllm: the student is written to a temp dir and decoded by vllm.LLM (only where vllm is installed).
+- auto: static on CUDA, dynamic on CPU.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import tempfile
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import StaticCache
 
 from speckd_bench.config import EvalConfig
+from speckd_bench.errors import UserError
 from speckd_bench.progress import progress_bar
+
+BUCKET = 64
+"""Static cache lengths are multiples of this, so one compiled step serves many prompt widths."""
+CHECK_EVERY = 16
+"""Decode steps between checks whether every row has emitted EOS (each check waits for the device)."""
+VLLM_GPU_MEMORY = 0.5
+"""Share of GPU memory vLLM may take; the teacher and student stay loaded beside it."""
 
 
 @dataclass
@@ -31,21 +57,74 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """`auto` -> static on CUDA, dynamic elsewhere; other names stay as they are."""
+    if backend == "auto":
+        return "static" if device.type == "cuda" else "dynamic"
+    return backend
+
+
+def cut_at_eos(tokens: list[int], eos_id: int | None) -> list[int]:
+    """The new tokens through the first EOS (kept, as it was generated)."""
+    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
 @torch.no_grad()
+def decode(
+    model: Any,
+    prompts: list[list[int]],
+    cfg: EvalConfig,
+    seed: int,
+    pad_id: int,
+    eos_id: int | None,
+    label: str = "decoding",
+    quiet: bool = True,
+) -> list[list[int]]:
+    """New token ids of every prompt through its first EOS, in the prompts' order; eos_id None decodes
+    eval.max_new_tokens for every prompt."""
+    device = next(model.parameters()).device
+    model.eval()
+    backend = resolve_backend(cfg.backend, device)
+    torch.manual_seed(seed)
+    if backend == "vllm":
+        return [cut_at_eos(t, eos_id) for t in _decode_vllm(model, prompts, cfg, seed, eos_id)]
+    fast = backend == "static" and cfg.decoding == "greedy" and not cfg.no_repeat_ngram_size
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    outputs: list[list[int]] = [[] for _ in prompts]
+    with progress_bar(label, len(batches), quiet) as bar:
+        for idx in batches:
+            batch = [prompts[i] for i in idx]
+            if fast:
+                new = _decode_static(model, batch, cfg.batch_size, cfg.max_new_tokens, pad_id, eos_id)
+            else:
+                new = _decode_transformers(model, batch, cfg, pad_id, eos_id)
+            for i, tokens in zip(idx, new, strict=True):
+                outputs[i] = cut_at_eos(tokens, eos_id)
+            bar.advance()
+    return outputs
+
+
 def generate(
     model: Any, tokenizer: Any, prompts: list[list[int]], cfg: EvalConfig, seed: int, label: str, quiet: bool
 ) -> Generations:
-    device = next(model.parameters()).device
-    model.eval()
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    """Decode every prompt and detokenise (special tokens dropped, whitespace stripped)."""
+    start = time.perf_counter()
+    outputs = decode(model, prompts, cfg, seed, tokenizer.pad_token_id, tokenizer.eos_token_id, label, quiet)
+    texts = [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in outputs]
+    return Generations(texts, sum(len(t) for t in outputs), time.perf_counter() - start)
+
+
+def _decode_transformers(
+    model: Any, prompts: list[list[int]], cfg: EvalConfig, pad_id: int, eos_id: int | None
+) -> list[list[int]]:
+    """One batch through transformers generate (dynamic cache)."""
     sample = cfg.decoding == "sample"
     options: dict[str, Any] = {
         "max_new_tokens": cfg.max_new_tokens,
         "do_sample": sample,
-        "pad_token_id": pad,
-        "eos_token_id": eos,
+        "pad_token_id": pad_id,
+        "eos_token_id": eos_id,
     }
     if sample:
         options.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
@@ -53,22 +132,146 @@ def generate(
         options.update(temperature=None, top_p=None, top_k=None)
     if cfg.no_repeat_ngram_size:
         options["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
-    torch.manual_seed(seed)
-    new_tokens = 0
-    start = time.perf_counter()
-    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    with progress_bar(label, len(batches), quiet) as bar:
-        for idx in batches:
-            ids, mask = left_pad([prompts[i] for i in idx], pad)
-            width = ids.shape[1]
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **options)[
-                :, width:
-            ]
-            for row, i in enumerate(idx):
-                tokens = out[row].tolist()
-                if eos in tokens:
-                    tokens = tokens[: tokens.index(eos) + 1]
-                new_tokens += len(tokens)
-                texts[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            bar.advance()
-    return Generations(texts, new_tokens, time.perf_counter() - start)
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_id)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **options)
+    return out[:, ids.shape[1] :].tolist()
+
+
+# --- static backend -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    """A StaticCache of one (batch rows, cache length) shape and the names the model's forward takes."""
+
+    cache: Any
+    cache_arg: str
+    """`cache` (transformers >= 5.18) or `past_key_values`."""
+    logits_to_keep: bool
+
+
+_BUCKETS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], _Bucket]] = weakref.WeakKeyDictionary()
+_BUILT = [0]
+
+
+def buckets_built() -> int:
+    """Static-cache buckets built in this process; on CUDA each is one compilation of the decode step."""
+    return _BUILT[0]
+
+
+def _bucket(model: Any, rows: int, length: int) -> _Bucket:
+    per_model = _BUCKETS.setdefault(model, {})
+    if (rows, length) not in per_model:
+        params = inspect.signature(model.forward).parameters
+        per_model[(rows, length)] = _Bucket(
+            cache=StaticCache(config=model.config, max_cache_len=length),
+            cache_arg="cache" if "cache" in params else "past_key_values",
+            logits_to_keep="logits_to_keep" in params,
+        )
+        _BUILT[0] += 1
+    return per_model[(rows, length)]
+
+
+def _greedy_step(
+    model: Any,
+    cache: Any,
+    cache_arg: str,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Feed one token per row, append its keys and values to the static cache, return the argmax tokens."""
+    inputs = {"input_ids": tokens, "attention_mask": mask, "position_ids": positions, cache_arg: cache}
+    return model(**inputs, use_cache=True).logits[:, -1].argmax(-1)
+
+
+@functools.cache
+def _compiled_step() -> Callable[..., torch.Tensor]:
+    """One compiled step for the process; dynamo specialises it per bucket shape (dynamic=False), CUDA graphs
+    (mode reduce-overhead) replay it without per-kernel launch cost. Dynamo keeps at most
+    torch._dynamo.config.recompile_limit (8) shapes of it; later buckets would run uncompiled."""
+    return torch.compile(_greedy_step, mode="reduce-overhead", dynamic=False)
+
+
+def _decode_static(
+    model: Any, prompts: list[list[int]], rows: int, max_new_tokens: int, pad_id: int, eos_id: int | None
+) -> list[list[int]]:
+    """Greedy new tokens of one batch (at most `rows` prompts), up to max_new_tokens each."""
+    n = len(prompts)
+    device = next(model.parameters()).device
+    ids, prompt_mask = left_pad(prompts + [prompts[0]] * (rows - n), pad_id)
+    ids, prompt_mask = ids.to(device), prompt_mask.to(device)
+    width = ids.shape[1]
+    length = -(-(width + max_new_tokens) // BUCKET) * BUCKET
+    bucket = _bucket(model, rows, length)
+    cache = bucket.cache
+    cache.reset()
+    mask = torch.ones(rows, length, dtype=torch.long, device=device)
+    mask[:, :width] = prompt_mask
+    # positions as transformers generate derives them from the attention mask (pads at 1)
+    positions = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 1)
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, bucket.cache_arg: cache}
+    if bucket.logits_to_keep:
+        inputs["logits_to_keep"] = 1
+    logits = model(**inputs, use_cache=True).logits
+    out = torch.empty(rows, max_new_tokens, dtype=torch.long, device=device)
+    out[:, 0] = logits[:, -1].argmax(-1)
+    del logits
+    done = out[:, 0] == eos_id if eos_id is not None else torch.zeros(rows, dtype=torch.bool, device=device)
+    tokens = out[:, :1].clone()
+    positions = prompt_mask.sum(-1, keepdim=True)
+    compiled = device.type == "cuda"
+    step = _compiled_step() if compiled else _greedy_step
+    steps = 1
+    while steps < max_new_tokens:
+        if eos_id is not None and steps % CHECK_EVERY == 0 and bool(done[:n].all()):
+            break
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+        token = step(model, cache, bucket.cache_arg, tokens, positions, mask)
+        out[:, steps] = token
+        tokens.copy_(token[:, None])
+        positions += 1
+        if eos_id is not None:
+            done |= token == eos_id
+        steps += 1
+    return out[:n, :steps].tolist()
+
+
+# --- vllm backend ---------------------------------------------------------------------------------------
+
+
+def _decode_vllm(
+    model: Any, prompts: list[list[int]], cfg: EvalConfig, seed: int, eos_id: int | None
+) -> list[list[int]]:
+    """Every prompt through vllm.LLM on a copy of the model written to a temp dir."""
+    try:
+        import vllm
+    except ImportError:
+        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)") from None
+    if cfg.no_repeat_ngram_size:
+        raise UserError("eval.backend=vllm has no no_repeat_ngram_size; use eval.backend=static or dynamic")
+    if cfg.decoding == "sample":
+        sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k or -1}
+    else:
+        sampling = {"temperature": 0.0}
+    params = vllm.SamplingParams(
+        max_tokens=cfg.max_new_tokens,
+        seed=seed,
+        stop_token_ids=[eos_id] if eos_id is not None else None,
+        detokenize=False,
+        **sampling,
+    )
+    with tempfile.TemporaryDirectory(prefix="speckd-vllm-") as tmp:
+        model.save_pretrained(tmp)
+        llm = vllm.LLM(
+            model=tmp,
+            skip_tokenizer_init=True,
+            dtype=str(model.dtype).removeprefix("torch."),
+            seed=seed,
+            gpu_memory_utilization=VLLM_GPU_MEMORY,
+        )
+        results = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    del llm
+    return [list(r.outputs[0].token_ids) for r in results]

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-
-import sacrebleu
-from rouge_score import rouge_scorer
+from typing import Any
 
 from speckd_bench.registry import Registry
+
+# rouge-score and sacrebleu load when a metric is computed, not when this module is imported: the train
+# loop (through tasks -> metrics) then runs where only torch and transformers are installed (the GPU
+# smoke check, benchmarks/gpu_smoke.py).
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 @cache
-def _scorer(kind: str) -> rouge_scorer.RougeScorer:
+def _scorer(kind: str) -> Any:
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer([kind], use_stemmer=True)
 
 
@@ -86,10 +90,14 @@ def _ref_streams(references: list[list[str]]) -> list[list[str]]:
 
 
 def bleu(predictions: list[str], references: list[list[str]]) -> float:
+    import sacrebleu
+
     return sacrebleu.corpus_bleu(predictions, _ref_streams(references)).score
 
 
 def chrf(predictions: list[str], references: list[list[str]]) -> float:
+    import sacrebleu
+
     return sacrebleu.corpus_chrf(predictions, _ref_streams(references)).score
 
 

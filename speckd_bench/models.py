@@ -191,8 +191,14 @@ def shared_vocab(
     return size, note
 
 
-def load_pair(cfg: ModelConfig, device: torch.device, with_teacher: bool = True) -> ModelPair:
-    """Teacher (frozen, eval mode, cfg.teacher_dtype) and student (float32, trainable) on device."""
+def load_pair(
+    cfg: ModelConfig,
+    device: torch.device,
+    with_teacher: bool = True,
+    teacher_device: torch.device | None = None,
+) -> ModelPair:
+    """Teacher (frozen, eval mode, cfg.teacher_dtype) and student (float32, trainable) on device; the
+    teacher on teacher_device when given (the CPU, for a teacher FSDP then shards onto the devices)."""
     teacher, tokenizer, source = load_teacher(cfg.teacher)
     info: dict[str, Any] = {"teacher": cfg.teacher, "teacher_source": source, "student": cfg.student}
     if cfg.student.startswith("layers:"):
@@ -218,10 +224,33 @@ def load_pair(cfg: ModelConfig, device: torch.device, with_teacher: bool = True)
         tokenizer.pad_token = tokenizer.eos_token
     student.to(device)
     if with_teacher:
-        teacher.to(device=device, dtype=getattr(torch, cfg.teacher_dtype)).eval().requires_grad_(False)
+        teacher.to(device=teacher_device or device, dtype=getattr(torch, cfg.teacher_dtype))
+        teacher.eval().requires_grad_(False)
     else:
         teacher = None
     return ModelPair(teacher, student, tokenizer, vocab, info)
+
+
+def fusable(model: Any) -> bool:
+    """Whether the logits are a plain linear map of the last hidden state (no soft-capping or scaling),
+    so the fused loss may compute them itself."""
+    config = model.config
+    return not (getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None))
+
+
+def target_hidden(model: Any, batch: Batch) -> torch.Tensor:
+    """Last hidden states [N, H] at the N positions that predict a target."""
+    hidden = model.base_model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    ).last_hidden_state
+    return hidden[batch.labels != IGNORE]
+
+
+def output_head(model: Any, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight (and bias) of the output layer, cut to the first vocab_size rows."""
+    layer = model.get_output_embeddings()
+    bias = getattr(layer, "bias", None)
+    return layer.weight[:vocab_size], None if bias is None else bias[:vocab_size]
 
 
 def target_logits(model: Any, batch: Batch, vocab_size: int) -> torch.Tensor:
@@ -229,12 +258,8 @@ def target_logits(model: Any, batch: Batch, vocab_size: int) -> torch.Tensor:
 
     The output layer runs only on those positions, so prompt and padding never cost an LM-head matmul.
     """
-    select = batch.labels != IGNORE
-    if getattr(model.config, "final_logit_softcapping", None) or getattr(model.config, "logit_scale", None):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[select]
-    else:
-        hidden = model.base_model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-        ).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[select])
-    return logits[..., :vocab_size].float()
+    if not fusable(model):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return logits[batch.labels != IGNORE][..., :vocab_size].float()
+    weight, bias = output_head(model, vocab_size)
+    return torch.nn.functional.linear(target_hidden(model, batch), weight, bias).float()

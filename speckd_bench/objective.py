@@ -1,9 +1,13 @@
 """Loss sums for one micro-batch. The train loop divides by the step's global denominator afterwards,
 so gradient accumulation (and data parallelism) never changes the objective.
+
+Each loss has a plain form (from logits) and a fused form (from hidden states and output weights,
+chunked by kd_loss.chunked_head_loss); both run the same per-chunk code, so they agree to float rounding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +15,11 @@ import torch.nn.functional as F
 
 from speckd_bench.config import MethodConfig
 from speckd_bench.divergences import per_token_divergence
+from speckd_bench.kd_loss import chunked_head_loss
 from speckd_bench.speckd import speckd_gate
+
+TeacherLogits = Callable[[slice], torch.Tensor]
+"""The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows."""
 
 
 @dataclass
@@ -26,9 +34,63 @@ class LossSum:
     """Unweighted divergence summed over all target tokens (0 for SFT), for logging."""
 
 
+@dataclass
+class OutputHead:
+    """A model's output layer cut to the shared vocabulary, with the hidden states at target rows."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    rows: int
+    """Rows per chunk of the fused loss."""
+
+
+class _KDChunks:
+    """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way."""
+
+    def __init__(self, teacher: TeacherLogits, cfg: MethodConfig, generator: torch.Generator | None):
+        self.teacher, self.cfg, self.generator = teacher, cfg, generator
+        self.accepted: torch.Tensor | int = 0
+        self.divergence: torch.Tensor | float = 0.0
+
+    def __call__(self, student_logits: torch.Tensor, part: slice) -> torch.Tensor:
+        cfg = self.cfg
+        teacher_logits = self.teacher(part)
+        per_token = per_token_divergence(
+            cfg.divergence,
+            student_logits,
+            teacher_logits,
+            cfg.temperature,
+            beta=cfg.beta,
+            alpha=cfg.alpha,
+            mu=cfg.mu,
+        )
+        self.divergence = self.divergence + per_token.detach().sum()
+        if cfg.gate != "speckd":
+            self.accepted = self.accepted + per_token.numel()
+            return per_token.sum()
+        gate = speckd_gate(student_logits.detach(), teacher_logits, cfg, self.generator)
+        self.accepted = self.accepted + gate.accepted.sum()
+        return (gate.weights * per_token).sum()
+
+    def result(self, loss: torch.Tensor, n_tokens: int) -> LossSum:
+        return LossSum(loss, n_tokens, int(self.accepted), float(self.divergence))
+
+
 def sft_loss_sum(student_logits: torch.Tensor, targets: torch.Tensor) -> LossSum:
     """Cross-entropy summed over target tokens ([N, V] logits, [N] ids)."""
     loss = F.cross_entropy(student_logits.float(), targets, reduction="sum")
+    n = int(targets.numel())
+    return LossSum(loss, n, n, 0.0)
+
+
+def fused_sft_loss_sum(head: OutputHead, targets: torch.Tensor) -> LossSum:
+    """sft_loss_sum from hidden states, chunk by chunk."""
+
+    def chunk(logits: torch.Tensor, part: slice) -> torch.Tensor:
+        return F.cross_entropy(logits, targets[part], reduction="sum")
+
+    loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunk, head.rows)
     n = int(targets.numel())
     return LossSum(loss, n, n, 0.0)
 
@@ -40,20 +102,19 @@ def kd_loss_sum(
     generator: torch.Generator | None = None,
 ) -> LossSum:
     """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
-    per_token = per_token_divergence(
-        cfg.divergence,
-        student_logits,
-        teacher_logits,
-        cfg.temperature,
-        beta=cfg.beta,
-        alpha=cfg.alpha,
-        mu=cfg.mu,
-    )
-    n = int(per_token.numel())
-    if cfg.gate == "speckd":
-        gate = speckd_gate(student_logits.detach(), teacher_logits, cfg, generator)
-        loss = (gate.weights * per_token).sum()
-        accepted = int(gate.accepted.sum())
-    else:
-        loss, accepted = per_token.sum(), n
-    return LossSum(loss, n, accepted, float(per_token.detach().sum()))
+    chunks = _KDChunks(lambda part: teacher_logits[part], cfg, generator)
+    loss = chunks(student_logits.float(), slice(None))
+    return chunks.result(loss, int(student_logits.shape[0]))
+
+
+def fused_kd_loss_sum(
+    head: OutputHead,
+    teacher: TeacherLogits,
+    cfg: MethodConfig,
+    generator: torch.Generator | None = None,
+) -> LossSum:
+    """kd_loss_sum from the student's hidden states, chunk by chunk; the teacher's logits are asked
+    for one chunk at a time too."""
+    chunks = _KDChunks(teacher, cfg, generator)
+    loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunks, head.rows)
+    return chunks.result(loss, int(head.hidden.shape[0]))

@@ -53,6 +53,7 @@ _PROTOCOL_KEYS = {
     "train.init_sft_epochs",
     "train.init_lr",
     "train.spike_factor",
+    "num_processes",
 }
 _PROTOCOL_SECTIONS = ("model.", "data.", "eval.")
 
@@ -79,6 +80,8 @@ def _settings(record: dict[str, Any]) -> dict[str, str]:
     flat = flatten(record["config"])
     if record["status"] != "complete":  # interrupted runs (--include-interrupted) form their own rows
         flat["status"] = record["status"]
+    if record.get("num_processes", 1) != 1:  # train.batch_size is per process: N processes are a protocol
+        flat["num_processes"] = record["num_processes"]
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
 
 

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from speckd_bench import teacher_cache
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
 from speckd_bench.data import build_examples, load_split, mirror_dir
+from speckd_bench.distributed import Dist, process_context, shard_teacher
 from speckd_bench.divergences import DIVERGENCES
 from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluate import (
@@ -68,6 +70,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     for metric in task.metrics:
         METRICS.get(metric)
     check_method(method, cfg.method)
+    teacher_cache.check(cfg, method)
     check_lm_eval(cfg)
     if "train" not in task.splits:
         raise UserError(
@@ -106,10 +109,15 @@ def _warm_start(
             label="init SFT",
             quiet=quiet,
         )
+        if res.diverged_at is not None:  # never cache (and share) a broken init
+            raise UserError(
+                f"the SFT warm start diverged: non-finite loss at step {res.diverged_at}; lower "
+                f"train.init_lr (now {cfg.train.init_lr}) or skip it with --set train.init_sft_epochs=0"
+            )
         warm.save(
             pair.student, log, {"steps": res.steps, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s}
         )
-        log.unlink()
+        log.unlink(missing_ok=True)  # only the main process wrote it
     info["training"] = summarize_log(read_log(warm.dir / "train_log.jsonl"), cfg.train.spike_factor)
     info["seconds_when_built"] = warm.meta()["seconds"]
     return info
@@ -174,6 +182,36 @@ def _before_training(
     return before, init_info
 
 
+def check_distributed(cfg: RunConfig, method: Method, dist: Dist) -> None:
+    """Settings a multi-process run cannot honour fail before any model is loaded."""
+    if cfg.train.fsdp and dist.world > 1 and method.data_policy in ("teacher_generated", "interleaved"):
+        raise UserError(
+            f"method {method.name} generates with the teacher, which train.fsdp=true does not support "
+            "(sharded decoding would need every process in step); drop train.fsdp or pick another method"
+        )
+
+
+def distributed_info(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
+    """The record's data-parallel facts: papers' results move with the global batch."""
+    return {
+        "num_processes": dist.world,
+        "global_batch": dist.world * cfg.train.batch_size * cfg.train.grad_accum,
+        "teacher_sharding": "fsdp2" if cfg.train.fsdp and dist.world > 1 else "replicated",
+    }
+
+
+def _open_state(cfg: RunConfig, results_dir: Path, resume: Path | None, dist: Dist) -> RunState:
+    """The run directory's state: created (or reopened) by the main process, read by the others."""
+    state = None
+    if dist.is_main and resume is None:
+        state = RunState.create(results_dir / "runs" / new_run_id(cfg.task, cfg.method.name, cfg.seed), cfg)
+        state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    elif dist.is_main:
+        state = RunState(resume)
+    run_dir = dist.broadcast(state.dir if state else None)
+    return state or RunState(run_dir, writable=False)
+
+
 def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> Path:
     """Train, evaluate and record one seed; returns the record's path.
 
@@ -181,11 +219,17 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     training continues from its newest checkpoint. Ctrl-C checkpoints, writes an 'interrupted' record
     and raises RunInterrupted. A non-finite loss stops training; the record of the last good
     weights is written, then UserError says so.
+
+    Launched with several processes, every process runs this function; training and evaluation are
+    split between them, and only the main process writes the run directory and says anything.
     """
     wall0 = time.perf_counter()
+    dist = process_context()
+    quiet = quiet or not dist.is_main
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     task, method = resolve_names(cfg)
+    check_distributed(cfg, method, dist)
     results_dir = Path(cfg.results_dir)
     check_writable(results_dir)
     if resume is not None:
@@ -194,22 +238,22 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     train_rows = train_split.rows[: cfg.data.max_train_examples]
     sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
     warn_skipped(skipped)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = dist.device
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
     t0 = time.perf_counter()
-    pair = load_pair(cfg.model, device, with_teacher=method.uses_teacher or method.policy is not None)
+    sharded = cfg.train.fsdp and dist.world > 1
+    with_teacher = method.uses_teacher or method.policy is not None
+    pair = load_pair(cfg.model, device, with_teacher, teacher_device=torch.device("cpu") if sharded else None)
+    if sharded and pair.teacher is not None:
+        pair.teacher = shard_teacher(pair.teacher, dist)
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
     build_eval_examples(sets, tok, cfg.data)
     eval_ex = sets[0].examples
     set_names = [es.name for es in sets]
-    if resume is None:
-        state = RunState.create(results_dir / "runs" / new_run_id(cfg.task, cfg.method.name, cfg.seed), cfg)
-        state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    else:
-        state = RunState(resume)
+    state = _open_state(cfg, results_dir, resume, dist)
     run_dir, run_id = state.dir, state.dir.name
     checkpoints = Checkpoints.of_run(run_dir, cfg)
     if resume is not None:
@@ -225,6 +269,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         cfg, task, pair.student, pair.teacher, tok, pair.vocab_size, device, run_seeds(cfg.seed)["policy"]
     )
     policy = method.policy(context) if method.policy else None
+    if cfg.train.teacher_cache and teacher_cache.applies(method):
+        policy = teacher_cache.CachedTeacher(context)
     main = task.metrics[0]
     path = run_dir / "record.json"
     record: dict[str, Any] = {
@@ -235,6 +281,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         "task": task.name,
         "method": method.name,
         "seed": cfg.seed,
+        **distributed_info(cfg, dist),
         "main_metric": main,
         "config": cfg.to_dict(),
         "method_info": {
@@ -300,8 +347,10 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
             res = TrainResult(**trained)
             checkpoints.load_weights(pair.student)
         after_sets = score("eval trained student")
-        atomic_write_jsonl(run_dir / "samples.jsonl", [s for r in after_sets.values() for s in r.samples])
-        save_final(pair.student, tok, run_dir / "checkpoint")
+        if dist.is_main:
+            samples = [s for r in after_sets.values() for s in r.samples]
+            atomic_write_jsonl(run_dir / "samples.jsonl", samples)
+            save_final(pair.student, tok, run_dir / "checkpoint")
     except KeyboardInterrupt as exc:
         record["init"] = record["init"] or state.get("init", {})
         for name, per_set in state.get("before", {}).items():
@@ -313,7 +362,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
             "checkpoint_step": checkpoints.latest_step(),
             "command": f"speckd-bench run --resume {run_id} --results-dir {results_dir}",
         }
-        atomic_write_json(path, record)
+        if dist.is_main:
+            atomic_write_json(path, record)
         raise RunInterrupted(
             f"run {run_id} {exc or 'interrupted'}; continue it with: {record['resume']['command']}"
         ) from None
@@ -321,7 +371,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     summary = summarize_log(read_log(log_path), cfg.train.spike_factor)
     if res.diverged_at is not None:
         summary["diverged_at_step"] = res.diverged_at
-    lm_eval = run_lm_eval(pair.student, tok, cfg, quiet) if cfg.lm_eval.tasks else None
+    lm_eval = run_lm_eval(pair.student, tok, cfg, quiet) if cfg.lm_eval.tasks and dist.is_main else None
     stages = [b for per_set in before.values() for b in per_set.values()]
     after_tokens = sum(r.new_tokens for r in after_sets.values())
     after_seconds = sum(r.seconds for r in after_sets.values())
@@ -340,10 +390,12 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     record["lm_eval"] = lm_eval
     record["training"] = summary
     record["policy"] = policy.summary() if policy else {}
+    record["teacher_cache"] = record["policy"].pop("teacher_cache", {"used": False})
     record["paths"] = {"train_log": "train_log.jsonl", "samples": "samples.jsonl", "checkpoint": "checkpoint"}
     record["status"] = "complete"
-    atomic_write_json(path, record)
-    checkpoints.remove()  # the record is complete: nothing left to resume; the weights stay in checkpoint/
+    if dist.is_main:
+        atomic_write_json(path, record)
+        checkpoints.remove()  # the record is complete, nothing left to resume; weights stay in checkpoint/
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for es in sets:
         metric = es.task.metrics[0]

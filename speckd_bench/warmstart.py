@@ -15,7 +15,8 @@ from typing import Any
 
 from safetensors.torch import load_model, save_model
 
-from speckd_bench.config import RunConfig
+from speckd_bench.config import NON_RESULT_KEYS, RunConfig
+from speckd_bench.distributed import process_context
 from speckd_bench.models import cache_dir
 from speckd_bench.results import atomic_write_json
 
@@ -27,6 +28,7 @@ def _digest(obj: Any) -> str:
 def init_identity(cfg: RunConfig) -> dict[str, Any]:
     """Everything the init checkpoint depends on."""
     t = cfg.train
+    world = process_context().world
     return {
         "model": asdict(cfg.model),
         "task": cfg.task,
@@ -35,7 +37,7 @@ def init_identity(cfg: RunConfig) -> dict[str, Any]:
         "sft": {
             "epochs": t.init_sft_epochs,
             "lr": t.init_lr,
-            "batch_size": t.batch_size,
+            "batch_size": t.batch_size * world,  # the global micro-batch: 2 x 2 shares 1 x 4's init
             "grad_accum": t.grad_accum,
             "weight_decay": t.weight_decay,
             "warmup_ratio": t.warmup_ratio,
@@ -50,8 +52,9 @@ class WarmStart:
         self.identity = init_identity(cfg)
         self.key = _digest(self.identity)
         self.dir = cache_dir() / "init" / self.key
+        eval_settings = {k: v for k, v in asdict(cfg.eval).items() if f"eval.{k}" not in NON_RESULT_KEYS}
         self._eval_key = _digest(
-            {"init": self.key, "eval": asdict(cfg.eval), "n": cfg.data.max_eval_examples, "task": cfg.task}
+            {"init": self.key, "eval": eval_settings, "n": cfg.data.max_eval_examples, "task": cfg.task}
         )
 
     @property
@@ -65,7 +68,14 @@ class WarmStart:
         load_model(student, str(self.weights), device=str(next(student.parameters()).device))
 
     def save(self, student: Any, train_log: Path, meta: dict[str, Any]) -> None:
-        """Write weights, log and meta into a temp dir, then rename it into place."""
+        """Write weights, log and meta into a temp dir, then rename it into place (the main process; the
+        others wait until it is there)."""
+        dist = process_context()
+        if dist.is_main:
+            self._write(student, train_log, meta)
+        dist.barrier()
+
+    def _write(self, student: Any, train_log: Path, meta: dict[str, Any]) -> None:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=f".{self.key}-"))
         save_model(student, str(tmp / "student.safetensors"))
@@ -87,5 +97,5 @@ class WarmStart:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def store_eval(self, which: str, summary: dict[str, Any]) -> None:
-        if self.dir.is_dir():
+        if self.dir.is_dir() and process_context().is_main:
             atomic_write_json(self._eval_path(which), summary)

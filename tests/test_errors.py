@@ -19,6 +19,7 @@ from speckd_bench.checkpoint import CHECKPOINTS, RunState
 from speckd_bench.cli import main
 from speckd_bench.config import build_config
 from speckd_bench.models import smollm2_dir
+from speckd_bench.warmstart import WarmStart
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
 DOLLY_TASK = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()
@@ -125,6 +126,10 @@ CASES = {
     "malformed run config": case_malformed_run_config,
     "unknown key in a YAML config": case_unknown_key_in_yaml,
     "k < 1": set_case("method.k=0", "method.k=0 is out of range", "k >= 1"),
+    "gate wider than the teacher cache": lambda tmp: (
+        [*TINY, "--method", "speckd", "--set", "method.k=100"],
+        ("method.k=100 is larger than train.teacher_cache_k=64", "--set train.teacher_cache=false"),
+    ),
     "beta > 1": set_case("method.beta=1.5", "beta in [0, 1]"),
     "negative lr": set_case("train.lr=-0.1", "lr > 0"),
     "zero batch size": set_case("train.batch_size=0", "batch_size >= 1"),
@@ -244,22 +249,41 @@ def test_resume_from_a_checkpoint_of_another_config(tmp_path, monkeypatch, capsy
     assert sorted(p.name for p in state.dir.iterdir()) == ["checkpoints", "config.json"]
 
 
+def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypatch, capsys, data_dir):
+    real = speckd_bench.train._micro_loss
+
+    def nan_in_sft(student, teacher, batch, method, *args):
+        out = real(student, teacher, batch, method, *args)
+        if method.name == "sft":
+            out.loss_sum = out.loss_sum * float("nan")
+        return out
+
+    smollm2_dir()
+    capsys.readouterr()
+    monkeypatch.setattr(speckd_bench.train, "_micro_loss", nan_in_sft)
+    lr = ["--set", "train.init_lr=0.0123"]  # a warm start no other test builds
+    args = [*TINY, "--method", "fkl", *lr, "--data-dir", data_dir, "--results-dir", tmp_path]
+    code, err = cli(monkeypatch, capsys, args)
+    assert_one_line_error(code, err, "SFT warm start diverged", "step 1", "train.init_sft_epochs=0")
+    assert not WarmStart(build_config(preset="tiny", overrides={"train.init_lr": 0.0123})).exists()
+
+
 def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverged(
     tmp_path, monkeypatch, capsys, data_dir
 ):
-    real = speckd_bench.train.kd_loss_sum
+    real = speckd_bench.train._micro_loss
     calls = []
 
-    def nan_at_step_3(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
+    def nan_at_step_3(student, teacher, batch, method, *args):
+        out = real(student, teacher, batch, method, *args)
+        calls.append(method.name)  # the fkl steps, not the SFT warm start's
+        if calls.count("fkl") == 3 and method.name == "fkl":
             out.loss_sum = out.loss_sum * float("nan")
         return out
 
     smollm2_dir()  # converted beforehand: the one-time conversion bar is not part of the error output
     capsys.readouterr()
-    monkeypatch.setattr(speckd_bench.train, "kd_loss_sum", nan_at_step_3)
+    monkeypatch.setattr(speckd_bench.train, "_micro_loss", nan_at_step_3)
     monkeypatch.setattr(speckd_bench.checkpoint.Checkpoints, "remove", lambda self: None)
     args = [*TINY, "--method", "fkl", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=1"]
     code, err = cli(monkeypatch, capsys, [*args, "--data-dir", data_dir, "--results-dir", tmp_path])

@@ -1,0 +1,286 @@
+"""One KD optimiser step (forward, backward, AdamW) in every loss layout, measured in one process.
+
+Variants: the floor (a student SFT step; a teacher forward), the naive full-logit forward KL (both
+models' logits at every position, as a from-scratch script would do), the harness's plain path (logits
+only at target rows) and its fused chunked path, each with and without SpecKD's gate, and Liger-Kernel's
+fused linear JSD(beta=0) when liger_kernel is installed (CUDA only). Random-init models from configs,
+random token ids: nothing is downloaded.
+
+    python -m speckd_bench.benchmarks.kd_step --size qwen      # REFERENCE.md section 7 shapes (GPU)
+    speckd-bench bench kd-step --size smollm2                  # the default CPU pair's shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+from speckd_bench.benchmarks.common import machine_header, markdown_table
+from speckd_bench.config import MethodConfig, TrainConfig
+from speckd_bench.data import IGNORE, Batch
+from speckd_bench.divergences import per_token_divergence
+from speckd_bench.kd_loss import chunk_rows as chunk_rows_of
+from speckd_bench.methods import Method
+from speckd_bench.train import accumulate
+
+
+@dataclass(frozen=True)
+class Shapes:
+    teacher: Any
+    student: Any
+    batch: int
+    seq: int
+
+
+def _llama(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=inter,
+        tie_word_embeddings=True,
+    )
+
+
+def _qwen(hidden: int, layers: int, heads: int, inter: int, tied: bool) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=151936,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        intermediate_size=inter,
+        tie_word_embeddings=tied,
+    )
+
+
+SIZES: dict[str, Callable[[], Shapes]] = {
+    "small": lambda: Shapes(_llama(128, 4, 4, 2, 512, 49152), _llama(128, 1, 4, 2, 512, 49152), 4, 128),
+    "smollm2": lambda: Shapes(_llama(576, 30, 9, 3, 1536, 49152), _llama(576, 6, 9, 3, 1536, 49152), 8, 256),
+    "qwen": lambda: Shapes(_qwen(1536, 28, 12, 8960, True), _qwen(896, 24, 14, 4864, True), 8, 512),
+}
+
+
+def random_batch(shapes: Shapes, device: torch.device, seed: int = 0) -> Batch:
+    """Random ids; every position but the last predicts the next token (all are targets)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, shapes.student.vocab_size, (shapes.batch, shapes.seq), generator=g)
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, :-1] = ids[:, 1:]
+    return Batch(ids, torch.ones_like(ids), labels).to(device)
+
+
+def _naive_fkl(student: Any, teacher: Any, batch: Batch, vocab: int) -> tuple[torch.Tensor, int]:
+    """Full [batch, seq, vocab] logits of both models, then forward KL at the target rows."""
+    select = batch.labels != IGNORE
+    with torch.no_grad():
+        t_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    s_logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    per_token = per_token_divergence("fkl", s_logits[select][:, :vocab], t_logits[select][:, :vocab])
+    return per_token.sum(), int(select.sum())
+
+
+def _liger_jsd(student: Any, teacher: Any, batch: Batch, vocab: int) -> tuple[torch.Tensor, int]:
+    from liger_kernel.transformers import LigerFusedLinearJSD
+
+    select = batch.labels != IGNORE
+    with torch.no_grad():
+        t_hidden = teacher.base_model(input_ids=batch.input_ids).last_hidden_state[select]
+    s_hidden = student.base_model(input_ids=batch.input_ids).last_hidden_state[select]
+    loss = LigerFusedLinearJSD(jsd_beta=0.0)(
+        s_hidden,
+        student.get_output_embeddings().weight[:vocab],
+        t_hidden,
+        teacher.get_output_embeddings().weight[:vocab],
+        batch.labels[select],
+    )
+    n = int(select.sum())
+    return loss * n, n
+
+
+def _step_fn(
+    name: str, student: Any, teacher: Any, batch: Batch, vocab: int, chunk_rows: int
+) -> Callable[[], None]:
+    """One optimiser step of variant `name` (a fresh AdamW per variant: its state counts in the peak)."""
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.input_ids.is_cuda)
+    sft, fkl = Method("sft", "", "", uses_teacher=False), Method("fkl", "", "")
+    gated = MethodConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
+    plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True, fused_chunk_rows=chunk_rows)
+    harness: dict[str, Callable[[], Any]] = {
+        "student SFT step (plain)": lambda: accumulate(
+            student, None, [batch], sft, MethodConfig(), vocab, None, plain
+        ),
+        "student SFT step (fused)": lambda: accumulate(
+            student, None, [batch], sft, MethodConfig(), vocab, None, fused
+        ),
+        "fkl, plain (target rows)": lambda: accumulate(
+            student, teacher, [batch], fkl, MethodConfig(), vocab, None, plain
+        ),
+        "fkl, fused": lambda: accumulate(student, teacher, [batch], fkl, MethodConfig(), vocab, None, fused),
+        "speckd top-5, plain": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, plain),
+        "speckd top-5, fused": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, fused),
+    }
+    scripted = {"naive full-logit fkl": _naive_fkl, "liger fused linear JSD(beta=0)": _liger_jsd}
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if name == "teacher forward":
+            with torch.no_grad(), autocast:
+                teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            return
+        if name in harness:
+            harness[name]()
+        else:
+            with autocast:
+                loss, n = scripted[name](student, teacher, batch, vocab)
+            (loss / n).backward()
+        optimizer.step()
+
+    return step
+
+
+def variants(device: torch.device) -> list[str]:
+    names = [
+        "teacher forward",
+        "student SFT step (plain)",
+        "student SFT step (fused)",
+        "naive full-logit fkl",
+        "fkl, plain (target rows)",
+        "fkl, fused",
+        "speckd top-5, plain",
+        "speckd top-5, fused",
+    ]
+    try:
+        import liger_kernel  # noqa: F401
+    except ImportError:
+        return names
+    return names + ["liger fused linear JSD(beta=0)"] if device.type == "cuda" else names
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+    """(median seconds per step, peak GiB allocated on CUDA or nan on CPU)."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return statistics.median(times), peak
+
+
+def build_models(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Random-init teacher (frozen) and student, built directly on the device in `dtype`."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        teacher = AutoModelForCausalLM.from_config(shapes.teacher, dtype=dtype).eval().requires_grad_(False)
+        student = AutoModelForCausalLM.from_config(shapes.student, dtype=dtype)
+    return teacher, student
+
+
+def main(
+    size: str, device: str = "auto", dtype: str = "auto", steps: int = 5, warmup: int = 2, chunk_rows: int = 0
+) -> tuple[list[dict], dict[str, Any]]:
+    """(one row per variant, the facts of the run)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    param_dtype = {"auto": torch.bfloat16 if dev.type == "cuda" else torch.float32}.get(dtype) or getattr(
+        torch, dtype
+    )
+    shapes = SIZES[size]()
+    teacher, student = build_models(shapes, dev, param_dtype)
+    batch = random_batch(shapes, dev)
+    vocab = shapes.student.vocab_size
+    tokens = shapes.batch * shapes.seq
+    rows: list[dict] = []
+    baseline = None
+    for name in variants(dev):
+        model = copy.deepcopy(student)
+        try:
+            seconds, peak = measure(
+                _step_fn(name, model, teacher, batch, vocab, chunk_rows), dev, warmup, steps
+            )
+        except torch.OutOfMemoryError:
+            seconds, peak = float("nan"), float("nan")
+        del model
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if name == "naive full-logit fkl":
+            baseline = seconds
+        rows.append(
+            {
+                "variant": name,
+                "ms_per_step": 1000 * seconds,
+                "peak_gib": peak,
+                "tokens_per_s": tokens / seconds,
+            }
+        )
+    for row in rows:
+        row["vs_naive"] = row["ms_per_step"] / (1000 * baseline) if baseline else float("nan")
+    facts = {
+        "teacher": f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.0f}M params, "
+        f"{shapes.teacher.num_hidden_layers} layers",
+        "student": f"{sum(p.numel() for p in student.parameters()) / 1e6:.0f}M params, "
+        f"{shapes.student.num_hidden_layers} layers",
+        "vocabulary": vocab,
+        "batch": f"{shapes.batch} x {shapes.seq} tokens, all targets",
+        "dtype": f"parameters {str(param_dtype).removeprefix('torch.')}"
+        + (", bf16 autocast" if dev.type == "cuda" else "")
+        + ", loss math float32",
+        "fused chunk": f"{chunk_rows_of(vocab, chunk_rows)} target rows",
+        "timing": f"median of {steps} steps after {warmup} warm-up steps, one process",
+    }
+    return rows, facts
+
+
+def format_table(rows: list[dict], facts: dict[str, Any], size: str) -> str:
+    header = machine_header(f"kd-step, size {size}", facts)
+    cols = [
+        ("variant", "variant", "{}"),
+        ("ms_per_step", "ms/step", "{:.1f}"),
+        ("vs_naive", "x naive", "{:.2f}"),
+        ("peak_gib", "peak GiB", "{:.2f}"),
+        ("tokens_per_s", "tokens/s", "{:.0f}"),
+    ]
+    return header + "\n\n" + markdown_table(rows, cols)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--dtype", default="auto", help="parameter dtype (auto: bfloat16 on CUDA, float32 on CPU)"
+    )
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=0, help="rows per fused chunk (0: automatic)")
+    args = parser.parse_args()
+    rows, facts = main(args.size, args.device, args.dtype, args.steps, args.warmup, args.chunk_rows)
+    print(format_table(rows, facts, args.size))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,223 @@
+"""The teacher's top-k log-probabilities on the training data, computed once and stored on disk, so
+off-policy methods (the teacher sees the same ground-truth sequences every run) skip the teacher's
+forward pass in every later run, method and seed.
+
+It is an approximation and recorded as one: the k most likely tokens keep their exact log-probabilities
+and the remaining mass is spread evenly over the other tokens, so every divergence stays finite and a
+SpecKD top-k gate with k <= teacher_cache_k is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from speckd_bench.config import RunConfig
+from speckd_bench.data import IGNORE, Batch, Example, collate
+from speckd_bench.errors import UserError
+from speckd_bench.methods import DataPolicy, PolicyContext
+from speckd_bench.models import cache_dir, target_logits
+
+FORMAT = "speckd-teacher-topk-v1"
+CPU = torch.device("cpu")
+
+
+@dataclass
+class TeacherTopK:
+    """Top-k teacher log-probabilities at N target rows."""
+
+    values: torch.Tensor
+    """[N, k] float32 log-probabilities, descending."""
+    indices: torch.Tensor
+    """[N, k] int64 token ids."""
+    rest: torch.Tensor
+    """[N] float32: log of the probability mass outside the top k."""
+
+    def to(self, device: torch.device) -> TeacherTopK:
+        return TeacherTopK(self.values.to(device), self.indices.to(device), self.rest.to(device))
+
+    def logprobs(self, part: slice, vocab_size: int) -> torch.Tensor:
+        """Dense [n, vocab_size] log-probabilities of rows `part`: top-k exact, the rest spread evenly."""
+        values, indices, rest = self.values[part], self.indices[part], self.rest[part]
+        k = values.shape[-1]
+        fill = rest - math.log(max(1, vocab_size - k))
+        dense = fill[:, None].expand(-1, vocab_size).clone()
+        return dense.scatter_(-1, indices, values)
+
+
+def _digest(ex: Example) -> str:
+    return hashlib.sha256(json.dumps([ex.prompt_ids, ex.target_ids]).encode()).hexdigest()[:24]
+
+
+def top_k(logits: torch.Tensor, k: int) -> TeacherTopK:
+    """TeacherTopK of float32 logits [N, V]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    values, indices = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    rest = logp.scatter(-1, indices, -math.inf).logsumexp(-1)
+    return TeacherTopK(values, indices, rest)
+
+
+class TopKTable:
+    """TeacherTopK rows of many examples, found by the examples' token ids."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], keys: list[str]) -> None:
+        self.values, self.indices, self.rest = tensors["values"], tensors["indices"], tensors["rest"]
+        offsets = tensors["offsets"].tolist()
+        self.rows = {key: (offsets[i], offsets[i + 1]) for i, key in enumerate(keys)}
+        self.keys = keys
+        self.offsets = tensors["offsets"]
+
+    def lookup(self, examples: list[Example]) -> TeacherTopK:
+        """Rows of these examples' target tokens, in collate's (row-major) order."""
+        spans = [self.rows[_digest(ex)] for ex in examples]
+        index = torch.cat([torch.arange(a, b) for a, b in spans])
+        return TeacherTopK(self.values[index], self.indices[index].long(), self.rest[index])
+
+    def top_mass(self) -> float:
+        """Mean probability mass the top k hold: how good the approximation is."""
+        return float((1 - self.rest.exp()).mean()) if self.rest.numel() else 1.0
+
+    def save(self, path: Path, meta: dict[str, Any]) -> None:
+        tensors = {"values": self.values, "indices": self.indices, "rest": self.rest, "offsets": self.offsets}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+        os.close(fd)
+        save_file(tensors, tmp, metadata={"format": FORMAT, "keys": json.dumps(self.keys), **meta})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TopKTable:
+        with safe_open(str(path), framework="pt") as f:
+            keys = json.loads(f.metadata()["keys"])
+        return cls(load_file(str(path)), keys)
+
+
+@torch.no_grad()
+def build_table(
+    teacher: Any, examples: list[Example], pad_id: int, vocab_size: int, k: int, batch_size: int
+) -> TopKTable:
+    """One teacher pass over the unique examples, longest first; top-k rows stored per example."""
+    device = next(teacher.parameters()).device
+    unique = list({_digest(ex): ex for ex in examples}.items())
+    order = sorted(range(len(unique)), key=lambda i: -len(unique[i][1].prompt_ids + unique[i][1].target_ids))
+    parts: dict[int, TeacherTopK] = {}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([unique[i][1] for i in idx], pad_id).to(device)
+        with autocast:
+            rows = top_k(target_logits(teacher, batch, vocab_size), k)
+        counts = (batch.labels != IGNORE).sum(1).tolist()
+        offset = 0
+        for i, n in zip(idx, counts, strict=True):
+            part = slice(offset, offset + n)
+            parts[i] = TeacherTopK(rows.values[part], rows.indices[part], rows.rest[part]).to(
+                torch.device("cpu")
+            )
+            offset += n
+    ordered = [parts[i] for i in range(len(unique))]
+    sizes = torch.tensor([0] + [p.rest.numel() for p in ordered])
+    tensors = {
+        "values": torch.cat([p.values for p in ordered]).float().contiguous(),
+        "indices": torch.cat([p.indices for p in ordered]).int().contiguous(),
+        "rest": torch.cat([p.rest for p in ordered]).float().contiguous(),
+        "offsets": sizes.cumsum(0),
+    }
+    return TopKTable(tensors, [key for key, _ in unique])
+
+
+def cache_identity(ctx: PolicyContext, examples: list[Example]) -> dict[str, Any]:
+    """What the cached values depend on: the teacher, its dtype, k, the vocabulary and the exact token
+    ids of every training sequence (so task, split, prompt format and max length are all covered)."""
+    sequences = hashlib.sha256("".join(sorted(_digest(ex) for ex in examples)).encode()).hexdigest()
+    model = ctx.cfg.model
+    return {
+        "format": FORMAT,
+        "teacher": model.teacher,
+        "teacher_dtype": model.teacher_dtype,
+        "task": ctx.task.name,
+        "max_length": ctx.cfg.data.max_length,
+        "vocab_size": ctx.vocab_size,
+        "k": ctx.cfg.train.teacher_cache_k,
+        "sequences": sequences,
+    }
+
+
+def applies(method: Any) -> bool:
+    """Off-policy KD on ground-truth sequences: the only case where the teacher's input never changes."""
+    return method.uses_teacher and method.policy is None
+
+
+def check(cfg: RunConfig, method: Any) -> None:
+    """A top-k gate wider than the cache would rank tokens the cache no longer tells apart."""
+    m, t = cfg.method, cfg.train
+    if (
+        t.teacher_cache
+        and applies(method)
+        and m.gate == "speckd"
+        and m.rule == "topk"
+        and m.k > t.teacher_cache_k
+    ):
+        raise UserError(
+            f"method.k={m.k} is larger than train.teacher_cache_k={t.teacher_cache_k}, so the cached "
+            f"teacher cannot rank its top {m.k}; set --set train.teacher_cache_k={m.k} or "
+            "--set train.teacher_cache=false"
+        )
+
+
+class CachedTeacher(DataPolicy):
+    """Ground-truth sequences, each micro-batch carrying the teacher's cached top-k rows."""
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx.tokenizer.pad_token_id)
+        self.ctx = ctx
+        self.table: TopKTable | None = None
+        self.info: dict[str, Any] = {}
+
+    def prepare(self, examples: list[Example], total_steps: int) -> list[Example]:
+        ctx = self.ctx
+        identity = cache_identity(ctx, examples)
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        path = cache_dir() / "teacher-topk" / f"{key}.safetensors"
+        hit = path.is_file()
+        t0 = time.perf_counter()
+        if hit:
+            self.table = TopKTable.load(path)
+        else:
+            self.table = build_table(
+                ctx.teacher,
+                examples,
+                self.pad_id,
+                ctx.vocab_size,
+                ctx.cfg.train.teacher_cache_k,
+                ctx.cfg.train.batch_size,
+            )
+            self.table.save(path, {"identity": json.dumps(identity)})
+        self.info = {
+            "used": True,
+            "k": ctx.cfg.train.teacher_cache_k,
+            "hit": hit,
+            "seconds": time.perf_counter() - t0,
+            "top_k_mass": self.table.top_mass(),
+            "path": str(path),
+        }
+        return examples
+
+    def micro_batch(self, examples: list[Example], step: int) -> Batch:
+        batch = collate(examples, self.pad_id)
+        batch.teacher_topk = self.table.lookup(examples)
+        return batch
+
+    def summary(self) -> dict[str, Any]:
+        return {"teacher_cache": self.info}

@@ -1,0 +1,35 @@
+"""benchmarks/gpu_smoke.py on tiny shapes (CPU): it trains and decodes through the harness code, prints
+the README table rows, needs none of the packages a bare GPU machine lacks, and refuses to run at full
+size without CUDA."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.py"
+CHECK = f"""
+import runpy, sys
+sys.argv = ["gpu_smoke", "--small"]
+scope = runpy.run_path({str(SCRIPT)!r}, run_name="__main__")
+print("loaded:", [m for m in scope["FORBIDDEN"] if m in sys.modules])
+"""
+
+
+def test_small_run_trains_decodes_and_imports_nothing_a_gpu_machine_lacks():
+    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "loaded: []" in out
+    for pair in ("qwen2.5-1.5b-to-0.5b", "minillm-gpt2", "llama"):
+        assert f"| {pair}" in out and out.count(f"| {pair}") == 2  # speckd and fkl rows
+    assert out.count("ms/step") == 6 and "eval decode:" in out and "new tok/s" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_full_size_without_cuda_says_so():
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "no CUDA device here" in done.stderr and "--small" in done.stderr
