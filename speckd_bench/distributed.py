@@ -118,10 +118,12 @@ def shard_teacher(teacher: Any, dist: Dist) -> Any:
     one shard group per decoder layer, one for the input embeddings, one for the final norm and the
     output layer), on this process's device.
 
-    target_logits calls the teacher's base model and output layer directly rather than its forward; that
-    is valid under FSDP2 because every parameter lives in a group whose own module runs (embeddings,
-    layers, final norm, output layer) and gathers its parameters in its forward hook. One forward through
-    the root first lets FSDP set up the root and the order of the groups. accelerate's Accelerator only
+    The loss calls the teacher's base model and reads its output weights directly rather than calling
+    its forward. Under FSDP2 each decoder layer gathers its shard in its own forward hook; the root group
+    (input embeddings, final norm, output layer) is gathered by one forward through the root here and
+    stays gathered, because FSDP2 never reshards the root after forward (torch's fully_shard docs): so
+    every process holds the embeddings and output layer in full and the decoder layers sharded, and the
+    fused loss can read the output weights as plain tensors. accelerate's Accelerator only
     accepts an FSDP plugin on GPU processes, so the plugin is handed to accelerate's fsdp2_prepare_model
     (what Accelerator.prepare calls) directly: the same code shards on CPU (gloo, tests) and GPUs.
     """
