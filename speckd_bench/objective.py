@@ -18,8 +18,9 @@ from speckd_bench.divergences import per_token_divergence
 from speckd_bench.kd_loss import chunked_head_loss
 from speckd_bench.speckd import speckd_gate
 
-TeacherLogits = Callable[[slice], torch.Tensor]
-"""The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows."""
+TeacherLogits = Callable[[slice, torch.Tensor], torch.Tensor]
+"""The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows, given
+the student's logits at those rows (a cached teacher shapes its unknown tail like the student's)."""
 
 
 @dataclass
@@ -55,7 +56,7 @@ class _KDChunks:
 
     def __call__(self, student_logits: torch.Tensor, part: slice) -> torch.Tensor:
         cfg = self.cfg
-        teacher_logits = self.teacher(part)
+        teacher_logits = self.teacher(part, student_logits.detach())
         per_token = per_token_divergence(
             cfg.divergence,
             student_logits,
@@ -102,7 +103,7 @@ def kd_loss_sum(
     generator: torch.Generator | None = None,
 ) -> LossSum:
     """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
-    chunks = _KDChunks(lambda part: teacher_logits[part], cfg, generator)
+    chunks = _KDChunks(lambda part, _: teacher_logits[part], cfg, generator)
     loss = chunks(student_logits.float(), slice(None))
     return chunks.result(loss, int(student_logits.shape[0]))
 

@@ -3,8 +3,9 @@ off-policy methods (the teacher sees the same ground-truth sequences every run) 
 forward pass in every later run, method and seed.
 
 It is an approximation and recorded as one: the k most likely tokens keep their exact log-probabilities
-and the remaining mass is spread evenly over the other tokens, so every divergence stays finite and a
-SpecKD top-k gate with k <= teacher_cache_k is exact.
+and the remaining mass is spread over the other tokens in the student's own proportions (so every
+divergence stays finite and the tail only moves the student's total tail mass, not its shape); a SpecKD
+top-k gate with k <= teacher_cache_k is exact.
 """
 
 from __future__ import annotations
@@ -47,13 +48,16 @@ class TeacherTopK:
     def to(self, device: torch.device) -> TeacherTopK:
         return TeacherTopK(self.values.to(device), self.indices.to(device), self.rest.to(device))
 
-    def logprobs(self, part: slice, vocab_size: int) -> torch.Tensor:
-        """Dense [n, vocab_size] log-probabilities of rows `part`: top-k exact, the rest spread evenly."""
+    def logprobs(self, part: slice, vocab_size: int, student_logits: torch.Tensor) -> torch.Tensor:
+        """Dense [n, vocab_size] log-probabilities of rows `part`: the top k exact; the remaining mass
+        spread over the other tokens in proportion to the student's own probabilities there (the cache
+        knows how much mass the teacher's tail holds, not its shape), each capped just below the k-th value so
+        the teacher's top k stay its top k."""
         values, indices, rest = self.values[part], self.indices[part], self.rest[part]
-        k = values.shape[-1]
-        fill = rest - math.log(max(1, vocab_size - k))
-        dense = fill[:, None].expand(-1, vocab_size).clone()
-        return dense.scatter_(-1, indices, values)
+        student = torch.log_softmax(student_logits.float(), dim=-1).scatter(-1, indices, -math.inf)
+        tail = student - student.logsumexp(-1, keepdim=True) + rest[:, None]
+        below_kth = torch.nextafter(values[:, -1:], torch.tensor(-math.inf, device=values.device))
+        return torch.minimum(tail, below_kth).scatter_(-1, indices, values)
 
 
 def _digest(ex: Example) -> str:

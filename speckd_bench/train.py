@@ -84,13 +84,13 @@ def _teacher_logits(teacher: Any, batch: Batch, vocab: int) -> TeacherLogits:
     """The teacher's logits at slices of the target rows: from the batch's cached top-k when it has one,
     else from one forward pass whose output layer runs per slice (never all rows at once)."""
     if batch.teacher_topk is not None:
-        return lambda part: batch.teacher_topk.logprobs(part, vocab)
+        return lambda part, student: batch.teacher_topk.logprobs(part, vocab, student)
     if not fusable(teacher):
         logits = target_logits(teacher, batch, vocab)
-        return lambda part: logits[part]
+        return lambda part, _: logits[part]
     hidden = target_hidden(teacher, batch)
     weight, bias = output_head(teacher, vocab)
-    return lambda part: torch.nn.functional.linear(hidden[part], weight, bias).float()
+    return lambda part, _: torch.nn.functional.linear(hidden[part], weight, bias).float()
 
 
 def _micro_loss(
@@ -119,7 +119,8 @@ def _micro_loss(
         if fused:
             head = _student_head(student, batch, vocab, train_cfg.fused_chunk_rows)
             return fused_kd_loss_sum(head, teacher_logits, mcfg, gen)
-        return kd_loss_sum(target_logits(student, batch, vocab), teacher_logits(slice(None)), mcfg, gen)
+        s_logits = target_logits(student, batch, vocab)
+        return kd_loss_sum(s_logits, teacher_logits(slice(None), s_logits.detach()), mcfg, gen)
 
 
 @dataclass

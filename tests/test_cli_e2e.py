@@ -40,14 +40,9 @@ def results(tmp_path_factory, data_dir):
     return out
 
 
-def test_off_policy_runs_share_one_teacher_cache_built_by_the_first(results):
+def test_by_default_no_run_uses_the_teacher_cache(results):
     records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/record.json"))]
-    caches = {(r["method"], r["seed"]): r["teacher_cache"] for r in records}
-    assert caches[("sft", 1)] == caches[("sft", 2)] == {"used": False}
-    kd = [caches[(m, s)] for m in ("fkl", "speckd") for s in (1, 2)]
-    assert [c["hit"] for c in kd][1:] == [True, True, True]  # built by fkl seed 1 (or an earlier test)
-    assert {c["path"] for c in kd} == {kd[0]["path"]} and all(c["k"] == 64 for c in kd)
-    assert 0 < kd[0]["top_k_mass"] <= 1
+    assert all(r["teacher_cache"] == {"used": False} for r in records)
 
 
 def test_every_run_writes_a_complete_record(results):

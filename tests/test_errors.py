@@ -127,7 +127,7 @@ CASES = {
     "unknown key in a YAML config": case_unknown_key_in_yaml,
     "k < 1": set_case("method.k=0", "method.k=0 is out of range", "k >= 1"),
     "gate wider than the teacher cache": lambda tmp: (
-        [*TINY, "--method", "speckd", "--set", "method.k=100"],
+        [*TINY, "--method", "speckd", "--set", "method.k=100", "--set", "train.teacher_cache=true"],
         ("method.k=100 is larger than train.teacher_cache_k=64", "--set train.teacher_cache=false"),
     ),
     "beta > 1": set_case("method.beta=1.5", "beta in [0, 1]"),

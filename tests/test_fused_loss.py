@@ -57,7 +57,7 @@ def test_fused_equals_plain_and_float64_for_every_divergence(divergence, gate):
 
     h, w = hidden64.float().requires_grad_(), weight64.float().requires_grad_()
     b, teacher = bias64.float().requires_grad_(), teacher64.float()
-    fused = fused_kd_loss_sum(OutputHead(h, w, b, rows=4), lambda part: teacher[part], cfg)
+    fused = fused_kd_loss_sum(OutputHead(h, w, b, rows=4), lambda part, _: teacher[part], cfg)
     (2.0 * fused.loss_sum).backward()  # the outer scale reaches every stored gradient
 
     hp, wp, bp = (t.detach().clone().requires_grad_() for t in (h, w, b))

@@ -1,12 +1,15 @@
 """The teacher cache: top-k rows stored once, read back identically, exact when k covers the vocabulary."""
 
 import copy
+import json
 import math
 
 import pytest
 import torch
 from tiny_models import tiny_llama
+from typer.testing import CliRunner
 
+from speckd_bench.cli import app
 from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import Example, collate
 from speckd_bench.methods import Method
@@ -21,17 +24,32 @@ def examples() -> list[Example]:
     return [Example([3, 4, 5][: 1 + i % 3], list(range(6, 8 + i)), "p", ["r"]) for i in range(5)]
 
 
-def test_dense_rows_keep_the_top_k_exactly_and_spread_the_rest_evenly():
-    logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(0))
+def test_dense_rows_keep_the_top_k_exactly_and_shape_the_rest_like_the_student():
+    g = torch.Generator().manual_seed(0)
+    logits, student = 3 * torch.randn(4, VOCAB, generator=g), torch.randn(4, VOCAB, generator=g)
     rows = top_k(logits, 5)
-    dense = rows.logprobs(slice(None), VOCAB)
+    dense = rows.logprobs(slice(None), VOCAB, student)
     exact = torch.log_softmax(logits, -1)
     assert torch.allclose(dense.gather(-1, rows.indices), exact.gather(-1, rows.indices))
-    assert torch.allclose(dense.logsumexp(-1), torch.zeros(4), atol=1e-6)  # still a distribution
-    tail = dense.scatter(-1, rows.indices, math.inf)
-    tail_values = tail[tail.isfinite()].view(4, VOCAB - 5)
-    assert torch.allclose(tail_values, tail_values[:, :1].expand_as(tail_values))
     assert torch.allclose(rows.rest.exp(), 1 - rows.values.exp().sum(-1), atol=1e-6)
+    in_top = torch.zeros_like(dense, dtype=torch.bool).scatter(-1, rows.indices, True)
+    tail = dense.masked_fill(in_top, -math.inf)
+    assert (tail < rows.values[:, -1:]).all()  # no cap was needed here
+    # the tail holds exactly the mass the teacher left outside its top k, in the student's proportions
+    assert torch.allclose(tail.logsumexp(-1), rows.rest, atol=1e-5)
+    shape = tail - torch.log_softmax(student.masked_fill(in_top, -math.inf), -1)
+    assert torch.allclose(shape[~in_top].view(4, -1), rows.rest[:, None].expand(4, VOCAB - 5), atol=1e-5)
+
+
+def test_a_tail_token_never_outranks_the_teachers_top_k():
+    logits = torch.zeros(1, VOCAB)
+    logits[0, :3] = 2.0  # the teacher's top 3 hold about 40% of the mass; its tail 60%
+    student = torch.zeros(1, VOCAB)
+    student[0, 10] = 30.0  # the student puts all its tail mass on token 10
+    rows = top_k(logits, 3)
+    dense = rows.logprobs(slice(None), VOCAB, student)
+    assert dense[0, 10] < rows.values[0, -1] and dense[0, 10] > rows.values[0, -1] - 1e-6
+    assert set(dense.topk(3).indices[0].tolist()) == {0, 1, 2}
 
 
 def test_table_round_trip_returns_each_examples_rows_in_collate_order(tmp_path):
@@ -70,3 +88,25 @@ def test_a_cache_with_k_equal_to_the_vocabulary_gives_the_teachers_own_gradients
     assert grads[True][0].loss == pytest.approx(grads[False][0].loss, rel=1e-5)
     assert grads[True][0].n_accepted == grads[False][0].n_accepted
     assert torch.allclose(grads[True][1], grads[False][1], rtol=1e-4, atol=1e-6)
+
+
+def test_off_policy_runs_share_one_cache_that_the_first_builds(tmp_path, data_dir):
+    args = ["run", "--preset", "tiny", "--data-dir", str(data_dir), "--results-dir", str(tmp_path), "--quiet"]
+    args += [
+        "--set",
+        "train.teacher_cache=true",
+        "--set",
+        "train.teacher_cache_k=7",
+        "--set",
+        "train.max_steps=2",
+    ]
+    for method in ("fkl", "speckd", "sft"):
+        res = CliRunner().invoke(app, [*args, "--method", method])
+        assert res.exit_code == 0, (res.output, res.exception)
+    paths = tmp_path.glob("runs/*/record.json")
+    records = {r["method"]: r for r in (json.loads(p.read_text()) for p in paths)}
+    fkl, speckd = records["fkl"]["teacher_cache"], records["speckd"]["teacher_cache"]
+    assert (fkl["used"], fkl["hit"], fkl["k"]) == (True, False, 7)  # k=7: no other test built this one
+    assert (speckd["used"], speckd["hit"], speckd["path"]) == (True, True, fkl["path"])
+    assert 0 < fkl["top_k_mass"] <= 1
+    assert records["sft"]["teacher_cache"] == {"used": False}  # cross-entropy needs no teacher

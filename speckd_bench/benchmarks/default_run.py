@@ -58,7 +58,7 @@ def main(task: str, method: str, overrides: dict[str, Any]) -> tuple[list[dict],
         "run": f"speckd-bench run --task {task} --method {method} "
         + " ".join(f"--set {k}={v}" for k, v in overrides.items()),
         "metric": record["main_metric"] + " after training (the cache approximates the teacher: top-"
-        f"{cfg.train.teacher_cache_k} exact, the rest spread evenly)",
+        f"{cfg.train.teacher_cache_k} exact, the rest shaped like the student's tail)",
     }
     return rows, facts
 
