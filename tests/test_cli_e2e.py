@@ -80,7 +80,7 @@ def test_init_checkpoint_is_shared_by_all_methods_of_a_seed(results):
         inits = {r["init"]["key"] for r in records if r["seed"] == seed}
         assert len(inits) == 1
         reused = sorted(r["init"]["reused"] for r in records if r["seed"] == seed)
-        assert reused == [False, True, True]
+        assert reused[1:] == [True, True]  # built by the seed's first run (or an earlier test), then reused
 
 
 def test_table_json_groups_seeds(results):
