@@ -28,13 +28,13 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
-    Qwen2Config,
     Qwen2ForCausalLM,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
 FORBIDDEN = ("gguf", "rouge_score", "datasets", "lm_eval")
 """Not installed where this runs (a bare GPU machine): none of the modules below may import them."""
+from speckd_bench.benchmarks.common import qwen25_config  # noqa: E402
 from speckd_bench.config import EvalConfig, build_config  # noqa: E402
 from speckd_bench.data import Example  # noqa: E402
 from speckd_bench.generate import generate  # noqa: E402
@@ -42,15 +42,6 @@ from speckd_bench.methods import METHODS, discover_methods, method_defaults  # n
 from speckd_bench.train import train  # noqa: E402
 
 GIB = 2**30
-
-
-def qwen(hidden: int, inter: int, layers: int, heads: int) -> tuple[type, Any]:
-    cfg = Qwen2Config(
-        vocab_size=151936, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=32768,
-        rope_theta=1_000_000.0, tie_word_embeddings=True, eos_token_id=151643, pad_token_id=151643,
-    )  # fmt: skip
-    return Qwen2ForCausalLM, cfg
 
 
 def gpt2(embd: int, layers: int, heads: int) -> tuple[type, Any]:
@@ -69,7 +60,10 @@ def llama(hidden: int, inter: int, layers: int, heads: int, kv: int) -> tuple[ty
 
 # preset -> (teacher, student) with the hub models' real shapes
 PAIRS = {
-    "qwen2.5-1.5b-to-0.5b": (qwen(1536, 8960, 28, 12), qwen(896, 4864, 24, 14)),
+    "qwen2.5-1.5b-to-0.5b": (
+        (Qwen2ForCausalLM, qwen25_config("1.5b")),
+        (Qwen2ForCausalLM, qwen25_config("0.5b")),
+    ),
     "minillm-gpt2": (gpt2(1600, 48, 25), gpt2(768, 12, 12)),
     "llama (3.2-3B -> 3.2-1B shapes)": (llama(3072, 8192, 28, 24, 8), llama(2048, 8192, 16, 32, 8)),
 }

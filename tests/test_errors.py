@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 import speckd_bench.checkpoint
 import speckd_bench.train
@@ -169,19 +170,8 @@ def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
 
 def model_dir(path: Path, tokenizer: PreTrainedTokenizerFast, output_rows: int) -> Path:
     """A tiny Llama with `output_rows` rows in its embedding and output layer, saved with its tokenizer."""
-    config = LlamaConfig(
-        vocab_size=output_rows,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=1,
-        bos_token_id=None,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
+    ids = {"pad_token_id": 1, "bos_token_id": None, "eos_token_id": 2}
+    tiny_llama(0, vocab_size=output_rows, **ids).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

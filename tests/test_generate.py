@@ -6,7 +6,8 @@ import sys
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
+from transformers import LlamaForCausalLM
 
 import speckd_bench.generate as gen
 from speckd_bench.benchmarks.generate import format_table, main
@@ -20,17 +21,8 @@ PAD = 0
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).eval()
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    return tiny_llama(0, vocab_size=VOCAB, pad_token_id=PAD, **shape).eval()
 
 
 def prompts(n: int, seed: int, lengths: tuple[int, int] = (3, 21)) -> list[list[int]]:

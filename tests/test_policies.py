@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_models import tiny_llama
+from transformers import LlamaForCausalLM
 
 from speckd_bench import rollout
 from speckd_bench.config import RunConfig
@@ -32,18 +33,7 @@ class StopsAfter(LlamaForCausalLM):
 
 
 def tiny(seed: int) -> StopsAfter:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
-    model = StopsAfter(config).eval()
+    model = tiny_llama(seed, StopsAfter, vocab_size=64, pad_token_id=PAD, eos_token_id=EOS).eval()
     model.stop_at = max(map(len, PROMPTS)) + RESPONSE
     return model
 

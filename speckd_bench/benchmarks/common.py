@@ -1,4 +1,5 @@
-"""What every benchmark prints with its numbers: the machine, the versions, and a markdown table."""
+"""What the benchmarks share: the real model shapes they time, the machine and versions they print, and
+a markdown table."""
 
 from __future__ import annotations
 
@@ -7,6 +8,28 @@ from typing import Any
 
 import torch
 import transformers
+from transformers import Qwen2Config
+
+# Qwen2.5 sizes of the qwen2.5-1.5b-to-0.5b preset: (hidden, intermediate, layers, attention heads)
+QWEN25 = {"1.5b": (1536, 8960, 28, 12), "0.5b": (896, 4864, 24, 14)}
+
+
+def qwen25_config(size: str) -> Qwen2Config:
+    """A Qwen2.5 config of the hub model's shape (vocabulary 151936, tied embeddings), for random init."""
+    hidden, inter, layers, heads = QWEN25[size]
+    return Qwen2Config(
+        vocab_size=151936,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        eos_token_id=151643,
+        pad_token_id=151643,
+    )
 
 
 def machine() -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
-from speckd_bench.benchmarks.common import machine
+from speckd_bench.benchmarks.common import machine, qwen25_config
 from speckd_bench.config import EvalConfig
 from speckd_bench.errors import UserError
 from speckd_bench.generate import decode
@@ -55,16 +55,7 @@ SIZES = {
         dtype=torch.float32,
     ),
     "qwen": Size(  # Qwen2.5-0.5B
-        lambda: Qwen2Config(
-            vocab_size=151936,
-            hidden_size=896,
-            intermediate_size=4864,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            max_position_embeddings=32768,
-            tie_word_embeddings=True,
-        ),
+        lambda: qwen25_config("0.5b"),
         batch=64,
         prompt_tokens=128,
         new_tokens=256,

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig
 
-from speckd_bench.benchmarks.common import machine_header, markdown_table
+from speckd_bench.benchmarks.common import machine_header, markdown_table, qwen25_config
 from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import IGNORE, Batch
 from speckd_bench.divergences import per_token_divergence
@@ -53,22 +53,10 @@ def _llama(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int
     )
 
 
-def _qwen(hidden: int, layers: int, heads: int, inter: int, tied: bool) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=151936,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=2,
-        intermediate_size=inter,
-        tie_word_embeddings=tied,
-    )
-
-
 SIZES: dict[str, Callable[[], Shapes]] = {
     "small": lambda: Shapes(_llama(128, 4, 4, 2, 512, 49152), _llama(128, 1, 4, 2, 512, 49152), 4, 128),
     "smollm2": lambda: Shapes(_llama(576, 30, 9, 3, 1536, 49152), _llama(576, 6, 9, 3, 1536, 49152), 8, 256),
-    "qwen": lambda: Shapes(_qwen(1536, 28, 12, 8960, True), _qwen(896, 24, 14, 4864, True), 8, 512),
+    "qwen": lambda: Shapes(qwen25_config("1.5b"), qwen25_config("0.5b"), 8, 512),
 }
 
 
