@@ -31,6 +31,12 @@ class Metric:
 
 METRICS: Registry[Metric] = Registry("metric")
 
+# Fidelity to the teacher, reported beside the task's metrics by every run that has a teacher: teacher-
+# forced forward / reverse KL (nats per reference token) and top-1 agreement (%) on the reference
+# continuations, and ROUGE-L of the outputs against the teacher's own outputs on the same prompts.
+FIDELITY_METRICS = ("tf_fkl", "tf_rkl", "tf_top1", "rougeL_teacher")
+LOWER_IS_BETTER = frozenset({"tf_fkl", "tf_rkl"})
+
 
 @cache
 def _scorer(kind: str) -> Any:
