@@ -548,6 +548,29 @@ def bench_default_run(
     _bench_output(default_run.format_table(rows, facts), out_file)
 
 
+@bench_app.command("teacher-protocol")
+def bench_teacher_protocol(
+    task: Annotated[
+        list[str] | None, typer.Option(help="Tasks to study (repeatable; default dolly).")
+    ] = None,
+    rows: Annotated[int, typer.Option(min=1, help="Eval rows per task.")] = 200,
+    new_tokens: Annotated[
+        list[int] | None, typer.Option(help="Answer lengths (repeatable; default 64 128 256).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Teacher dtype: auto, float32 or bfloat16.")] = "auto",
+    data_dir: Annotated[Path | None, typer.Option(help="Local mirror (else $SPECKD_DATA_DIR).")] = None,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """The teacher against the trivial floors per prompt format and answer length."""
+    from speckd_bench.benchmarks import teacher_protocol
+
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
+    lengths = sorted(new_tokens or [64, 128, 256])
+    text = teacher_protocol.main(task or ["dolly"], rows, lengths, dtype, str(data_dir) if data_dir else None)
+    _bench_output(text, out_file)
+
+
 @app.command("eval")
 def eval_(
     run: Annotated[str | None, typer.Option("--run", help="Run id (or run directory) to evaluate.")] = None,

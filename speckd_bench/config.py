@@ -24,8 +24,11 @@ class ModelConfig:
     """Built-in model name (see `models.BUILTIN_TEACHERS`), hub id or local directory."""
     student: str = "layers:6"
     """`layers:N` (N of the teacher's layers, evenly spaced, DistilBERT-style), hub id or local directory."""
-    teacher_dtype: str = "bfloat16"
-    """Dtype of the frozen teacher's forward (float32 | bfloat16); KD math is float32 either way."""
+    teacher_dtype: str = "auto"
+    """Dtype of the frozen teacher's forward (auto | float32 | bfloat16); KD math is float32 either way.
+    auto is resolved when the config is built (the record keeps the result): bfloat16 where the hardware
+    computes it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), float32 elsewhere (a CPU
+    without them emulates bfloat16 several times slower than float32)."""
 
 
 @dataclass
@@ -71,6 +74,11 @@ class TrainConfig:
     init_sft_epochs: int = 1
     """SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it."""
     init_lr: float = 1e-3
+    init_seed: int = 0
+    """Seed of the warm start. One init serves every training seed (MiniLLM's single init checkpoint):
+    the training seed then varies the KD stage only."""
+    init_rows: int = 0
+    """Training rows of the warm start; 0: the KD stage's data.max_train_examples."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
     keep_checkpoints: int = 1
@@ -92,6 +100,9 @@ class EvalConfig:
     no_repeat_ngram_size: int = 0
     seeds: list[int] = field(default_factory=lambda: [10])
     eval_before: bool = True
+    reference: bool = True
+    """Score the teacher (cached per protocol) and the trivial floors on the eval sets, and report every
+    student's fidelity to the teacher (teacher-forced KL and top-1 agreement, ROUGE-L to its outputs)."""
     """Also score the raw student and the init checkpoint, so every record shows before and after."""
     suite: str = ""
     """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
@@ -246,7 +257,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.teacher_dtype": ("float32", "bfloat16"),
+    "model.teacher_dtype": ("auto", "float32", "bfloat16"),
     "train.scheduler": ("cosine", "linear", "constant"),
     "eval.decoding": ("greedy", "sample"),
     "eval.backend": ("auto", "dynamic", "static", "vllm"),
@@ -299,6 +310,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.epochs", lambda v: v >= 1, "epochs >= 1"),
     ("train.max_steps", lambda v: v >= 0, "max_steps >= 0"),
     ("train.init_sft_epochs", lambda v: v >= 0, "init_sft_epochs >= 0"),
+    ("train.init_seed", lambda v: v >= 0, "init_seed >= 0"),
+    ("train.init_rows", lambda v: v >= 0, "init_rows >= 0 (0: data.max_train_examples)"),
     ("train.weight_decay", lambda v: v >= 0, "weight_decay >= 0"),
     ("train.warmup_ratio", lambda v: 0.0 <= v < 1.0, "warmup_ratio in [0, 1)"),
     ("train.max_grad_norm", lambda v: v > 0, "max_grad_norm > 0"),
@@ -319,6 +332,22 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("lm_eval.limit", lambda v: v >= 0, "lm_eval limit >= 0"),
     ("lm_eval.batch_size", lambda v: v >= 1, "lm_eval batch_size >= 1"),
 ]
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively: CUDA with bf16, or a CPU with AVX-512 BF16 / AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_teacher_dtype(value: str) -> str:
+    """`auto` -> bfloat16 where native_bf16(), else float32; other values unchanged."""
+    if value != "auto":
+        return value
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -489,4 +518,5 @@ def build_config(
     if method:
         cfg.method.name = method
     validate(cfg)
+    cfg.model.teacher_dtype = resolve_teacher_dtype(cfg.model.teacher_dtype)
     return cfg

@@ -14,9 +14,11 @@ from rich.console import Console
 
 from speckd_bench.config import DataConfig, EvalConfig
 from speckd_bench.data import DataUnavailable, Example, Rows, build_examples, load_split
+from speckd_bench.degeneracy import degeneracy
 from speckd_bench.distributed import process_context
+from speckd_bench.fidelity import teacher_forced
 from speckd_bench.generate import generate
-from speckd_bench.metrics import score
+from speckd_bench.metrics import rouge, score
 from speckd_bench.tasks import TASKS, TaskSpec, eval_set_names
 
 
@@ -29,10 +31,13 @@ class EvalResult:
     new_tokens: int
     seconds: float
     samples: list[dict[str, Any]] = field(default_factory=list)
+    degeneracy: dict[str, float] = field(default_factory=dict)
+    """degeneracy.degeneracy() of the outputs of every eval seed."""
 
     def summary(self) -> dict[str, Any]:
         return {
             "metrics": self.metrics,
+            "degeneracy": self.degeneracy,
             "std_over_eval_seeds": self.std,
             "per_seed": {str(k): v for k, v in self.per_seed.items()},
             "new_tokens": self.new_tokens,
@@ -46,6 +51,37 @@ def eval_seeds(cfg: EvalConfig) -> list[int]:
     return list(cfg.seeds) if cfg.decoding == "sample" else list(cfg.seeds[:1])
 
 
+@dataclass
+class TeacherView:
+    """What the fidelity metrics compare a student with: the teacher, and its outputs per eval set and
+    eval seed (from the teacher's own cached evaluation)."""
+
+    model: Any
+    vocab_size: int
+    outputs: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+
+
+def _add_fidelity(
+    per_seed: dict[int, dict[str, float]],
+    samples: list[dict[str, Any]],
+    per_example: dict[str, list[float]],
+    teacher_outputs: dict[int, list[str]],
+) -> None:
+    """Teacher-forced figures (the same for every eval seed) and ROUGE-L against the teacher's output of
+    the same prompt and eval seed, into the per-seed corpus scores and every sample's scores."""
+    for sample in samples:
+        scores = sample["scores"]
+        scores.update({name: values[sample["index"]] for name, values in per_example.items()})
+        theirs = teacher_outputs.get(sample["eval_seed"])
+        if theirs is not None:
+            scores["rougeL_teacher"] = rouge("rougeL", sample["output"], [theirs[sample["index"]]])
+    for seed, corpus in per_seed.items():
+        corpus.update({name: statistics.fmean(values) for name, values in per_example.items()})
+        values = [s["scores"]["rougeL_teacher"] for s in samples if s["eval_seed"] == seed]
+        if seed in teacher_outputs and values:
+            corpus["rougeL_teacher"] = statistics.fmean(values)
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -55,8 +91,11 @@ def evaluate(
     label: str,
     quiet: bool,
     extract: Callable[[str], str] | None = None,
+    teacher: TeacherView | None = None,
+    teacher_outputs: dict[int, list[str]] | None = None,
 ) -> EvalResult:
     """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number).
+    With `teacher`, the fidelity metrics are added (ROUGE-L to the teacher where `teacher_outputs`).
 
     In a multi-process run each process generates for its shard of the prompts; the outputs are gathered
     in the prompts' order, so every process scores all of them (tokens summed, seconds of the slowest).
@@ -87,10 +126,14 @@ def evaluate(
                 sample["answer"] = answers[i]
             sample["scores"] = {name: values[i] for name, values in scored["per_example"].items()}
             samples.append(sample)
+    if teacher is not None:
+        forced = teacher_forced(model, teacher.model, examples, tokenizer.pad_token_id, teacher.vocab_size)
+        _add_fidelity(per_seed, samples, forced, teacher_outputs or {})
     names = list(next(iter(per_seed.values())))
     mean = {n: statistics.fmean(s[n] for s in per_seed.values()) for n in names}
     std = {n: statistics.pstdev([s[n] for s in per_seed.values()]) for n in names}
-    return EvalResult(mean, per_seed, std, new_tokens, seconds, samples)
+    figures = degeneracy([s["output"] for s in samples])
+    return EvalResult(mean, per_seed, std, new_tokens, seconds, samples, figures)
 
 
 @dataclass
@@ -136,14 +179,30 @@ def build_eval_examples(sets: list[EvalSet], tokenizer: Any, data: DataConfig) -
 
 
 def evaluate_sets(
-    model: Any, tokenizer: Any, sets: list[EvalSet], cfg: EvalConfig, label: str, quiet: bool
+    model: Any,
+    tokenizer: Any,
+    sets: list[EvalSet],
+    cfg: EvalConfig,
+    label: str,
+    quiet: bool,
+    teacher: TeacherView | None = None,
 ) -> dict[str, EvalResult]:
-    """{set name: result}; every sample names its eval set."""
+    """{set name: result}; every sample names its eval set. With `teacher`: the fidelity metrics too."""
     results = {}
     for es in sets:
         name = f"{label} {es.name}" if len(sets) > 1 else label
+        outputs = teacher.outputs.get(es.name) if teacher else None
         res = evaluate(
-            model, tokenizer, es.examples, es.task.metrics, cfg, name, quiet, es.task.extract_prediction
+            model,
+            tokenizer,
+            es.examples,
+            es.task.metrics,
+            cfg,
+            name,
+            quiet,
+            es.task.extract_prediction,
+            teacher,
+            outputs,
         )
         for sample in res.samples:
             sample["eval_set"] = es.name

@@ -23,6 +23,7 @@ from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluate import (
     EvalResult,
     EvalSet,
+    TeacherView,
     build_eval_examples,
     eval_seeds,
     evaluate_sets,
@@ -34,6 +35,7 @@ from speckd_bench.methods import METHODS, Method, PolicyContext, check_method
 from speckd_bench.metrics import METRICS
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
+from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -47,7 +49,7 @@ from speckd_bench.results import (
 )
 from speckd_bench.tasks import TASKS
 from speckd_bench.train import TrainResult, run_seeds, train
-from speckd_bench.warmstart import WarmStart
+from speckd_bench.warmstart import WarmStart, init_rows, init_train_config
 
 
 def check_writable(results_dir: Path) -> None:
@@ -85,10 +87,16 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def _warm_start(
-    cfg: RunConfig, pair: Any, train_ex: list[Any], warm: WarmStart, run_dir: Path, quiet: bool
+    cfg: RunConfig, pair: Any, init_ex: list[Any], warm: WarmStart, run_dir: Path, quiet: bool
 ) -> dict[str, Any]:
     """Load the cached init checkpoint into the student, or build it (SFT) and cache it; its record part."""
-    info: dict[str, Any] = {"enabled": True, "key": warm.key, "path": str(warm.dir), "reused": warm.exists()}
+    info: dict[str, Any] = {
+        "enabled": True,
+        "key": warm.key,
+        "plan": warm.plan,
+        "path": f"init/{warm.key}",
+        "reused": warm.exists(),
+    }
     if warm.exists():
         warm.load_into(pair.student)
     else:
@@ -98,11 +106,11 @@ def _warm_start(
             None,
             METHODS.get("sft"),
             cfg.method,
-            cfg.train,
-            train_ex,
+            init_train_config(cfg),
+            init_ex,
             lr=cfg.train.init_lr,
             epochs=cfg.train.init_sft_epochs,
-            seed=cfg.seed,
+            seed=cfg.train.init_seed,
             vocab_size=pair.vocab_size,
             pad_id=pair.tokenizer.pad_token_id,
             log_path=log,
@@ -133,28 +141,27 @@ def eval_sets_info(sets: list[EvalSet], skipped: dict[str, str]) -> dict[str, An
 def _before_training(
     cfg: RunConfig,
     pair: Any,
-    train_ex: list[Any],
+    init_ex: list[Any],
     state: RunState,
     checkpoints: Checkpoints,
     score: Callable[[str], dict[str, EvalResult]],
-    set_names: list[str],
+    sets: list[EvalSet],
     quiet: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Scores of the raw and init students on every eval set and the warm start, each done once per run:
     a resumed run takes them from its state and reloads the init weights only while training has no
     checkpoint. Scores are also cached with the warm start, so later methods of a comparison reuse them."""
+    set_names = [es.name for es in sets]
     before: dict[str, dict[str, Any]] = state.get("before", {name: {} for name in set_names})
     init_info: dict[str, Any] = state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
-    warm = WarmStart(cfg)
-
-    def key(stage: str, name: str) -> str:
-        return stage if name == cfg.task else f"{stage}-{name}"
+    warm = WarmStart(cfg, init_ex)
+    keys = {es.name: warm.eval_key(es.name, es.examples) for es in sets}
 
     def done(stage: str) -> bool:
         return all(stage in before[name] for name in set_names)
 
     def scores(stage: str, label: str) -> None:
-        cached = {n: warm.cached_eval(key(stage, n)) for n in set_names} if cfg.train.init_sft_epochs else {}
+        cached = {n: warm.cached_eval(stage, keys[n]) for n in set_names} if cfg.train.init_sft_epochs else {}
         if not cached or any(v is None for v in cached.values()):
             cached = {n: r.summary() for n, r in score(label).items()}
         for name, summary in cached.items():
@@ -163,14 +170,14 @@ def _before_training(
 
     def store(stage: str) -> None:
         for name in set_names:
-            warm.store_eval(key(stage, name), before[name][stage])
+            warm.store_eval(stage, keys[name], before[name][stage])
 
     if cfg.eval.eval_before and not done("raw"):
         scores("raw", "eval raw student")
     if not cfg.train.init_sft_epochs:
         return before, init_info
     if checkpoints.latest() is None:
-        built = _warm_start(cfg, pair, train_ex, warm, state.dir, quiet)
+        built = _warm_start(cfg, pair, init_ex, warm, state.dir, quiet)
         if "key" not in init_info:
             init_info = built
             state.put("init", init_info)
@@ -179,6 +186,9 @@ def _before_training(
     if cfg.eval.eval_before and not done("init"):
         scores("init", "eval init student")
         store("init")
+    if cfg.eval.eval_before:
+        init_info["scores"] = {name: before[name]["init"]["metrics"] for name in set_names}
+        state.put("init", init_info)
     return before, init_info
 
 
@@ -243,13 +253,20 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
     t0 = time.perf_counter()
     sharded = cfg.train.fsdp and dist.world > 1
-    with_teacher = method.uses_teacher or method.policy is not None
+    reference = cfg.eval.reference and not sharded  # a sharded teacher cannot decode apart from the others
+    with_teacher = method.uses_teacher or method.policy is not None or reference
     pair = load_pair(cfg.model, device, with_teacher, teacher_device=torch.device("cpu") if sharded else None)
     if sharded and pair.teacher is not None:
         pair.teacher = shard_teacher(pair.teacher, dist)
     load_s = time.perf_counter() - t0
     tok = pair.tokenizer
     train_ex = build_examples(task, train_rows, tok, cfg.data)
+    n_init = init_rows(cfg, len(train_split.rows))
+    init_ex = (
+        train_ex
+        if n_init == len(train_ex)
+        else build_examples(task, train_split.rows[:n_init], tok, cfg.data)
+    )
     build_eval_examples(sets, tok, cfg.data)
     eval_ex = sets[0].examples
     set_names = [es.name for es in sets]
@@ -261,8 +278,13 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in sets)
     _log(f"[bold]{run_id}[/]: {len(train_ex)} train / {n_eval} eval rows, device {device}", quiet)
 
+    references: dict[str, dict[str, Any]] = {}
+    view: TeacherView | None = None
+    if reference:
+        references, view = reference_rows(cfg, pair, sets, quiet)
+
     def score(label: str) -> dict[str, EvalResult]:
-        return evaluate_sets(pair.student, tok, sets, cfg.eval, label, quiet)
+        return evaluate_sets(pair.student, tok, sets, cfg.eval, label, quiet, view)
 
     log_path = run_dir / "train_log.jsonl"
     context = PolicyContext(
@@ -308,15 +330,13 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         "resumed_from_step": state.get("resumed_from_step", []),
         "init": {},
         "timings": {"model_load_s": load_s},
-        "metrics": {name: {} for name in set_names},
+        "metrics": {name: {"reference": references.get(name, {})} for name in set_names},
         "training": {},
         "paths": {"train_log": "train_log.jsonl", "checkpoints": CHECKPOINTS},
     }
     try:
         t0 = time.perf_counter()
-        before, record["init"] = _before_training(
-            cfg, pair, train_ex, state, checkpoints, score, set_names, quiet
-        )
+        before, record["init"] = _before_training(cfg, pair, init_ex, state, checkpoints, score, sets, quiet)
         for name in set_names:
             record["metrics"][name]["before"] = before[name]
         record["timings"]["before_s"] = time.perf_counter() - t0

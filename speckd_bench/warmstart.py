@@ -5,7 +5,7 @@ cached scores of the raw and init students, so a comparison pays for them once.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -15,47 +15,69 @@ from typing import Any
 
 from safetensors.torch import load_model, save_model
 
-from speckd_bench.config import NON_RESULT_KEYS, RunConfig
+from speckd_bench.caches import digest, examples_digest, task_digest
+from speckd_bench.config import NON_RESULT_KEYS, RunConfig, TrainConfig
+from speckd_bench.data import Example
 from speckd_bench.distributed import process_context
 from speckd_bench.models import cache_dir
 from speckd_bench.results import atomic_write_json
+from speckd_bench.tasks import TASKS
+from speckd_bench.train import plan_steps
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+def init_rows(cfg: RunConfig, available: int) -> int:
+    """Training rows of the warm start: train.init_rows, else the KD stage's data.max_train_examples."""
+    return min(available, cfg.train.init_rows or cfg.data.max_train_examples)
 
 
-def init_identity(cfg: RunConfig) -> dict[str, Any]:
-    """Everything the init checkpoint depends on."""
-    t = cfg.train
+def init_train_config(cfg: RunConfig) -> TrainConfig:
+    """The warm start's own training settings: the KD stage's optimiser settings, but never its step
+    budget (train.max_steps belongs to the KD stage, so a probe with max_steps=1 shares the real init)."""
+    return dataclasses.replace(cfg.train, max_steps=0)
+
+
+def init_plan(cfg: RunConfig, n_rows: int) -> dict[str, Any]:
+    """The resolved SFT plan: what a reader needs to know about the init, and part of its identity."""
+    t = init_train_config(cfg)
     world = process_context().world
     return {
-        "model": asdict(cfg.model),
+        "steps": plan_steps(n_rows, t, t.init_sft_epochs, world),
+        "rows": n_rows,
+        "epochs": t.init_sft_epochs,
+        "lr": t.init_lr,
+        "batch_size": t.batch_size * world,  # the global micro-batch: 2 x 2 shares 1 x 4's init
+        "grad_accum": t.grad_accum,
+        "seed": t.init_seed,
+        "weight_decay": t.weight_decay,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_grad_norm": t.max_grad_norm,
+    }
+
+
+def init_identity(cfg: RunConfig, examples: list[Example]) -> dict[str, Any]:
+    """Everything the init checkpoint depends on: the models (the teacher's dtype never touches the
+    student, which is copied from the teacher in float32), the exact training sequences and the plan."""
+    model = {k: v for k, v in asdict(cfg.model).items() if k != "teacher_dtype"}
+    return {
+        "model": model,
         "task": cfg.task,
-        "seed": cfg.seed,
-        "data": {k: v for k, v in asdict(cfg.data).items() if k not in ("data_dir", "max_eval_examples")},
-        "sft": {
-            "epochs": t.init_sft_epochs,
-            "lr": t.init_lr,
-            "batch_size": t.batch_size * world,  # the global micro-batch: 2 x 2 shares 1 x 4's init
-            "grad_accum": t.grad_accum,
-            "weight_decay": t.weight_decay,
-            "warmup_ratio": t.warmup_ratio,
-            "scheduler": t.scheduler,
-            "max_grad_norm": t.max_grad_norm,
-        },
+        "examples": examples_digest(examples),
+        "plan": init_plan(cfg, len(examples)),
     }
 
 
 class WarmStart:
-    def __init__(self, cfg: RunConfig) -> None:
-        self.identity = init_identity(cfg)
-        self.key = _digest(self.identity)
+    def __init__(self, cfg: RunConfig, examples: list[Example]) -> None:
+        self.identity = init_identity(cfg, examples)
+        self.plan = self.identity["plan"]
+        self.key = digest(self.identity)
         self.dir = cache_dir() / "init" / self.key
-        eval_settings = {k: v for k, v in asdict(cfg.eval).items() if f"eval.{k}" not in NON_RESULT_KEYS}
-        self._eval_key = _digest(
-            {"init": self.key, "eval": eval_settings, "n": cfg.data.max_eval_examples, "task": cfg.task}
-        )
+        self._eval_settings = eval_identity(cfg)
+
+    def eval_key(self, eval_set: str, examples: list[Example]) -> str:
+        """Key of a cached score of this init (or of the raw student) on one eval set."""
+        return digest({"init": self.key, "eval": self._eval_settings, **scored_identity(eval_set, examples)})
 
     @property
     def weights(self) -> Path:
@@ -89,13 +111,29 @@ class WarmStart:
     def meta(self) -> dict[str, Any]:
         return json.loads((self.dir / "meta.json").read_text())
 
-    def _eval_path(self, which: str) -> Path:
-        return self.dir / f"eval-{which}-{self._eval_key}.json"
+    def _eval_path(self, stage: str, key: str) -> Path:
+        return self.dir / f"eval-{stage}-{key}.json"
 
-    def cached_eval(self, which: str) -> dict[str, Any] | None:
-        path = self._eval_path(which)
+    def cached_eval(self, stage: str, key: str) -> dict[str, Any] | None:
+        path = self._eval_path(stage, key)
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def store_eval(self, which: str, summary: dict[str, Any]) -> None:
+    def store_eval(self, stage: str, key: str, summary: dict[str, Any]) -> None:
         if self.dir.is_dir() and process_context().is_main:
-            atomic_write_json(self._eval_path(which), summary)
+            atomic_write_json(self._eval_path(stage, key), summary)
+
+
+def eval_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that change a score (not the decoding backend, nor which stages run); the teacher
+    and its dtype, which the fidelity metrics measure against."""
+    skip = {*NON_RESULT_KEYS, "eval.eval_before", "eval.suite"}
+    return {
+        "eval": {k: v for k, v in asdict(cfg.eval).items() if f"eval.{k}" not in skip},
+        "teacher": [cfg.model.teacher, cfg.model.teacher_dtype],
+    }
+
+
+def scored_identity(eval_set: str, examples: list[Example]) -> dict[str, Any]:
+    """What a score on one eval set depends on besides the model and the settings: the exact examples
+    and the task's metrics and answer extraction."""
+    return {"set": eval_set, "examples": examples_digest(examples), "task": task_digest(TASKS.get(eval_set))}

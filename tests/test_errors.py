@@ -19,8 +19,7 @@ import speckd_bench.train
 from speckd_bench.checkpoint import CHECKPOINTS, RunState
 from speckd_bench.cli import main
 from speckd_bench.config import build_config
-from speckd_bench.models import smollm2_dir
-from speckd_bench.warmstart import WarmStart
+from speckd_bench.models import cache_dir, smollm2_dir
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
 DOLLY_TASK = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()
@@ -255,7 +254,8 @@ def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypat
     args = [*TINY, "--method", "fkl", *lr, "--data-dir", data_dir, "--results-dir", tmp_path]
     code, err = cli(monkeypatch, capsys, args)
     assert_one_line_error(code, err, "SFT warm start diverged", "step 1", "train.init_sft_epochs=0")
-    assert not WarmStart(build_config(preset="tiny", overrides={"train.init_lr": 0.0123})).exists()
+    built = [json.loads(m.read_text()) for m in (cache_dir() / "init").glob("*/meta.json")]
+    assert not [b for b in built if b["identity"]["plan"]["lr"] == 0.0123]
 
 
 def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverged(

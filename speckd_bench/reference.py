@@ -1,0 +1,76 @@
+"""The reference rows of a comparison: the teacher's scores (decoded once per teacher and eval protocol,
+then cached with its outputs) and the trivial floors of every eval set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from speckd_bench.caches import digest
+from speckd_bench.config import RunConfig
+from speckd_bench.data import DataUnavailable, load_rows
+from speckd_bench.distributed import process_context
+from speckd_bench.evaluate import EvalSet, TeacherView, evaluate
+from speckd_bench.floors import floor_scores
+from speckd_bench.models import cache_dir
+from speckd_bench.results import atomic_write_json
+from speckd_bench.warmstart import eval_identity, scored_identity
+
+
+def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
+    """The set's training rows (to choose the constant floor on), or None where it has none here."""
+    if "train" not in es.task.splits:
+        return None
+    try:
+        return load_rows(es.task, "train", cfg.data)
+    except DataUnavailable:
+        return None
+
+
+def teacher_key(cfg: RunConfig, es: EvalSet) -> str:
+    """The teacher's score on one eval set depends on the teacher, its dtype, the eval settings and the
+    exact examples (which cover prompt format, lengths and tokenizer) and the task's scoring."""
+    return digest({**eval_identity(cfg), **scored_identity(es.name, es.examples)})
+
+
+def _teacher_eval(cfg: RunConfig, teacher: Any, tokenizer: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
+    """{"key", "summary", "outputs": {eval seed: texts}}, from the cache or decoded now and cached."""
+    key = teacher_key(cfg, es)
+    path: Path = cache_dir() / "teacher-eval" / f"{es.name}-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    res = evaluate(
+        teacher,
+        tokenizer,
+        es.examples,
+        es.task.metrics,
+        cfg.eval,
+        f"eval teacher {es.name}",
+        quiet,
+        es.task.extract_prediction,
+    )
+    outputs: dict[str, list[str]] = {}
+    for sample in res.samples:
+        outputs.setdefault(str(sample["eval_seed"]), []).append(sample["output"])
+    entry = {"key": key, "summary": res.summary(), "outputs": outputs}
+    if process_context().is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, entry)
+    return entry
+
+
+def reference_rows(
+    cfg: RunConfig, pair: Any, sets: list[EvalSet], quiet: bool
+) -> tuple[dict[str, dict[str, Any]], TeacherView]:
+    """Per eval set {"teacher": summary + key, "floors": {...}}, and the view the fidelity metrics use."""
+    view = TeacherView(pair.teacher, pair.vocab_size)
+    rows: dict[str, dict[str, Any]] = {}
+    for es in sets:
+        entry = _teacher_eval(cfg, pair.teacher, pair.tokenizer, es, quiet)
+        view.outputs[es.name] = {int(seed): texts for seed, texts in entry["outputs"].items()}
+        rows[es.name] = {
+            "teacher": {**entry["summary"], "key": entry["key"]},
+            "floors": floor_scores(es.task, es.rows.rows, _train_rows(es, cfg)),
+        }
+    return rows, view
