@@ -5,10 +5,9 @@ bootstrap confidence interval over the eval prompts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
