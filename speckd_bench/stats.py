@@ -5,6 +5,7 @@ bootstrap confidence interval over the eval prompts.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,11 +141,11 @@ def seed_ttest(a: Sequence[float], b: Sequence[float], *, paired: bool) -> Any |
     """scipy's paired (a[i] and b[i] share seed i) or Welch t-test; None with fewer than 2 seeds on a side
     or no variation to test (constant differences, or both sides constant)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if min(a.size, b.size) < 2:
+    if min(a.size, b.size) < 2 or (_constant(a - b) if paired else _constant(a) and _constant(b)):
         return None
-    if paired:
-        return None if _constant(a - b) else stats.ttest_rel(a, b)
-    return None if _constant(a) and _constant(b) else stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # one constant side of a Welch test is fine (its variance is 0)
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        return stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
 
 
 def compare_family(
