@@ -704,7 +704,9 @@ def _delta_text(row: dict[str, Any], metric: str) -> str:
     if delta is None:
         return "baseline" if row["is_baseline"] else "-"
     if delta["low"] is None:
-        return f"{delta['diff']:+.2f} (no interval: n={delta['n']} vs {delta['n_base']})"
+        few = min(delta["n"], delta["n_base"]) < 2
+        why = f"n={delta['n']} vs {delta['n_base']}" if few else "no seed-to-seed variation"
+        return f"{delta['diff']:+.2f} (no interval: {why})"
     mark = f" {SIGNIFICANT}" if delta["significant"] else ""
     return _interval(delta["diff"], delta["low"], delta["high"]) + mark
 

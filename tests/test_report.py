@@ -9,7 +9,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from synthetic_records import write_run
+from synthetic_records import HEALTHY, write_run
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app, main
@@ -354,3 +354,128 @@ def test_report_writes_the_results_readme(board, tmp_path):
     assert "| speckd | k=5 |" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (readme.parent / link).is_file(), link
+
+
+INIT_A, INIT_B = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
+TEACHER = {"rougeL": 40.0, "tf_fkl": 0.0, "tf_top1": 100.0}
+CONSTANT = "The answer depends on the context of the question."
+FLOORS = {
+    "empty": ("", {"rougeL": 0.0}),
+    "constant": (CONSTANT, {"rougeL": 26.0}),
+    "echo_instruction": ("prompt", {"rougeL": 8.0}),
+}
+EMPTY = {"empty": 0.83, "distinct_1": 0.5, "distinct_2": 0.7, "repetition": 0.0}
+
+
+@pytest.fixture(scope="module")
+def new_board(tmp_path_factory):
+    """Records with every new field. Init A: fkl, speckd (fkl + 1.8/2.0/2.2, tf_fkl lower), sft (83% empty
+    outputs), rkl (seeds 1, 2 only, fkl + 20); init B: fkl alone, below the constant floor."""
+    out = tmp_path_factory.mktemp("new_board")
+    common = {"losses": [1.0] * 13, "teacher": TEACHER, "floors": FLOORS}
+    for seed in (1, 2, 3):
+        fkl = {"tf_fkl": [0.5 + 0.1 * seed] * 4, "tf_top1": [60.0 + seed] * 4}
+        speckd = {"tf_fkl": [0.3 + 0.05 * seed] * 4, "tf_top1": [70.0] * 4}
+        healthy = {"degeneracy": HEALTHY}
+        write_run(out, method="fkl", seed=seed, scores={10: _fkl_scores(seed)}, init_key=INIT_A,
+                  fidelity=fkl, **healthy, **common)  # fmt: skip
+        write_run(out, method="speckd", seed=seed, scores={10: _speckd_scores(seed)}, init_key=INIT_A,
+                  fidelity=speckd, **healthy, **common)  # fmt: skip
+        write_run(out, method="sft", seed=seed, scores={10: [1.0 + seed] * 4}, init_key=INIT_A,
+                  fidelity=fkl, degeneracy=EMPTY, **common)  # fmt: skip
+        write_run(out, method="fkl", seed=seed, scores={10: _fkl_scores(seed)}, init_key=INIT_B,
+                  init_steps=80, init_final_loss=0.9, fidelity=fkl, **healthy, **common)  # fmt: skip
+    for seed in (1, 2):
+        scores = {10: [s + 20.0 for s in _fkl_scores(seed)]}
+        fidelity = {"tf_fkl": [0.8] * 4, "tf_top1": [63.0] * 4}
+        write_run(
+            out,
+            method="rkl",
+            seed=seed,
+            scores=scores,
+            init_key=INIT_A,
+            fidelity=fidelity,
+            **healthy,
+            **common,
+        )
+    return out
+
+
+def _sections(md: str) -> list[str]:
+    return md.split("**dolly**:")[1:]
+
+
+def test_runs_from_different_inits_are_never_pooled(new_board):
+    rows = _rows(new_board)
+    fkl = [r for r in rows if r["method"] == "fkl"]
+    assert sorted(r["n_seeds"] for r in fkl) == [3, 3] and len({r["protocol"] for r in fkl}) == 2
+    descriptions = [s.splitlines()[0] for s in _sections(_table(new_board, "--format", "md").stdout)]
+    assert len(descriptions) == 2
+    a = next(d for d in descriptions if "init a1a1a1a1:" in d)
+    b = next(d for d in descriptions if "init b2b2b2b2:" in d)
+    assert "40 SFT steps on 200 rows, lr 0.0001, final loss 1.500" in a and f'where init="{INIT_A}"' in a
+    assert "80 SFT steps on 200 rows, lr 0.0001, final loss 0.900" in b and f'where init="{INIT_B}"' in b
+
+
+def test_reference_rows_hold_the_recorded_values(new_board):
+    refs = [r for r in _all_rows(new_board) if r["kind"] == "reference" and "init a1" in r["protocol"]]
+    assert [r["label"] for r in refs] == [
+        "teacher",
+        "raw student",
+        "init student",
+        "floor: empty",
+        "floor: constant 'The answer depends on the c...'",
+        "floor: echo instruction",
+    ]
+    by_label = {r["label"]: r for r in refs}
+    assert by_label["teacher"]["metrics"]["tf_fkl"]["mean"] == 0.0
+    assert by_label["teacher"]["metrics"]["tf_top1"]["mean"] == 100.0
+    assert by_label["floor: empty"]["metrics"]["tf_fkl"]["mean"] is None  # not recorded for floors
+    assert [r["metrics"]["rougeL"]["mean"] for r in refs] == [40.0, 1.0, 5.0, 0.0, 26.0, 8.0]
+    assert all(r["n_runs"] == 11 for r in refs)
+    assert by_label["floor: empty"]["degenerate"] == ["100% empty", "distinct-2 0.00"]
+    md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
+    section = next(s for s in _sections(md) if "init a1" in s)
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert lines[0].startswith("| *teacher* |  | *40.00* | ")  # before the methods, italic, no n or Δ
+    assert lines[4].startswith("| *floor: constant 'The answer depends on the c...'* |")
+    assert "best method rkl (rougeL 44.00) beats every floor (best floor: floor: constant" in section
+    other = next(s for s in _sections(md) if "init b2" in s)
+    assert "best method fkl (rougeL 25.00) does not beat floor: floor: constant" in other
+
+
+def test_degenerate_outputs_are_flagged(new_board):
+    sft = next(r for r in _rows(new_board) if r["method"] == "sft")
+    assert sft["degeneracy"] == pytest.approx(EMPTY) and sft["degenerate"] == ["83% empty"]
+    md = _md_rows(_table(new_board, "--format", "md").stdout, "sft")
+    assert "| 83 | 0.70 | 0.00 | ⚠ degenerate: 83% empty |" in md["sft 3"]
+    assert "| 0 | 0.90 | 0.05 | - |" in md["fkl 3"]
+
+
+def test_fidelity_columns_and_their_direction(new_board):
+    md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
+    header = next(line for line in _sections(md)[0].splitlines() if line.startswith("| method"))
+    assert "| rougeL (mean ± std) |" in header and "| tf_fkl ↓ (mean ± std) |" in header
+    assert "| tf_top1 (mean ± std) |" in header and "Δ tf_fkl vs fkl [seed t-CI, Holm]" in header
+    rows = _md_rows(md, "sft")
+    assert "| **0.40 ± 0.05** |" in rows["speckd 3"]  # lowest tf_fkl is best
+    speckd = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "speckd")
+    # tf_fkl diffs (0.35-0.6, 0.40-0.7, 0.45-0.8) = (-0.25, -0.30, -0.35): mean -0.30, sd 0.05
+    assert speckd["delta"]["tf_fkl"]["diff"] == pytest.approx(-0.30)
+    assert speckd["delta"]["tf_fkl"]["significant"] and speckd["prompt_bootstrap"]["tf_fkl"] is not None
+    ordered = [r["method"] for r in _rows(new_board, "--metric", "tf_fkl") if "init a1" in r["protocol"]]
+    assert ordered == ["speckd", "fkl", "sft", "rkl"]  # tf_fkl 0.40, 0.70, 0.70, 0.80
+    means = [r["mean"] for r in _rows(new_board, "--metric", "tf_fkl") if "init a1" in r["protocol"]]
+    assert means == sorted(means)
+
+
+def test_two_seeds_are_never_marked(new_board):
+    rkl = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "rkl")["delta"]["rougeL"]
+    assert rkl["n"] == 2 and not rkl["paired"] and rkl["p_holm"] < 0.05 and not rkl["significant"]
+
+
+@pytest.mark.parametrize("fmt", ["rich", "md", "csv", "latex", "html", "json"])
+def test_every_format_renders_the_new_fields(new_board, fmt):
+    text = _table(new_board, "--format", fmt, "--baseline", "fkl").stdout
+    assert "floor" in text and "teacher" in text
+    assert "degenerate" in text
