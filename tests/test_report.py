@@ -479,3 +479,13 @@ def test_every_format_renders_the_new_fields(new_board, fmt):
     text = _table(new_board, "--format", fmt, "--baseline", "fkl").stdout
     assert "floor" in text and "teacher" in text
     assert "degenerate" in text
+
+
+def test_report_states_whether_the_best_method_beats_the_floors(new_board, tmp_path):
+    readme = tmp_path / "README.md"
+    res = runner.invoke(app, ["report", "--results-dir", str(new_board), "--out", str(readme)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    text = readme.read_text()
+    assert "| *teacher* |" in text and "| *floor: empty* |" in text
+    assert "- best method rkl (rougeL 44.00) beats every floor" in text
+    assert "- best method fkl (rougeL 25.00) does not beat floor: floor: constant" in text
