@@ -1,5 +1,6 @@
 """PNG plots of leaderboard sections: training curves (loss, grad norm, TAR) per method with a band of
-± one std over training seeds, and a bar chart of each shown metric per method with error bars.
+± one std over training seeds, and a bar chart of each shown metric per method with error bars, the
+warm-start student, the teacher and the best floor drawn across it.
 
 Figures are drawn on matplotlib's Agg canvas (no display needed).
 """
@@ -17,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from speckd_bench.report import Group, Section
+from speckd_bench.report import Group, Section, best_row
 
 # log field -> (file stem, y label, log scale, one panel per method)
 CURVES = {
@@ -126,6 +127,19 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
     return True
 
 
+def _reference_lines(section: Section, metric: str) -> list[tuple[dict, dict]]:
+    """Reference rows drawn across the bar chart, with their line style: the warm-start (init) student,
+    the teacher and the best floor, where recorded."""
+    rows = [r for r in section.references if r["metrics"][metric]["mean"] is not None]
+    floor = best_row([r for r in rows if r["source"] == "floor"], metric)
+    picks = [
+        (next((r for r in rows if r["source"] == "init"), None), {"color": "grey", "linestyle": "--"}),
+        (next((r for r in rows if r["source"] == "teacher"), None), {"color": "black", "linestyle": ":"}),
+        (floor, {"color": "tab:red", "linestyle": "-."}),
+    ]
+    return [(row, style) for row, style in picks if row is not None]
+
+
 def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
     groups = section.groups
     fig = _new_figure(max(5.0, 1.1 * len(groups) + 2.5), 4.5)
@@ -141,11 +155,8 @@ def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
         ax.scatter(
             i + jitter, values, color="black", s=12, zorder=3, label="one training seed" if i == 0 else None
         )
-    init = [v for g in groups if (v := g.row["metrics"][metric]["init"]) is not None]
-    if init:
-        ax.axhline(
-            float(np.mean(init)), color="grey", linestyle="--", linewidth=1, label="SFT warm start", zorder=1
-        )
+    for row, style in _reference_lines(section, metric):
+        ax.axhline(row["metrics"][metric]["mean"], linewidth=1, label=row["label"], zorder=1, **style)
     ax.set_xticks(x, [f"{g.label}\nn={len(g.runs)}" for g in groups], fontsize=8)
     ax.set_ylabel(f"{metric} after training")
     ax.set_title(

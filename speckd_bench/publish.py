@@ -13,6 +13,7 @@ from typing import Any
 from speckd_bench.plot import write_plots
 from speckd_bench.report import Group, Section, render
 from speckd_bench.results import atomic_write_text
+from speckd_bench.stats import ALPHA, MIN_SEEDS_SIGNIFICANT
 
 
 def _records(sections: list[Section]) -> list[dict[str, Any]]:
@@ -71,17 +72,19 @@ def _verdict(section: Section, group: Group, base: Group, metric: str) -> str:
     )
     delta = row["delta"].get(metric)
     if delta is None:
-        return f"{head}; no paired bootstrap was possible (per-example scores are missing)."
-    verdict = (
-        "significant at this scale: the interval excludes 0"
-        if delta["significant"]
-        else "not significant at this scale: the interval includes 0"
-    )
-    pairing = "training seeds paired" if delta["seeds_paired"] else "training seeds resampled per method"
+        return f"{head}; no comparison was possible ({metric} is missing from its runs)."
+    if delta["low"] is None:
+        return (
+            f"{head}: a difference of {delta['diff']:+.2f}; too few training seeds (or no seed-to-seed "
+            "variation) for a t-test."
+        )
+    test = "paired" if delta["paired"] else "Welch"
+    verdict = "significant" if delta["significant"] else "not significant"
     return (
-        f"{head}: a difference of {delta['diff']:+.2f} with a {delta['confidence']:.0%} paired bootstrap "
-        f"CI of [{delta['low']:+.2f}, {delta['high']:+.2f}] over {delta['n_prompts']} eval prompts "
-        f"({pairing}), {verdict}."
+        f"{head}: a difference of {delta['diff']:+.2f} with a {delta['confidence']:.1%} {test} t-interval "
+        f"over training seeds of [{delta['low']:+.2f}, {delta['high']:+.2f}] and a Holm-corrected p of "
+        f"{delta['p_holm']:.3g}: {verdict} at this scale (that needs p < {ALPHA:g} after Holm and "
+        f"≥ {MIN_SEEDS_SIGNIFICANT} seeds on each side)."
     )
 
 

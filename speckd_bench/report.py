@@ -2,8 +2,10 @@
 
 A group is every run of one eval set whose configs are equal but for the seed (and paths): groups that
 differ in anything else are never averaged together. Groups that share a protocol (eval set, task,
-preset, models, data, evaluation and training budget) form one section: their rows are comparable, the
-baseline of a row comes from its own section, and the best value of a column is found within it.
+preset, models, data, evaluation, training budget and the SFT warm start they began from) form one
+section: their rows are comparable, the baseline of a row comes from its own section, and the best value
+of a column is found within it. Each section opens with reference rows (teacher, raw and warm-start
+student, trivial floors) that put its scores in context.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ from rich.table import Table
 from rich.text import Text
 
 from speckd_bench.config import NON_RESULT_KEYS, flatten
+from speckd_bench.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2, degenerate_reasons
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.metrics import FIDELITY_METRICS, LOWER_IS_BETTER
 from speckd_bench.results import read_log
 from speckd_bench.stats import (
+    ALPHA,
     CONFIDENCE,
+    MIN_SEEDS_SIGNIFICANT,
     RESAMPLES,
     BootstrapCI,
     coefficient_of_variation,
+    compare_family,
     mean_std,
     paired_bootstrap,
 )
@@ -54,16 +61,31 @@ _PROTOCOL_KEYS = {
     "train.init_lr",
     "train.spike_factor",
     "num_processes",
+    "init",
 }
 _PROTOCOL_SECTIONS = ("model.", "data.", "eval.")
 
 SIGNIFICANT = "†"
+DEGENERATE = "⚠ degenerate"
+LOWER = "↓"
 LEGEND = (
-    "mean ± std over training seeds (sample std); n = training seeds. "
-    f"Δ: difference to the baseline's mean with a {CONFIDENCE:.0%} paired bootstrap CI ({RESAMPLES:,} "
-    "resamples of the eval "
-    f"prompts and of the training seeds, paired where both have the same seeds); {SIGNIFICANT}: the CI "
-    "excludes 0. Bold: best value of the column within its protocol. Spikes/run: steps whose loss exceeds "
+    f"mean ± std over training seeds (sample std); n = training seeds; {LOWER}: lower is better. "
+    "Δ: difference to the baseline's mean, with a t-interval over training seeds (the run-level metric): "
+    "paired t on the per-seed differences when both ran the same seeds, else Welch's t; none with fewer "
+    "than 2 seeds on a side or no seed-to-seed variation. Holm correction per section and metric over "
+    "the methods compared with the baseline: the comparison with the i-th smallest of m p-values gets a "
+    f"t-interval at confidence 1 - {ALPHA:g}/(m - i + 1). {SIGNIFICANT}: Holm rejects at {ALPHA:g} and "
+    f"both sides have ≥ {MIN_SEEDS_SIGNIFICANT} seeds. Prompt-bootstrap CI: {CONFIDENCE:.0%} paired "
+    f"bootstrap ({RESAMPLES:,} resamples of the eval prompts and the training seeds), for context: it "
+    "ignores the multiplicity and never marks significance. Bold: best value of a metric column among "
+    "the methods of its section. Reference rows (italic, first in a section; no Δ, no stability): "
+    "teacher; raw student and init student (after the SFT warm start) before training; floors: empty "
+    "output, one constant text (the candidate scoring best on the train references), echo of the "
+    "instruction / input; mean over the section's runs where these differ. Degeneracy of the outputs: "
+    "empty % = share of empty outputs, distinct-2 = distinct word bigrams / word bigrams, rep = share "
+    f"of repeated 4-grams within an output (mean over outputs); {DEGENERATE} when empty > "
+    f"{MAX_EMPTY:.0%}, distinct-2 < {MIN_DISTINCT_2} or rep > {MAX_REPETITION}. Spikes/run: steps whose "
+    "loss exceeds "
     "train.spike_factor × the median of the previous 10 steps, mean per run. Grad-norm CV: std/mean of "
     "the gradient norm over the steps of a run, mean over runs. Final loss: mean over seeds (each method's "
     "own loss, so scales differ between methods and are not ranked); final-loss sd: its std across seeds. "
@@ -76,8 +98,15 @@ def _is_protocol(key: str) -> bool:
     return key in _PROTOCOL_KEYS or key.startswith(_PROTOCOL_SECTIONS)
 
 
+def init_key(record: dict[str, Any]) -> str | None:
+    """The cache key of the SFT warm start the run began from; None without one (or an older record)."""
+    init = record.get("init") or {}
+    return init.get("key") if init.get("enabled") else None
+
+
 def _settings(record: dict[str, Any]) -> dict[str, str]:
     flat = flatten(record["config"])
+    flat["init"] = init_key(record)
     if record["status"] != "complete":  # interrupted runs (--include-interrupted) form their own rows
         flat["status"] = record["status"]
     if record.get("num_processes", 1) != 1:  # train.batch_size is per process: N processes are a protocol
@@ -157,6 +186,10 @@ class Section:
     varying: list[str] = field(default_factory=list)
     """Protocol keys whose values differ between the sections of one leaderboard."""
     notes: list[str] = field(default_factory=list)
+    references: list[dict[str, Any]] = field(default_factory=list)
+    """Reference rows: teacher, raw and init student, floors."""
+    floor_verdict: str | None = None
+    """Whether the best method beats every floor on the first metric."""
 
 
 @dataclass
@@ -210,10 +243,13 @@ def _values(runs: list[Run], path: str) -> list[float]:
     return out
 
 
-def _stage_metric(run: Run, eval_set: str, stage: str, metric: str) -> float | None:
-    per_set = run.record["metrics"][eval_set]
-    block = per_set.get("after", {}) if stage == "after" else per_set.get("before", {}).get(stage, {})
-    return block.get("metrics", {}).get(metric)
+def _after(run: Run, eval_set: str) -> dict[str, Any]:
+    """The run's SUMMARY of eval_set after training."""
+    return run.record["metrics"][eval_set].get("after", {})
+
+
+def _after_metric(run: Run, eval_set: str, metric: str) -> float | None:
+    return _after(run, eval_set).get("metrics", {}).get(metric)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -221,14 +257,20 @@ def _mean(values: list[float]) -> float | None:
     return stats.mean if stats else None
 
 
+def _mean_figures(figures: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """Key-wise mean of the degeneracy figures that are present; None when none is."""
+    present = [f for f in figures if f]
+    return {k: float(np.mean([f[k] for f in present if k in f])) for k in present[0]} if present else None
+
+
 def _metric_block(group: Group, metric: str) -> dict[str, Any]:
     runs, eval_set = group.runs, group.eval_set
-    after = [v for r in runs if (v := _stage_metric(r, eval_set, "after", metric)) is not None]
+    after = [v for r in runs if (v := _after_metric(r, eval_set, metric)) is not None]
     stats = mean_std(after)
     eval_seed_spread = [
-        r.record["metrics"][eval_set]["after"]["std_over_eval_seeds"][metric]
+        _after(r, eval_set)["std_over_eval_seeds"][metric]
         for r in runs
-        if len(r.record["metrics"][eval_set].get("after", {}).get("per_seed", {})) > 1
+        if len(_after(r, eval_set).get("per_seed", {})) > 1
     ]
     return {
         "mean": stats.mean if stats else None,
@@ -236,14 +278,26 @@ def _metric_block(group: Group, metric: str) -> dict[str, Any]:
         "n": stats.n if stats else 0,
         "per_run": after,
         "eval_seed_std": _mean(eval_seed_spread),
-        "init": _mean([v for r in runs if (v := _stage_metric(r, eval_set, "init", metric)) is not None]),
-        "raw": _mean([v for r in runs if (v := _stage_metric(r, eval_set, "raw", metric)) is not None]),
     }
+
+
+def _context(record: dict[str, Any], eval_set: str) -> dict[str, Any]:
+    """What every row of a record's section shares."""
+    model = record["config"]["model"]
+    return {
+        "task": record["task"],
+        "eval_set": eval_set,
+        "teacher": model["teacher"],
+        "student": model["student"],
+    }
+
+
+def _with_degeneracy(row: dict[str, Any], figures: dict[str, float] | None) -> dict[str, Any]:
+    return {**row, "degeneracy": figures, "degenerate": degenerate_reasons(figures) if figures else []}
 
 
 def _row(group: Group, metrics: list[str]) -> dict[str, Any]:
     runs = group.runs
-    first = runs[0].record
     blocks = {m: _metric_block(group, m) for m in metrics}
     main = blocks[metrics[0]]
     final_loss = mean_std(_values(runs, "training.final_loss"))
@@ -253,13 +307,11 @@ def _row(group: Group, metrics: list[str]) -> dict[str, Any]:
     ]
     tars = _values(runs, "training.tar_mean")
     seeds = sorted(r.seed for r in runs)
-    return {
-        "task": first["task"],
-        "eval_set": group.eval_set,
+    row = {
+        "kind": "method",
+        **_context(runs[0].record, group.eval_set),
         "method": group.method,
         "label": group.label,
-        "teacher": first["config"]["model"]["teacher"],
-        "student": first["config"]["model"]["student"],
         "settings": group.shown_settings,
         "metric": metrics[0],
         "n_seeds": len(runs),
@@ -267,8 +319,6 @@ def _row(group: Group, metrics: list[str]) -> dict[str, Any]:
         "mean": main["mean"],
         "std": main["std"],
         "metrics": blocks,
-        "init": main["init"],
-        "raw": main["raw"],
         "final_loss": final_loss.mean if final_loss else None,
         "final_loss_std": final_loss.std if final_loss else None,
         "loss_spikes": spikes,
@@ -282,11 +332,18 @@ def _row(group: Group, metrics: list[str]) -> dict[str, Any]:
         "wall_s_total": sum(_values(runs, "timings.wall_s")),
         "run_ids": sorted(r.record["run_id"] for r in runs),
         "delta": {},
+        "prompt_bootstrap": {},
         "is_baseline": False,
     }
+    return _with_degeneracy(row, _mean_figures([_after(r, group.eval_set).get("degeneracy") for r in runs]))
 
 
-def compare(group: Group, base: Group, metric: str) -> BootstrapCI | None:
+def _paired(seeds: list[int], base_seeds: list[int]) -> bool:
+    """Training seeds pair up when both groups ran exactly the same seeds, each once."""
+    return sorted(seeds) == sorted(base_seeds) and len(set(seeds)) == len(seeds)
+
+
+def prompt_bootstrap(group: Group, base: Group, metric: str) -> BootstrapCI | None:
     """Paired bootstrap of group - base on `metric` over the prompts every run of both has scored;
     training seeds are paired when both groups ran exactly the same seeds. None without samples."""
     scores = {id(r): r.prompt_scores(group.eval_set, metric) for r in group.runs + base.runs}
@@ -295,8 +352,7 @@ def compare(group: Group, base: Group, metric: str) -> BootstrapCI | None:
     common = sorted(set.intersection(*(set(s) for s in scores.values())))
     if not common:
         return None
-    seeds, base_seeds = [r.seed for r in group.runs], [r.seed for r in base.runs]
-    paired = sorted(seeds) == sorted(base_seeds) and len(set(seeds)) == len(seeds)
+    paired = _paired([r.seed for r in group.runs], [r.seed for r in base.runs])
 
     def matrix(runs: list[Run]) -> np.ndarray:
         ordered = sorted(runs, key=lambda r: r.seed) if paired else runs
@@ -305,9 +361,107 @@ def compare(group: Group, base: Group, metric: str) -> BootstrapCI | None:
     return paired_bootstrap(matrix(group.runs), matrix(base.runs), seeds_paired=paired)
 
 
+def _seed_values(group: Group, metric: str) -> list[tuple[int, float]]:
+    """(training seed, run-level metric after training), in seed order."""
+    runs = sorted(group.runs, key=lambda r: r.seed)
+    return [(r.seed, v) for r in runs if (v := _after_metric(r, group.eval_set, metric)) is not None]
+
+
+def _compare_seeds(groups: list[Group], base: Group, metric: str) -> dict[int, dict[str, Any]]:
+    """Seed-level comparison of each group with the baseline on `metric`, Holm-corrected over the groups
+    (one family); keyed by id(group), absent for groups without values."""
+    base_values = _seed_values(base, metric)
+    members = [(g, values) for g in groups if (values := _seed_values(g, metric)) and base_values]
+    family = [
+        (
+            [v for _, v in values],
+            [v for _, v in base_values],
+            _paired([s for s, _ in values], [s for s, _ in base_values]),
+        )
+        for _, values in members
+    ]
+    return {id(g): asdict(c) for (g, _), c in zip(members, compare_family(family), strict=True)}
+
+
 def _pick_baseline(groups: list[Group], baseline: str) -> Group | None:
     candidates = [g for g in groups if g.method == baseline]
     return min(candidates, key=lambda g: (len(g.shown_settings), -len(g.runs)), default=None)
+
+
+def _reference_summaries(record: dict[str, Any], eval_set: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(source, label) -> the SUMMARY (or floor) of each reference row a record holds for eval_set."""
+    per_set = record["metrics"][eval_set]
+    reference = per_set.get("reference", {})
+    before = per_set.get("before", {})
+    found = {
+        ("teacher", "teacher"): reference.get("teacher"),
+        ("raw", "raw student"): before.get("raw"),
+        ("init", "init student"): before.get("init"),
+    }
+    for name, floor in reference.get("floors", {}).items():
+        found[("floor", _floor_label(name, floor))] = floor
+    return {k: v for k, v in found.items() if v}
+
+
+def _floor_label(name: str, floor: dict[str, Any]) -> str:
+    if name != "constant":
+        return f"floor: {name.replace('_', ' ')}"
+    text = floor.get("output", "")
+    return f"floor: constant {text if len(text) <= 30 else text[:27] + '...'!r}"
+
+
+def _references(runs: list[Run], eval_set: str, metrics: list[str]) -> list[dict[str, Any]]:
+    """Reference rows of a section: the mean over its runs of each one's recorded figures."""
+    by_row: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        for key, summary in _reference_summaries(run.record, eval_set).items():
+            by_row[key].append(summary)
+    rows = []
+    for (source, label), summaries in by_row.items():
+        values = {
+            m: [v for s in summaries if (v := s.get("metrics", {}).get(m)) is not None] for m in metrics
+        }
+        differ = any(len(set(v)) > 1 for v in values.values())
+        row = {
+            "kind": "reference",
+            "source": source,
+            "label": f"{label} (mean of {len(summaries)})" if differ else label,
+            **_context(runs[0].record, eval_set),
+            "method": None,
+            "n_runs": len(summaries),
+            "metrics": {m: {"mean": _mean(v), "std": None, "n": len(v)} for m, v in values.items()},
+        }
+        rows.append(_with_degeneracy(row, _mean_figures([s.get("degeneracy") for s in summaries])))
+    return rows
+
+
+def _sign(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is."""
+    return -1 if metric in LOWER_IS_BETTER else 1
+
+
+def best_row(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The row with the best mean of `metric` (None when no row has one)."""
+    scored = [r for r in rows if r["metrics"][metric]["mean"] is not None]
+    return max(scored, key=lambda r: _sign(metric) * r["metrics"][metric]["mean"], default=None)
+
+
+def _floor_verdict(section: Section) -> str | None:
+    """Does the best method beat every floor on the section's first metric? None without floors."""
+    m = section.metrics[0]
+    floors = [r for r in section.references if r["source"] == "floor" and r["metrics"][m]["mean"] is not None]
+    best = best_row([g.row for g in section.groups], m)
+    if not floors or best is None:
+        return None
+    value = best["metrics"][m]["mean"]
+    unbeaten = [f for f in floors if _sign(m) * value <= _sign(m) * f["metrics"][m]["mean"]]
+    head = f"best method {best['label']} ({m} {value:.2f})"
+    if not unbeaten:
+        top = best_row(floors, m)
+        return f"{head} beats every floor (best floor: {top['label']} {top['metrics'][m]['mean']:.2f})"
+    return f"{head} does not beat floor: " + ", ".join(
+        f"{f['label']} {f['metrics'][m]['mean']:.2f}" for f in unbeaten
+    )
 
 
 # protocol keys the description always shows; other keys are named when they differ between sections
@@ -329,9 +483,22 @@ _DESCRIBED = {
 }
 
 
-def _describe(
-    protocol: dict[str, Any], runs: list[Run], eval_set: str, metric: str, varying: list[str]
-) -> str:
+def _init_text(record: dict[str, Any], epochs: Any) -> str:
+    """The SFT warm start a section's runs began from."""
+    init = record.get("init")
+    if init is None:  # records older than the init block
+        return f"SFT warm start {epochs} epoch(s)"
+    key = init_key(record)
+    if key is None:
+        return "no SFT warm start"
+    plan, training = init.get("plan", {}), init.get("training", {})
+    return (
+        f"init {key[:8]}: {training.get('steps', plan.get('steps'))} SFT steps on {plan.get('rows')} rows, "
+        f"lr {plan.get('lr')}, final loss {_fmt(training.get('final_loss'), 3)}"
+    )
+
+
+def _describe(protocol: dict[str, Any], runs: list[Run], eval_set: str, varying: list[str]) -> str:
     """One line: what every row of a section shares (decoding, eval seeds, sizes, start point)."""
     p = protocol
     data = runs[0].record.get("data", {})
@@ -344,12 +511,6 @@ def _describe(
         )
     budget = f"{p['train.max_steps']} steps" if p["train.max_steps"] else f"{p['train.epochs']} epoch(s)"
     steps = max(_values(runs, "training.steps"), default=0)
-
-    def start(stage: str) -> str:
-        return _fmt(
-            _mean([v for r in runs if (v := _stage_metric(r, eval_set, stage, metric)) is not None]), 2
-        )
-
     parts = [
         p["task"] if p["task"] == eval_set else f"trained on {p['task']}, evaluated on {eval_set}",
         f"teacher {p['model.teacher']} → student {p['model.student']}",
@@ -359,8 +520,7 @@ def _describe(
         f"{data.get('n_eval', p['data.max_eval_examples'])} eval rows, "
         f"≤{p['data.max_length']} tokens (prompt ≤{p['data.max_prompt_length']})",
         f"{budget}, batch {p['train.batch_size']}×{p['train.grad_accum']}, {steps:.0f} steps",
-        f"SFT warm start {p['train.init_sft_epochs']} epoch(s): "
-        f"{metric} raw {start('raw')} → init {start('init')}",
+        _init_text(runs[0].record, p["train.init_sft_epochs"]),
     ]
     distinct = ", ".join(f"{k}={json.dumps(p.get(k))}" for k in varying if k not in _DESCRIBED)
     return " · ".join(parts + ([f"where {distinct}"] if distinct else []))
@@ -418,6 +578,55 @@ def build_sections(
     return sections
 
 
+def _shown_metrics(runs: list[Run], eval_set: str, metrics: list[str] | None) -> list[str]:
+    """--metric's names where recorded; by default the main metric and the recorded fidelity metrics."""
+    available = {m for r in runs for m in _after(r, eval_set).get("metrics", {})}
+    if metrics:
+        return [m for m in metrics if m in available]
+    main = _main_metric([r.record for r in runs], eval_set)
+    return list(dict.fromkeys([main, *(m for m in FIDELITY_METRICS if m in available)]))
+
+
+def _name_settings(groups: list[Group]) -> None:
+    """Show, per method, the settings that tell its groups apart."""
+    per_method: dict[str, list[Group]] = defaultdict(list)
+    for g in groups:
+        per_method[g.method].append(g)
+    for same in per_method.values():
+        keys = sorted({k for g in same for k in g.settings})
+        differ = [k for k in keys if len({g.settings.get(k) for g in same}) > 1 and k != "method.name"]
+        for g in same:
+            g.shown_settings = {k: json.loads(g.settings[k]) for k in differ if k in g.settings}
+
+
+def _compare_with_baseline(section: Section, baseline: str) -> None:
+    """Δ rows: seed-level t-tests (one Holm family per metric) and the prompt bootstrap for context."""
+    groups = section.groups
+    base = _pick_baseline(groups, baseline)
+    if base is None:
+        section.notes.append(f"no {baseline} runs for {section.eval_set} under this protocol: no Δ column")
+        return
+    others = [g for g in groups if g is not base]
+    base.row["is_baseline"] = True
+    for m in section.metrics:
+        seeds = _compare_seeds(others, base, m)
+        base.row["delta"][m] = base.row["prompt_bootstrap"][m] = None
+        for g in others:
+            ci = prompt_bootstrap(g, base, m)
+            g.row["delta"][m] = {"baseline": base.label, **seeds[id(g)]} if id(g) in seeds else None
+            g.row["prompt_bootstrap"][m] = asdict(ci) if ci else None
+
+
+def _sort(groups: list[Group], sort: str, metric: str) -> list[Group]:
+    """Rows by --sort; metric and delta follow the first metric's direction; rows without a value last."""
+    key, direction = SORT_KEYS[sort]
+    if sort in ("metric", "delta"):
+        direction *= _sign(metric)
+    present = [g for g in groups if key(g.row) is not None]
+    missing = [g for g in groups if key(g.row) is None]
+    return sorted(present, key=lambda g: key(g.row), reverse=direction > 0) + missing
+
+
 def _section(
     groups: list[Group],
     metrics: list[str] | None,
@@ -430,58 +639,30 @@ def _section(
     description so that two sections never read alike."""
     eval_set = groups[0].eval_set
     runs = [r for g in groups for r in g.runs]
-    available = {m for r in runs for m in r.record["metrics"][eval_set].get("after", {}).get("metrics", {})}
-    shown = (
-        [m for m in metrics if m in available]
-        if metrics
-        else [_main_metric([r.record for r in runs], eval_set)]
-    )
-    per_method: dict[str, list[Group]] = defaultdict(list)
-    for g in groups:
-        per_method[g.method].append(g)
-    for same in per_method.values():
-        keys = sorted({k for g in same for k in g.settings})
-        differ = [k for k in keys if len({g.settings.get(k) for g in same}) > 1 and k != "method.name"]
-        for g in same:
-            g.shown_settings = {k: json.loads(g.settings[k]) for k in differ if k in g.settings}
+    shown = _shown_metrics(runs, eval_set, metrics)
+    _name_settings(groups)
     protocol = {k: json.loads(v) for k, v in groups[0].protocol.items()}
-    section = Section(
-        eval_set,
-        protocol,
-        _describe(protocol, runs, eval_set, shown[0] if shown else "-", varying),
-        shown,
-        groups,
-        baseline,
-        varying,
-    )
+    description = _describe(protocol, runs, eval_set, varying)
+    section = Section(eval_set, protocol, description, shown, groups, baseline, varying)
     if not shown:
         section.groups = []
         return section
+    section.references = [
+        {**r, "protocol": description, "protocol_config": protocol}
+        for r in _references(runs, eval_set, shown)
+    ]
     for g in groups:
-        g.row = _row(g, shown)
-        g.row["protocol"] = section.description
-        g.row["protocol_config"] = protocol
+        g.row = {**_row(g, shown), "protocol": description, "protocol_config": protocol}
         seeds = [r.seed for r in g.runs]
         if len(set(seeds)) < len(seeds):
             section.notes.append(
                 f"{g.label}: seeds {sorted(seeds)} repeat (reruns into one results dir count as extra seeds)"
             )
     if baseline:
-        base = _pick_baseline(groups, baseline)
-        if base is None:
-            section.notes.append(f"no {baseline} runs for {eval_set} under this protocol: no Δ column")
-        for g in groups if base else []:
-            g.row["is_baseline"] = g is base
-            for m in shown:
-                ci = None if g is base else compare(g, base, m)
-                g.row["delta"][m] = (
-                    {"baseline": base.label, **asdict(ci), "significant": ci.excludes_zero} if ci else None
-                )
-    section.groups = [g for g in groups if not filters.methods or g.method in filters.methods]
-    key, direction = SORT_KEYS[sort]
-    present = [g for g in section.groups if key(g.row) is not None]
-    missing = [g for g in section.groups if key(g.row) is None]
-    section.groups = sorted(present, key=lambda g: key(g.row), reverse=direction > 0) + missing
+        _compare_with_baseline(section, baseline)
+    kept = [g for g in groups if not filters.methods or g.method in filters.methods]
+    section.groups = _sort(kept, sort, shown[0])
+    section.floor_verdict = _floor_verdict(section)
     return section
 
 
@@ -508,15 +689,35 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    """mean ± std; the mean alone when there is no std (reference rows)."""
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _interval(diff: float, low: float | None, high: float | None) -> str:
+    return f"{diff:+.2f}" + ("" if low is None else f" [{low:+.2f}, {high:+.2f}]")
 
 
 def _delta_text(row: dict[str, Any], metric: str) -> str:
     delta = row["delta"].get(metric)
     if delta is None:
         return "baseline" if row["is_baseline"] else "-"
+    if delta["low"] is None:
+        few = min(delta["n"], delta["n_base"]) < 2
+        why = f"n={delta['n']} vs {delta['n_base']}" if few else "no seed-to-seed variation"
+        return f"{delta['diff']:+.2f} (no interval: {why})"
     mark = f" {SIGNIFICANT}" if delta["significant"] else ""
-    return f"{delta['diff']:+.2f} [{delta['low']:+.2f}, {delta['high']:+.2f}]{mark}"
+    return _interval(delta["diff"], delta["low"], delta["high"]) + mark
+
+
+def _bootstrap_text(row: dict[str, Any], metric: str) -> str:
+    ci = row["prompt_bootstrap"].get(metric)
+    return _interval(ci["diff"], ci["low"], ci["high"]) if ci else "-"
+
+
+def _degenerate_text(row: dict[str, Any]) -> str:
+    return f"{DEGENERATE}: {', '.join(row['degenerate'])}" if row["degenerate"] else "-"
 
 
 @dataclass(frozen=True)
@@ -524,13 +725,58 @@ class Column:
     title: str
     text: Callable[[dict[str, Any]], str]
     value: Callable[[dict[str, Any]], float | None] | None = None
-    best: str | None = None
-    """'max' or 'min': the best value of the column within a section is highlighted."""
+    """Metric columns: the value whose best among the section's methods is highlighted."""
+    sign: int = 1
+    """+1: the highest value is best, -1: the lowest."""
+    reference: bool = False
+    """Whether reference rows fill this column (else it stays empty for them)."""
+
+
+def _metric_columns(section: Section, rows: list[dict[str, Any]]) -> list[Column]:
+    cols = []
+    for m in section.metrics:
+        arrow = f" {LOWER}" if m in LOWER_IS_BETTER else ""
+        cols.append(
+            Column(
+                f"{m}{arrow} (mean ± std)",
+                lambda r, m=m: _pm(r["metrics"][m]["mean"], r["metrics"][m]["std"], 2),
+                lambda r, m=m: r["metrics"][m]["mean"],
+                _sign(m),
+                reference=True,
+            )
+        )
+        if any(r["metrics"][m]["eval_seed_std"] is not None for r in rows):
+            cols.append(Column(f"{m} eval-seed sd", lambda r, m=m: _fmt(r["metrics"][m]["eval_seed_std"], 2)))
+        if any(r["is_baseline"] for r in rows):
+            title = f"Δ {m} vs {section.baseline} [seed t-CI, Holm]"
+            cols.append(Column(title, lambda r, m=m: _delta_text(r, m)))
+        if any(r["prompt_bootstrap"].get(m) for r in rows):
+            title = f"Δ {m} prompt-bootstrap CI [{CONFIDENCE:.0%}]"
+            cols.append(Column(title, lambda r, m=m: _bootstrap_text(r, m)))
+    return cols
+
+
+def _degeneracy_columns(section: Section) -> list[Column]:
+    if not any(r["degeneracy"] for r in [*section.references, *(g.row for g in section.groups)]):
+        return []
+
+    def figure(name: str, scale: float, digits: int) -> Callable[[dict[str, Any]], str]:
+        return lambda r: _fmt(r["degeneracy"][name] * scale, digits) if r["degeneracy"] else "-"
+
+    return [
+        Column("empty %", figure("empty", 100, 0), reference=True),
+        Column("distinct-2", figure("distinct_2", 1, 2), reference=True),
+        Column("rep", figure("repetition", 1, 2), reference=True),
+        Column("degenerate", _degenerate_text, reference=True),
+    ]
 
 
 def _columns(section: Section) -> list[Column]:
     rows = [g.row for g in section.groups]
-    cols = [Column("method", lambda r: r["method"])]
+    label = Column(
+        "method", lambda r: r["label"] if r["kind"] == "reference" else r["method"], reference=True
+    )
+    cols = [label]
     if any(r["settings"] for r in rows):
         cols.append(
             Column(
@@ -539,85 +785,67 @@ def _columns(section: Section) -> list[Column]:
             )
         )
     cols.append(Column("n", lambda r: str(r["n_seeds"])))
-    for m in section.metrics:
-        cols.append(
-            Column(
-                f"{m} (mean ± std)",
-                lambda r, m=m: _pm(r["metrics"][m]["mean"], r["metrics"][m]["std"], 2),
-                lambda r, m=m: r["metrics"][m]["mean"],
-                "max",
-            )
-        )
-        if any(r["metrics"][m]["eval_seed_std"] is not None for r in rows):
-            cols.append(Column(f"{m} eval-seed sd", lambda r, m=m: _fmt(r["metrics"][m]["eval_seed_std"], 2)))
-        if any(r["delta"].get(m) for r in rows):
-            cols.append(
-                Column(
-                    f"Δ {m} vs {section.baseline} [{CONFIDENCE:.0%} CI]",
-                    lambda r, m=m: _delta_text(r, m),
-                    lambda r, m=m: _delta_of(r, m),
-                    "max",
-                )
-            )
+    cols += _metric_columns(section, rows)
+    cols += _degeneracy_columns(section)
     cols += [
         Column("final loss", lambda r: _fmt(r["final_loss"], 3)),
         Column("final-loss sd (seeds)", lambda r: _fmt(r["final_loss_std"], 3)),
-        Column(
-            "spikes/run",
-            lambda r: _fmt(r["loss_spikes_per_run"], 1),
-            lambda r: r["loss_spikes_per_run"],
-            "min",
-        ),
-        Column("grad-norm CV", lambda r: _fmt(r["grad_norm_cv"], 2), lambda r: r["grad_norm_cv"], "min"),
-        Column(
-            "diverged",
-            lambda r: f"{r['diverged']}/{r['n_seeds']}",
-            lambda r: r["diverged"] / r["n_seeds"],
-            "min",
-        ),
+        Column("spikes/run", lambda r: _fmt(r["loss_spikes_per_run"], 1)),
+        Column("grad-norm CV", lambda r: _fmt(r["grad_norm_cv"], 2)),
+        Column("diverged", lambda r: f"{r['diverged']}/{r['n_seeds']}"),
     ]
     if any(r["tar_mean"] is not None for r in rows):
         cols.append(Column("TAR", lambda r: _fmt(r["tar_mean"], 2)))
     cols += [
-        Column(
-            "train tok/s",
-            lambda r: _fmt(r["train_tokens_per_s"], 0),
-            lambda r: r["train_tokens_per_s"],
-            "max",
-        ),
-        Column("wall min", lambda r: _fmt(r["wall_min"], 1), lambda r: r["wall_min"], "min"),
+        Column("train tok/s", lambda r: _fmt(r["train_tokens_per_s"], 0)),
+        Column("wall min", lambda r: _fmt(r["wall_min"], 1)),
     ]
     return cols
 
 
-def _cells(section: Section) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Headers and (text, is best) cells of one section."""
+def _best(col: Column, rows: list[dict[str, Any]]) -> float | None:
+    """The best value of a metric column among the method rows; None when they do not differ."""
+    values = [v for r in rows if col.value and (v := col.value(r)) is not None]
+    return max(values, key=lambda v: col.sign * v) if len(set(values)) > 1 else None
+
+
+def _cells(section: Section) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """Headers and (text, style) cells of one section, reference rows first; style is 'ref' for reference
+    rows, 'best' for the best value of a metric column among the methods, else ''."""
     cols = _columns(section)
     rows = [g.row for g in section.groups]
-    best: list[float | None] = []
-    for col in cols:
-        values = [v for r in rows if col.value and (v := col.value(r)) is not None]
-        differ = len(set(values)) > 1
-        best.append((max if col.best == "max" else min)(values) if col.best and differ else None)
-    cells = [
+    best = [_best(col, rows) for col in cols]
+    references = [[(col.text(r) if col.reference else "", "ref") for col in cols] for r in section.references]
+    methods = [
         [
-            (col.text(r), b is not None and col.value is not None and col.value(r) == b)
+            (col.text(r), "best" if b is not None and col.value(r) == b else "")
             for col, b in zip(cols, best, strict=True)
         ]
         for r in rows
     ]
-    return [c.title for c in cols], cells
+    return [c.title for c in cols], references + methods
+
+
+def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
+    """`text` inside the format's wrapper for `style` ('{}' marks where the text goes)."""
+    return wrap[style].format(text) if style in wrap and text else text
+
+
+def _section_lines(s: Section) -> list[str]:
+    """The notes and floor verdict under a section's table."""
+    return [*(f"note: {n}" for n in s.notes), *([s.floor_verdict] if s.floor_verdict else [])]
 
 
 def _md(sections: list[Section]) -> str:
     out = []
+    wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
         headers, cells = _cells(s)
         esc = lambda t: t.replace("|", "\\|")  # noqa: E731
         out += [f"**{esc(s.eval_set)}**: {esc(s.description)}", ""]
         out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        out += ["| " + " | ".join(f"**{esc(t)}**" if b else esc(t) for t, b in row) + " |" for row in cells]
-        out += [*(f"- note: {esc(n)}" for n in s.notes), ""]
+        out += ["| " + " | ".join(_styled(esc(t), st, wrap) for t, st in row) + " |" for row in cells]
+        out += [*(f"- {esc(line)}" for line in _section_lines(s)), ""]
     return "\n".join([*out, LEGEND, ""])
 
 
@@ -638,6 +866,10 @@ _LATEX = str.maketrans(
         "→": r"$\to$",
         "Δ": r"$\Delta$",
         "·": r"$\cdot$",
+        "≤": r"$\le$",
+        "≥": r"$\ge$",
+        LOWER: r"$\downarrow$",
+        "⚠": "(!)",
         SIGNIFICANT: r"$^\dagger$",
     }
 )
@@ -645,6 +877,7 @@ _LATEX = str.maketrans(
 
 def _latex(sections: list[Section]) -> str:
     out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
+    wrap = {"best": "\\textbf{{{}}}", "ref": "\\textit{{{}}}"}
     for s in sections:
         headers, cells = _cells(s)
         esc = lambda t: t.translate(_LATEX)  # noqa: E731
@@ -656,16 +889,15 @@ def _latex(sections: list[Section]) -> str:
             " & ".join(esc(h) for h in headers) + " \\\\",
             "\\midrule",
         ]
-        out += [
-            " & ".join(f"\\textbf{{{esc(t)}}}" if b else esc(t) for t, b in row) + " \\\\" for row in cells
-        ]
-        out += ["\\bottomrule", "\\end{tabular}", ""]
+        out += [" & ".join(_styled(esc(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
+        out += ["\\bottomrule", "\\end{tabular}", *(f"% {line}" for line in _section_lines(s)), ""]
     out.append(f"% {LEGEND}")
     return "\n".join(out) + "\n"
 
 
 def _html(sections: list[Section]) -> str:
     out = ['<div class="speckd-leaderboard">']
+    wrap = {"best": "<strong>{}</strong>", "ref": "<em>{}</em>"}
     for s in sections:
         headers, cells = _cells(s)
         out += [
@@ -675,79 +907,96 @@ def _html(sections: list[Section]) -> str:
         out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
         out += ["</thead>", "<tbody>"]
         for row in cells:
-            tds = (
-                f"<td><strong>{html.escape(t)}</strong></td>" if b else f"<td>{html.escape(t)}</td>"
-                for t, b in row
+            out.append(
+                "<tr>" + "".join(f"<td>{_styled(html.escape(t), st, wrap)}</td>" for t, st in row) + "</tr>"
             )
-            out.append("<tr>" + "".join(tds) + "</tr>")
         out += ["</tbody>", "</table>"]
-        out += [f"<p>note: {html.escape(n)}</p>" for n in s.notes]
+        out += [f"<p>{html.escape(line)}</p>" for line in _section_lines(s)]
     out += [f"<p>{html.escape(LEGEND)}</p>", "</div>"]
     return "\n".join(out) + "\n"
 
 
+def _rows(sections: list[Section]) -> list[dict[str, Any]]:
+    """Every row of every section, reference rows first in each."""
+    return [row for s in sections for row in [*s.references, *(g.row for g in s.groups)]]
+
+
+_CSV_PER_METRIC = {
+    "mean": lambda r, m: r["metrics"][m]["mean"],
+    "std": lambda r, m: r["metrics"][m]["std"],
+    "eval_seed_std": lambda r, m: r["metrics"][m].get("eval_seed_std"),
+    **{
+        f"delta{suffix}": lambda r, m, k=k: (r.get("delta", {}).get(m) or {}).get(k)
+        for suffix, k in [
+            ("", "diff"),
+            ("_low", "low"),
+            ("_high", "high"),
+            ("_p", "p"),
+            ("_p_holm", "p_holm"),
+            ("_significant", "significant"),
+        ]
+    },
+    "bootstrap_low": lambda r, m: (r.get("prompt_bootstrap", {}).get(m) or {}).get("low"),
+    "bootstrap_high": lambda r, m: (r.get("prompt_bootstrap", {}).get(m) or {}).get("high"),
+}
+_CSV_TAIL = (
+    "final_loss",
+    "final_loss_std",
+    "loss_spikes_per_run",
+    "grad_norm_cv",
+    "diverged",
+    "tar_mean",
+    "train_tokens_per_s",
+    "wall_min",
+    "protocol",
+)
+_DEGENERACY = ("empty", "distinct_1", "distinct_2", "repetition")
+
+
+def _csv_line(r: dict[str, Any], metrics: list[str]) -> list[Any]:
+    figures = r["degeneracy"] or {}
+    line: list[Any] = [
+        r["kind"],
+        r["eval_set"],
+        r["task"],
+        r["teacher"],
+        r["student"],
+        r["method"] or r["label"],
+        json.dumps(r["settings"]) if r.get("settings") else "",
+        r.get("n_seeds", r.get("n_runs")),
+        " ".join(map(str, r.get("seeds", []))),
+    ]
+    line += [get(r, m) if m in r["metrics"] else None for m in metrics for get in _CSV_PER_METRIC.values()]
+    line += [figures.get(k) for k in _DEGENERACY] + ["; ".join(r["degenerate"])]
+    return line + [r.get(k) for k in _CSV_TAIL]
+
+
 def _csv(sections: list[Section]) -> str:
-    """One flat, numeric table over every section (empty cell = no value)."""
+    """One flat, numeric table over every section, reference rows included (empty cell = no value)."""
     metrics = list(dict.fromkeys(m for s in sections for m in s.metrics))
-    per_metric = ("mean", "std", "eval_seed_std", "delta", "delta_low", "delta_high", "delta_significant")
-    tail = (
-        "init",
-        "raw",
-        "final_loss",
-        "final_loss_std",
-        "loss_spikes_per_run",
-        "grad_norm_cv",
-        "diverged",
-        "tar_mean",
-        "train_tokens_per_s",
-        "wall_min",
-        "protocol",
-    )
-    head = ["eval_set", "task", "teacher", "student", "method", "settings", "n_seeds", "seeds"]
+    head = ["kind", "eval_set", "task", "teacher", "student", "method", "settings", "n_seeds", "seeds"]
+    head += [f"{m}_{k}" for m in metrics for k in _CSV_PER_METRIC]
+    head += [*_DEGENERACY, "degenerate", *_CSV_TAIL]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(head + [f"{m}_{k}" for m in metrics for k in per_metric] + list(tail))
-    for s in sections:
-        for g in s.groups:
-            r = g.row
-            line: list[Any] = [
-                r["eval_set"],
-                r["task"],
-                r["teacher"],
-                r["student"],
-                r["method"],
-                json.dumps(r["settings"]) if r["settings"] else "",
-                r["n_seeds"],
-                " ".join(map(str, r["seeds"])),
-            ]
-            for m in metrics:
-                block = r["metrics"].get(m, {})
-                delta = r["delta"].get(m) or {}
-                line += [
-                    block.get("mean"),
-                    block.get("std"),
-                    block.get("eval_seed_std"),
-                    delta.get("diff"),
-                    delta.get("low"),
-                    delta.get("high"),
-                    delta.get("significant"),
-                ]
-            line += [r[k] for k in tail]
-            writer.writerow(["" if v is None else v for v in line])
+    writer.writerow(head)
+    for r in _rows(sections):
+        writer.writerow(["" if v is None else v for v in _csv_line(r, metrics)])
     return buf.getvalue()
 
 
 def _rich(sections: list[Section]) -> RichGroup:
     parts: list[Any] = []
+    styles = {"best": "bold green", "ref": "italic cyan", "": ""}
     for s in sections:
         headers, cells = _cells(s)
         table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
         for i, title in enumerate(headers):
             table.add_column(title, overflow="fold", justify="left" if i < 2 else "right")
         for row in cells:
-            table.add_row(*(Text(t, style="bold green" if b else "") for t, b in row))
+            table.add_row(*(Text(t, style=styles[st]) for t, st in row))
         parts.append(table)
-        parts += [Text(f"note: {n}", style="yellow") for n in s.notes]
+        parts += [Text(line, style="yellow") for line in _section_lines(s)]
     parts.append(Text(LEGEND, style="dim"))
     return RichGroup(*parts)
 
@@ -760,5 +1009,5 @@ def check_format(fmt: str) -> None:
 def render(sections: list[Section], fmt: str) -> str | RichGroup:
     check_format(fmt)
     if fmt == "json":
-        return json.dumps([g.row for s in sections for g in s.groups], indent=2) + "\n"
+        return json.dumps(_rows(sections), indent=2) + "\n"
     return {"md": _md, "csv": _csv, "latex": _latex, "html": _html, "rich": _rich}[fmt](sections)

@@ -1,15 +1,24 @@
-"""Statistics of the leaderboard: mean and std over training seeds, coefficient of variation, and a paired
-bootstrap confidence interval for the difference between two methods scored on the same eval prompts.
+"""Statistics of the leaderboard: mean and std over training seeds, coefficient of variation, seed-level
+t-tests of a method against a baseline with Holm's correction over a family of comparisons, and a paired
+bootstrap confidence interval over the eval prompts.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 RESAMPLES = 10_000
 CONFIDENCE = 0.95
+ALPHA = 1.0 - CONFIDENCE
+MIN_SEEDS_SIGNIFICANT = 3
+"""A difference is marked significant only when both sides have at least this many training seeds."""
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,73 @@ def paired_bootstrap(
         seeds_paired=seeds_paired,
         resamples=resamples,
     )
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """A method against a baseline over training seeds (one run-level value per seed and side)."""
+
+    diff: float
+    """mean(a) - mean(b)."""
+    low: float | None
+    high: float | None
+    confidence: float | None
+    """Confidence of [low, high]: Holm-adjusted, 1 - alpha / (m - i + 1) for the i-th smallest p of m."""
+    p: float | None
+    p_holm: float | None
+    paired: bool
+    """Paired t-test on per-seed differences; else Welch's t-test."""
+    n: int
+    n_base: int
+    significant: bool
+    """Holm rejects at alpha and both sides have MIN_SEEDS_SIGNIFICANT seeds."""
+
+
+def _constant(values: np.ndarray) -> bool:
+    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
+
+
+def seed_ttest(a: Sequence[float], b: Sequence[float], *, paired: bool) -> Any | None:
+    """scipy's paired (a[i] and b[i] share seed i) or Welch t-test; None with fewer than 2 seeds on a side
+    or no variation to test (constant differences, or both sides constant)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if min(a.size, b.size) < 2 or (_constant(a - b) if paired else _constant(a) and _constant(b)):
+        return None
+    with warnings.catch_warnings():  # one constant side of a Welch test is fine (its variance is 0)
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        return stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
+
+
+def compare_family(
+    family: Sequence[tuple[Sequence[float], Sequence[float], bool]], alpha: float = ALPHA
+) -> list[SeedComparison]:
+    """Each (a, b, paired) of one family (the methods compared with one baseline on one metric): t-test,
+    Holm-corrected p over the comparisons that could be tested, and the matching Holm-adjusted interval."""
+    tests = [seed_ttest(a, b, paired=paired) for a, b, paired in family]
+    tested = [i for i, t in enumerate(tests) if t is not None]
+    holm: dict[int, tuple[bool, float]] = {}
+    level: dict[int, float] = {}
+    if tested:
+        reject, p_holm, _, _ = multipletests([tests[i].pvalue for i in tested], alpha=alpha, method="holm")
+        holm = {i: (bool(r), float(p)) for i, r, p in zip(tested, reject, p_holm, strict=True)}
+        by_p = sorted(tested, key=lambda i: tests[i].pvalue)
+        level = {i: 1.0 - alpha / (len(tested) - rank) for rank, i in enumerate(by_p)}
+    out = []
+    for i, (a, b, paired) in enumerate(family):
+        test, (reject, p_holm) = tests[i], holm.get(i, (False, None))
+        ci = test.confidence_interval(level[i]) if test is not None else None
+        out.append(
+            SeedComparison(
+                diff=float(np.mean(a) - np.mean(b)),
+                low=float(ci.low) if ci else None,
+                high=float(ci.high) if ci else None,
+                confidence=level.get(i),
+                p=float(test.pvalue) if test is not None else None,
+                p_holm=p_holm,
+                paired=paired,
+                n=len(a),
+                n_base=len(b),
+                significant=reject and min(len(a), len(b)) >= MIN_SEEDS_SIGNIFICANT,
+            )
+        )
+    return out

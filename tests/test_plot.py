@@ -1,9 +1,13 @@
-"""`speckd-bench plot` writes readable PNG files: curves with a band over seeds and metric bars."""
+"""`speckd-bench plot` writes readable PNG files: curves with a band over seeds and metric bars with the
+reference lines."""
 
 from synthetic_records import write_run
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app
+from speckd_bench.plot import _reference_lines
+from speckd_bench.report import build_sections
+from speckd_bench.results import load_records
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -52,3 +56,24 @@ def test_plot_without_gated_runs_has_no_tar_figure_and_honours_out(tmp_path):
         "dolly-default_grad_norm.png",
         "dolly-default_loss.png",
     ]
+
+
+def test_bars_draw_the_teacher_and_the_best_floor(tmp_path):
+    for seed in (1, 2):
+        write_run(
+            tmp_path,
+            method="fkl",
+            seed=seed,
+            scores={10: [10.0 + seed, 20.0]},
+            losses=[1.0] * 12,
+            teacher={"rougeL": 40.0},
+            floors={"empty": ("", {"rougeL": 0.0}), "constant": ("The", {"rougeL": 12.0})},
+        )
+    sections = build_sections(load_records(tmp_path).records, tmp_path)
+    lines = [
+        (row["label"], row["metrics"]["rougeL"]["mean"]) for row, _ in _reference_lines(sections[0], "rougeL")
+    ]
+    assert lines == [("init student", 5.0), ("teacher", 40.0), ("floor: constant 'The'", 12.0)]
+    res = runner.invoke(app, ["plot", "--results-dir", str(tmp_path)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert (tmp_path / "plots" / "dolly-default_dolly_rougeL.png").read_bytes().startswith(PNG)

@@ -9,10 +9,11 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from synthetic_records import write_run
+from synthetic_records import HEALTHY, write_run
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app, main
+from speckd_bench.report import SIGNIFICANT
 
 runner = CliRunner()
 PROMPTS = [10.0, 20.0, 30.0, 40.0]
@@ -21,6 +22,16 @@ PROMPTS = [10.0, 20.0, 30.0, 40.0]
 def _fkl_scores(seed: int) -> list[float]:
     """Seed means 23, 25, 27 for seeds 1, 2, 3: mean 25, sample std 2."""
     return [p + 2.0 * (seed - 2) for p in PROMPTS]
+
+
+def _speckd_scores(seed: int) -> list[float]:
+    """fkl + 1.8, 2.0, 2.2 for seeds 1, 2, 3: seed means 24.8, 27, 29.2 (mean 27, sample std 2.2)."""
+    return [s + 2.0 + 0.2 * (seed - 2) for s in _fkl_scores(seed)]
+
+
+def _jsd_scores(seed: int) -> list[float]:
+    """fkl + 1, -1, 0 for seeds 1, 2, 3: seed means 24, 24, 27 (mean 25)."""
+    return [s + (1.0, -1.0, 0.0)[seed - 1] for s in _fkl_scores(seed)]
 
 
 def _losses(seed: int) -> list[float]:
@@ -39,12 +50,12 @@ def board(tmp_path_factory):
         write_run(
             out,
             method="speckd",
-            scores={10: [s + 2.0 for s in _fkl_scores(seed)]},
+            scores={10: _speckd_scores(seed)},
             tars=[0.2 + 0.05 * i for i in range(13)],
             tokens_per_s=50.0,
             **common,
         )
-        write_run(out, method="jsd", scores={10: _fkl_scores(seed)}, diverged=seed == 3, **common)
+        write_run(out, method="jsd", scores={10: _jsd_scores(seed)}, diverged=seed == 3, **common)
     for seed in (1, 2):
         write_run(out, method="sft", seed=seed, scores={10: [p - 1.0 for p in PROMPTS]}, losses=[2.0] * 13)
     write_run(
@@ -86,8 +97,13 @@ def _table(board, *args):
     return res
 
 
-def _rows(board, *args):
+def _all_rows(board, *args):
     return json.loads(_table(board, "--format", "json", *args).stdout)
+
+
+def _rows(board, *args):
+    """The method rows (no reference rows)."""
+    return [r for r in _all_rows(board, *args) if r["kind"] == "method"]
 
 
 def _main(rows, method, **settings):
@@ -115,8 +131,7 @@ def test_aggregates_match_hand_computed_values(board):
     assert fkl["loss_spikes"] == [1, 0, 0] and fkl["loss_spikes_per_run"] == pytest.approx(1 / 3)
     assert fkl["grad_norm_cv"] == pytest.approx(coefficient([1.0, 3.0] * 6 + [1.0]))
     assert fkl["wall_min"] == pytest.approx(2.0) and fkl["train_tokens_per_s"] == pytest.approx(100.0)
-    assert fkl["init"] == pytest.approx(5.0) and fkl["raw"] == pytest.approx(1.0)
-    assert fkl["tar_mean"] is None and fkl["diverged"] == 0
+    assert fkl["tar_mean"] is None and fkl["diverged"] == 0 and fkl["degeneracy"] is None
     speckd = _main(_rows(board), "speckd", **{"method.k": 5})
     assert speckd["tar_mean"] == pytest.approx(0.2 + 0.05 * 6)
     assert _main(_rows(board), "jsd")["diverged"] == 1
@@ -152,20 +167,50 @@ def test_eval_seed_spread(board):
     assert _main(_rows(board), "fkl")["metrics"]["rougeL"]["eval_seed_std"] is None
 
 
-def test_baseline_difference_with_bootstrap_ci(board):
+def test_raw_and_init_students_are_reference_rows(board):
+    rows = [r for r in _all_rows(board) if r["kind"] == "reference" and _is_main(r)]
+    assert [r["label"] for r in rows] == ["raw student", "init student"]  # old records: no teacher, floors
+    assert [r["metrics"]["rougeL"]["mean"] for r in rows] == [1.0, 5.0]
+    assert all(r["n_runs"] == 12 and r["degeneracy"] is None for r in rows)
+
+
+def test_baseline_difference_over_training_seeds_with_holm(board):
+    """Family (rougeL vs fkl, seeds 1-3): speckd k=5 diffs (1.8, 2.0, 2.2): sd 0.2, t = 2 / (0.2 / sqrt 3)
+    = 17.32, df 2, p = 0.00332; jsd diffs (1, -1, 0): p = 1; sft (seeds 1, 2: 24, 24) against (23, 25, 27),
+    Welch: se = sqrt(0 + 4/3), t = -0.866, df 2, p = 0.478; speckd k=3 (one seed) is not tested.
+    Holm (m = 3): 3 x 0.00332 = 0.00995, max(0.00995, 2 x 0.478) = 0.956, max(0.956, 1) = 1. speckd's
+    interval is at 1 - 0.05/3: 2 -+ t(1 - 0.05/6, 2) 7.6488 x 0.11547 = 2 -+ 0.8832."""
     res = _table(board, "--format", "json", "--baseline", "fkl")
     rows = json.loads(res.stdout)
     shift = _main(rows, "speckd", **{"method.k": 5})["delta"]["rougeL"]
-    assert shift["diff"] == pytest.approx(2.0)
-    assert shift["low"] == pytest.approx(2.0) and shift["high"] == pytest.approx(2.0)
-    assert shift["significant"] and shift["seeds_paired"] and shift["n_prompts"] == 4
+    assert shift["diff"] == pytest.approx(2.0) and shift["paired"] and shift["n"] == shift["n_base"] == 3
+    assert shift["low"] == pytest.approx(1.1168, abs=1e-4) and shift["high"] == pytest.approx(
+        2.8832, abs=1e-4
+    )
+    assert shift["p"] == pytest.approx(0.00332, abs=1e-5) and shift["p_holm"] == pytest.approx(3 * shift["p"])
+    assert shift["significant"] and shift["confidence"] == pytest.approx(1 - 0.05 / 3)
     same = _main(rows, "jsd")["delta"]["rougeL"]
-    assert same["diff"] == 0.0 and same["low"] == pytest.approx(0) and same["high"] == pytest.approx(0)
-    assert not same["significant"]
+    assert same["diff"] == pytest.approx(0.0) and same["p"] == pytest.approx(1.0) and not same["significant"]
     sft = _main(rows, "sft")["delta"]["rougeL"]
-    assert sft["diff"] == pytest.approx(-1.0) and not sft["seeds_paired"]
-    assert _main(rows, "fkl")["is_baseline"] and _main(rows, "fkl")["delta"]["rougeL"] is None
+    assert sft["diff"] == pytest.approx(-1.0) and not sft["paired"] and sft["n"] == 2
+    assert sft["p"] == pytest.approx(0.478, abs=1e-3) and sft["p_holm"] == pytest.approx(2 * sft["p"])
+    assert sft["confidence"] == pytest.approx(0.975) and not sft["significant"]
+    one = _main(rows, "speckd", **{"method.k": 3})["delta"]["rougeL"]
+    assert one["diff"] == pytest.approx(-2.0) and one["low"] is None and one["p"] is None
+    assert not one["significant"]
+    base = _main(rows, "fkl")
+    assert base["is_baseline"] and base["delta"]["rougeL"] is None
     assert "no fkl runs" in res.stderr  # the rkl section (two eval seeds) has no fkl baseline
+
+
+def test_prompt_bootstrap_is_a_separate_column(board):
+    rows = _rows(board, "--baseline", "fkl")
+    boot = _main(rows, "speckd", **{"method.k": 5})["prompt_bootstrap"]["rougeL"]
+    assert boot["diff"] == pytest.approx(2.0) and 1.8 <= boot["low"] <= boot["high"] <= 2.2
+    assert boot["seeds_paired"] and boot["n_prompts"] == 4 and "significant" not in boot
+    md = _md_rows(_table(board, "--format", "md", "--baseline", "fkl").stdout, "jsd")
+    cells = md["speckd k=5"].split(" | ")
+    assert cells[-9].startswith("+2.00 [") and SIGNIFICANT not in cells[-9]  # the prompt-bootstrap cell
 
 
 def _md_rows(md: str, section_with: str) -> dict[str, str]:
@@ -177,19 +222,24 @@ def _md_rows(md: str, section_with: str) -> dict[str, str]:
 
 
 def test_markers_and_best_values_in_markdown(board):
-    rows = _md_rows(_table(board, "--format", "md", "--baseline", "fkl").stdout, "jsd")
-    speckd, jsd, fkl = rows["speckd k=5"], rows["jsd -"], rows["fkl -"]
-    assert "| **27.00 ± 2.00** |" in speckd and "| **+2.00 [+2.00, +2.00] †** |" in speckd
-    assert "| +0.00 [+0.00, +0.00] |" in jsd and "†" not in jsd
+    md = _table(board, "--format", "md", "--baseline", "fkl").stdout
+    rows = _md_rows(md, "jsd")
+    speckd, jsd, fkl, sft = rows["speckd k=5"], rows["jsd -"], rows["fkl -"], rows["sft -"]
+    assert "| **27.00 ± 2.20** |" in speckd and "| +2.00 [+1.12, +2.88] † |" in speckd  # Δ never bold
+    assert "| +0.00 [" in jsd and SIGNIFICANT not in jsd and SIGNIFICANT not in sft
+    assert "| -2.00 (no interval: n=1 vs 3) |" in rows["speckd k=3"]
     assert "| baseline |" in fkl and "| 25.00 ± 2.00 |" in fkl
-    assert "| 1/3 |" in jsd and "| **0/3** |" in fkl  # fewest diverged runs is best
-    assert "| **100** |" in fkl and "| 50 |" in speckd  # highest train tok/s is best
+    assert "| 0/3 |" in fkl and "| 100 |" in fkl  # only metric columns are bold
+    bold = [c for line in rows.values() for c in line.strip("| ").split(" | ") if c.startswith("**")]
+    assert bold == ["**27.00 ± 2.20**"]  # the best rougeL among the methods; nothing else
+    assert "| *raw student* |" in rows["*raw student*"] and "| *5.00* |" in rows["*init student*"]
 
 
 def test_csv_parses(board):
     text = _table(board, "--format", "csv", "--baseline", "fkl").stdout
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert len(rows) == len(_rows(board))
+    assert len(rows) == len(_all_rows(board))
+    assert [r["method"] for r in rows if r["kind"] == "reference"][:2] == ["raw student", "init student"]
     fkl = next(r for r in rows if r["method"] == "fkl" and r["n_seeds"] == "3")
     assert float(fkl["rougeL_mean"]) == pytest.approx(25.0) and float(fkl["rougeL_std"]) == pytest.approx(2.0)
     speckd = next(r for r in rows if r["method"] == "speckd" and r["n_seeds"] == "3")
@@ -235,7 +285,7 @@ def test_html_parses_with_balanced_tags(board):
     assert not parser.open
     headers = [r for r in parser.rows if r and r[0] == "th"]
     assert len(headers) == 4
-    assert len(parser.rows) == len(headers) + len(_rows(board))
+    assert len(parser.rows) == len(headers) + len(_all_rows(board))
 
 
 def test_rich_output_prints_every_method(board):
@@ -296,12 +346,146 @@ def test_report_writes_the_results_readme(board, tmp_path):
     assert res.exit_code == 0, (res.output, res.exception)
     text = readme.read_text()
     assert "`make leaderboard`" in text
-    assert "speckd (k=5) scores 27.00 ± 2.00 (n=3) against fkl's 25.00 ± 2.00 (n=3)" in text
-    assert (
-        "+2.00 with a 95% paired bootstrap CI of [+2.00, +2.00]" in text
-        and "significant at this scale" in text
-    )
+    assert "speckd (k=5) scores 27.00 ± 2.20 (n=3) against fkl's 25.00 ± 2.00 (n=3)" in text
+    assert "+2.00 with a 98.3% paired t-interval over training seeds of [+1.12, +2.88]" in text
+    assert "Holm-corrected p of 0.00995: significant at this scale" in text
+    assert "| *init student* |" in text
     assert "2 CPU cores" in text and "Wall time:" in text
     assert "| speckd | k=5 |" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (readme.parent / link).is_file(), link
+
+
+INIT_A, INIT_B = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
+TEACHER = {"rougeL": 40.0, "tf_fkl": 0.0, "tf_top1": 100.0}
+CONSTANT = "The answer depends on the context of the question."
+FLOORS = {
+    "empty": ("", {"rougeL": 0.0}),
+    "constant": (CONSTANT, {"rougeL": 26.0}),
+    "echo_instruction": ("prompt", {"rougeL": 8.0}),
+}
+EMPTY = {"empty": 0.83, "distinct_1": 0.5, "distinct_2": 0.7, "repetition": 0.0}
+
+
+@pytest.fixture(scope="module")
+def new_board(tmp_path_factory):
+    """Records with every new field. Init A: fkl, speckd (fkl + 1.8/2.0/2.2, tf_fkl lower), sft (83% empty
+    outputs), rkl (seeds 1, 2 only, fkl + 20); init B: fkl alone, below the constant floor."""
+    out = tmp_path_factory.mktemp("new_board")
+    common = {"losses": [1.0] * 13, "teacher": TEACHER, "floors": FLOORS}
+    for seed in (1, 2, 3):
+        fkl = {"tf_fkl": [0.5 + 0.1 * seed] * 4, "tf_top1": [60.0 + seed] * 4}
+        speckd = {"tf_fkl": [0.3 + 0.05 * seed] * 4, "tf_top1": [70.0] * 4}
+        healthy = {"degeneracy": HEALTHY}
+        write_run(out, method="fkl", seed=seed, scores={10: _fkl_scores(seed)}, init_key=INIT_A,
+                  fidelity=fkl, **healthy, **common)  # fmt: skip
+        write_run(out, method="speckd", seed=seed, scores={10: _speckd_scores(seed)}, init_key=INIT_A,
+                  fidelity=speckd, **healthy, **common)  # fmt: skip
+        write_run(out, method="sft", seed=seed, scores={10: [1.0 + seed] * 4}, init_key=INIT_A,
+                  fidelity=fkl, degeneracy=EMPTY, **common)  # fmt: skip
+        write_run(out, method="fkl", seed=seed, scores={10: _fkl_scores(seed)}, init_key=INIT_B,
+                  init_steps=80, init_final_loss=0.9, fidelity=fkl, **healthy, **common)  # fmt: skip
+    for seed in (1, 2):
+        scores = {10: [s + 20.0 for s in _fkl_scores(seed)]}
+        fidelity = {"tf_fkl": [0.8] * 4, "tf_top1": [63.0] * 4}
+        write_run(
+            out,
+            method="rkl",
+            seed=seed,
+            scores=scores,
+            init_key=INIT_A,
+            fidelity=fidelity,
+            **healthy,
+            **common,
+        )
+    return out
+
+
+def _sections(md: str) -> list[str]:
+    return md.split("**dolly**:")[1:]
+
+
+def test_runs_from_different_inits_are_never_pooled(new_board):
+    rows = _rows(new_board)
+    fkl = [r for r in rows if r["method"] == "fkl"]
+    assert sorted(r["n_seeds"] for r in fkl) == [3, 3] and len({r["protocol"] for r in fkl}) == 2
+    descriptions = [s.splitlines()[0] for s in _sections(_table(new_board, "--format", "md").stdout)]
+    assert len(descriptions) == 2
+    a = next(d for d in descriptions if "init a1a1a1a1:" in d)
+    b = next(d for d in descriptions if "init b2b2b2b2:" in d)
+    assert "40 SFT steps on 200 rows, lr 0.0001, final loss 1.500" in a and f'where init="{INIT_A}"' in a
+    assert "80 SFT steps on 200 rows, lr 0.0001, final loss 0.900" in b and f'where init="{INIT_B}"' in b
+
+
+def test_reference_rows_hold_the_recorded_values(new_board):
+    refs = [r for r in _all_rows(new_board) if r["kind"] == "reference" and "init a1" in r["protocol"]]
+    assert [r["label"] for r in refs] == [
+        "teacher",
+        "raw student",
+        "init student",
+        "floor: empty",
+        "floor: constant 'The answer depends on the c...'",
+        "floor: echo instruction",
+    ]
+    by_label = {r["label"]: r for r in refs}
+    assert by_label["teacher"]["metrics"]["tf_fkl"]["mean"] == 0.0
+    assert by_label["teacher"]["metrics"]["tf_top1"]["mean"] == 100.0
+    assert by_label["floor: empty"]["metrics"]["tf_fkl"]["mean"] is None  # not recorded for floors
+    assert [r["metrics"]["rougeL"]["mean"] for r in refs] == [40.0, 1.0, 5.0, 0.0, 26.0, 8.0]
+    assert all(r["n_runs"] == 11 for r in refs)
+    assert by_label["floor: empty"]["degenerate"] == ["100% empty", "distinct-2 0.00"]
+    md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
+    section = next(s for s in _sections(md) if "init a1" in s)
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert lines[0].startswith("| *teacher* |  | *40.00* | ")  # before the methods, italic, no n or Δ
+    assert lines[4].startswith("| *floor: constant 'The answer depends on the c...'* |")
+    assert "best method rkl (rougeL 44.00) beats every floor (best floor: floor: constant" in section
+    other = next(s for s in _sections(md) if "init b2" in s)
+    assert "best method fkl (rougeL 25.00) does not beat floor: floor: constant" in other
+
+
+def test_degenerate_outputs_are_flagged(new_board):
+    sft = next(r for r in _rows(new_board) if r["method"] == "sft")
+    assert sft["degeneracy"] == pytest.approx(EMPTY) and sft["degenerate"] == ["83% empty"]
+    md = _md_rows(_table(new_board, "--format", "md").stdout, "sft")
+    assert "| 83 | 0.70 | 0.00 | ⚠ degenerate: 83% empty |" in md["sft 3"]
+    assert "| 0 | 0.90 | 0.05 | - |" in md["fkl 3"]
+
+
+def test_fidelity_columns_and_their_direction(new_board):
+    md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
+    header = next(line for line in _sections(md)[0].splitlines() if line.startswith("| method"))
+    assert "| rougeL (mean ± std) |" in header and "| tf_fkl ↓ (mean ± std) |" in header
+    assert "| tf_top1 (mean ± std) |" in header and "Δ tf_fkl vs fkl [seed t-CI, Holm]" in header
+    rows = _md_rows(md, "sft")
+    assert "| **0.40 ± 0.05** |" in rows["speckd 3"]  # lowest tf_fkl is best
+    speckd = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "speckd")
+    # tf_fkl diffs (0.35-0.6, 0.40-0.7, 0.45-0.8) = (-0.25, -0.30, -0.35): mean -0.30, sd 0.05
+    assert speckd["delta"]["tf_fkl"]["diff"] == pytest.approx(-0.30)
+    assert speckd["delta"]["tf_fkl"]["significant"] and speckd["prompt_bootstrap"]["tf_fkl"] is not None
+    ordered = [r["method"] for r in _rows(new_board, "--metric", "tf_fkl") if "init a1" in r["protocol"]]
+    assert ordered == ["speckd", "fkl", "sft", "rkl"]  # tf_fkl 0.40, 0.70, 0.70, 0.80
+    means = [r["mean"] for r in _rows(new_board, "--metric", "tf_fkl") if "init a1" in r["protocol"]]
+    assert means == sorted(means)
+
+
+def test_two_seeds_are_never_marked(new_board):
+    rkl = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "rkl")["delta"]["rougeL"]
+    assert rkl["n"] == 2 and not rkl["paired"] and rkl["p_holm"] < 0.05 and not rkl["significant"]
+
+
+@pytest.mark.parametrize("fmt", ["rich", "md", "csv", "latex", "html", "json"])
+def test_every_format_renders_the_new_fields(new_board, fmt):
+    text = _table(new_board, "--format", fmt, "--baseline", "fkl").stdout
+    assert "floor" in text and "teacher" in text
+    assert "degenerate" in text
+
+
+def test_report_states_whether_the_best_method_beats_the_floors(new_board, tmp_path):
+    readme = tmp_path / "README.md"
+    res = runner.invoke(app, ["report", "--results-dir", str(new_board), "--out", str(readme)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    text = readme.read_text()
+    assert "| *teacher* |" in text and "| *floor: empty* |" in text
+    assert "- best method rkl (rougeL 44.00) beats every floor" in text
+    assert "- best method fkl (rougeL 25.00) does not beat floor: floor: constant" in text
