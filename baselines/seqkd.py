@@ -16,7 +16,7 @@ import torch
 from speckd_bench import rollout
 from speckd_bench.data import Example
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.models import cache_dir
+from speckd_bench.models import cache_dir, fingerprint
 from speckd_bench.results import atomic_write_json
 
 GENERATION_SEED = 0
@@ -34,6 +34,7 @@ class TeacherResponses(DataPolicy):
         prompts = hashlib.sha256(json.dumps([e.prompt_ids for e in examples]).encode()).hexdigest()
         return {
             "teacher": cfg.model.teacher,
+            "teacher_weights": fingerprint(self.ctx.teacher),
             "teacher_dtype": cfg.model.teacher_dtype,
             "task": cfg.task,
             "rows": len(examples),

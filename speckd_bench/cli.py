@@ -116,6 +116,14 @@ def run(
     num_processes: Annotated[
         int | None, typer.Option(help="Processes for --launcher accelerate (default: 1).")
     ] = None,
+    skip_done: Annotated[
+        bool,
+        typer.Option(
+            "--skip-done",
+            help="Skip a seed whose complete record with the same resolved config is already under "
+            "--results-dir (a grid stopped half way continues where it stopped).",
+        ),
+    ] = False,
 ) -> None:
     """Train + evaluate + record one run per seed."""
     if launcher != "none" or num_processes is not None:
@@ -125,6 +133,7 @@ def run(
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
     from speckd_bench.methods import method_defaults
+    from speckd_bench.results import find_complete
     from speckd_bench.runner import run_once
     from speckd_bench.tasks import run_defaults
 
@@ -159,6 +168,10 @@ def run(
             )
         )
     for cfg in configs:
+        done = find_complete(Path(cfg.results_dir), cfg) if skip_done else None
+        if done is not None:
+            say(f"seed {cfg.seed}: already complete, skipped ({done})")
+            continue
         path = run_once(cfg, quiet=quiet)
         if quiet and _is_main():
             print(path)

@@ -191,7 +191,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# The GPU presets' shared protocol (REFERENCE.md section 5: prompts up to 256 tokens, 512 in all, the
+# The GPU presets' shared protocol (the MiniLLM lengths: prompts up to 256 tokens, 512 in all, the
 # 500-row dolly eval split); bf16 teacher, learning rates a starting point for pretrained students.
 _GPU_PROTOCOL: dict[str, Any] = {
     "model.teacher_dtype": "bfloat16",

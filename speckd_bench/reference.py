@@ -28,15 +28,16 @@ def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
         return None
 
 
-def teacher_key(cfg: RunConfig, es: EvalSet) -> str:
-    """The teacher's score on one eval set depends on the teacher, its dtype, the eval settings and the
-    exact examples (which cover prompt format, lengths and tokenizer) and the task's scoring."""
-    return digest({**eval_identity(cfg), **scored_identity(es.name, es.examples)})
+def teacher_key(cfg: RunConfig, models: dict[str, Any], es: EvalSet) -> str:
+    """The teacher's score on one eval set depends on the teacher's weights, its dtype, the eval settings,
+    the exact examples (which cover prompt format, lengths and tokenizer) and the task's scoring."""
+    return digest({**eval_identity(cfg, models), **scored_identity(es.name, es.examples)})
 
 
-def _teacher_eval(cfg: RunConfig, teacher: Any, tokenizer: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
+def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
     """{"key", "summary", "outputs": {eval seed: texts}}, from the cache or decoded now and cached."""
-    key = teacher_key(cfg, es)
+    key = teacher_key(cfg, pair.info, es)
+    teacher, tokenizer = pair.teacher, pair.tokenizer
     path: Path = cache_dir() / "teacher-eval" / f"{es.name}-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -67,7 +68,7 @@ def reference_rows(
     view = TeacherView(pair.teacher, pair.vocab_size)
     rows: dict[str, dict[str, Any]] = {}
     for es in sets:
-        entry = _teacher_eval(cfg, pair.teacher, pair.tokenizer, es, quiet)
+        entry = _teacher_eval(cfg, pair, es, quiet)
         view.outputs[es.name] = {int(seed): texts for seed, texts in entry["outputs"].items()}
         rows[es.name] = {
             "teacher": {**entry["summary"], "key": entry["key"]},

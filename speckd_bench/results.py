@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.config import NON_RESULT_KEYS, flatten
+
 SCHEMA_VERSION = 1
 REQUIRED_FIELDS = (
     "schema_version",
@@ -188,3 +190,17 @@ def load_records(results_dir: Path, include_interrupted: bool = False) -> Loaded
         else:
             records.append(record)
     return LoadedRecords(records, skipped)
+
+
+def result_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's config without the keys that never change its results (paths, checkpointing, ...)."""
+    return {k: v for k, v in flatten(config).items() if k not in NON_RESULT_KEYS}
+
+
+def find_complete(results_dir: Path, cfg: Any) -> Path | None:
+    """The record of a complete run under results_dir whose config equals cfg's in every result key."""
+    wanted = result_config(cfg.to_dict())
+    for record in load_records(results_dir).records:
+        if record["status"] == "complete" and result_config(record["config"]) == wanted:
+            return results_dir / "runs" / record["run_id"] / "record.json"
+    return None

@@ -154,7 +154,7 @@ def _before_training(
     set_names = [es.name for es in sets]
     before: dict[str, dict[str, Any]] = state.get("before", {name: {} for name in set_names})
     init_info: dict[str, Any] = state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
-    warm = WarmStart(cfg, init_ex)
+    warm = WarmStart(cfg, init_ex, pair.info)
     keys = {es.name: warm.eval_key(es.name, es.examples) for es in sets}
 
     def done(stage: str) -> bool:

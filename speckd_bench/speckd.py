@@ -1,5 +1,5 @@
 """SpecKD (arXiv 2510.24021): the student proposes a token, the teacher verifies it, and the KD loss
-counts fully at accepted positions and with `reject_weight` at rejected ones (REFERENCE.md section 1).
+counts fully at accepted positions and with `reject_weight` at rejected ones.
 The gate is a mask: no gradient flows through it.
 """
 

@@ -27,7 +27,7 @@ KINDS = ("instruction", "summarization", "math", "translation")
 
 DECODING_PRESETS: dict[str, dict[str, Any]] = {
     "greedy": {"eval.decoding": "greedy", "eval.no_repeat_ngram_size": 0},
-    # MiniLLM protocol (REFERENCE.md section 5): pure sampling, five eval seeds.
+    # MiniLLM protocol: pure sampling, five eval seeds.
     "minillm": {
         "eval.decoding": "sample",
         "eval.temperature": 1.0,

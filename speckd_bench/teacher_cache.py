@@ -28,7 +28,7 @@ from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Batch, Example, collate
 from speckd_bench.errors import UserError
 from speckd_bench.methods import DataPolicy, PolicyContext
-from speckd_bench.models import cache_dir, target_logits
+from speckd_bench.models import cache_dir, fingerprint, target_logits
 
 FORMAT = "speckd-teacher-topk-v1"
 CPU = torch.device("cpu")
@@ -142,13 +142,15 @@ def build_table(
 
 
 def cache_identity(ctx: PolicyContext, examples: list[Example]) -> dict[str, Any]:
-    """What the cached values depend on: the teacher, its dtype, k, the vocabulary and the exact token
-    ids of every training sequence (so task, split, prompt format and max length are all covered)."""
+    """What the cached values depend on: the teacher and its weights, its dtype, k, the vocabulary and the
+    exact token ids of every training sequence (so task, split, prompt format and max length are all
+    covered)."""
     sequences = hashlib.sha256("".join(sorted(_digest(ex) for ex in examples)).encode()).hexdigest()
     model = ctx.cfg.model
     return {
         "format": FORMAT,
         "teacher": model.teacher,
+        "teacher_weights": fingerprint(ctx.teacher),
         "teacher_dtype": model.teacher_dtype,
         "task": ctx.task.name,
         "max_length": ctx.cfg.data.max_length,

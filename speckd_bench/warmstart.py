@@ -55,12 +55,14 @@ def init_plan(cfg: RunConfig, n_rows: int) -> dict[str, Any]:
     }
 
 
-def init_identity(cfg: RunConfig, examples: list[Example]) -> dict[str, Any]:
-    """Everything the init checkpoint depends on: the models (the teacher's dtype never touches the
-    student, which is copied from the teacher in float32), the exact training sequences and the plan."""
+def init_identity(cfg: RunConfig, examples: list[Example], models: dict[str, Any]) -> dict[str, Any]:
+    """Everything the init checkpoint depends on: the models and the raw student's weights (the teacher's
+    dtype never touches the student, which is copied from the teacher in float32), the exact training
+    sequences and the plan. `models`: the record's models part (load_pair's info)."""
     model = {k: v for k, v in asdict(cfg.model).items() if k != "teacher_dtype"}
     return {
         "model": model,
+        "student_weights": models["student_fingerprint"],
         "task": cfg.task,
         "examples": examples_digest(examples),
         "plan": init_plan(cfg, len(examples)),
@@ -68,12 +70,12 @@ def init_identity(cfg: RunConfig, examples: list[Example]) -> dict[str, Any]:
 
 
 class WarmStart:
-    def __init__(self, cfg: RunConfig, examples: list[Example]) -> None:
-        self.identity = init_identity(cfg, examples)
+    def __init__(self, cfg: RunConfig, examples: list[Example], models: dict[str, Any]) -> None:
+        self.identity = init_identity(cfg, examples, models)
         self.plan = self.identity["plan"]
         self.key = digest(self.identity)
         self.dir = cache_dir() / "init" / self.key
-        self._eval_settings = eval_identity(cfg)
+        self._eval_settings = eval_identity(cfg, models)
 
     def eval_key(self, eval_set: str, examples: list[Example]) -> str:
         """Key of a cached score of this init (or of the raw student) on one eval set."""
@@ -123,13 +125,13 @@ class WarmStart:
             atomic_write_json(self._eval_path(stage, key), summary)
 
 
-def eval_identity(cfg: RunConfig) -> dict[str, Any]:
-    """The settings that change a score (not the decoding backend, nor which stages run); the teacher
-    and its dtype, which the fidelity metrics measure against."""
+def eval_identity(cfg: RunConfig, models: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change a score (not the decoding backend, nor which stages run); the teacher's
+    weights and dtype, which the teacher's own scores and the fidelity metrics depend on."""
     skip = {*NON_RESULT_KEYS, "eval.eval_before", "eval.suite"}
     return {
         "eval": {k: v for k, v in asdict(cfg.eval).items() if f"eval.{k}" not in skip},
-        "teacher": [cfg.model.teacher, cfg.model.teacher_dtype],
+        "teacher": [cfg.model.teacher, models["teacher_fingerprint"], cfg.model.teacher_dtype],
     }
 
 

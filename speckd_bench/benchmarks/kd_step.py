@@ -6,7 +6,7 @@ only at target rows) and its fused chunked path, each with and without SpecKD's 
 fused linear JSD(beta=0) when liger_kernel is installed (CUDA only). Random-init models from configs,
 random token ids: nothing is downloaded.
 
-    python -m speckd_bench.benchmarks.kd_step --size qwen      # REFERENCE.md section 7 shapes (GPU)
+    python -m speckd_bench.benchmarks.kd_step --size qwen      # Qwen2.5 1.5B -> 0.5B shapes (GPU)
     speckd-bench bench kd-step --size smollm2                  # the default CPU pair's shapes
 """
 
