@@ -32,6 +32,8 @@ LEADERBOARD_PRESET ?= reference
 LEADERBOARD_METHODS ?= sft fkl rkl jsd srkl speckd speckd:method.rule=spec
 LEADERBOARD_SEEDS ?= 1 2 3
 LEADERBOARD_BASELINE ?= fkl
+# The metric the reference leaderboard is judged on (why: docs/protocol.md), then the task's own.
+LEADERBOARD_METRICS ?= tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
 LEADERBOARD_ARGS ?=
 LEADERBOARD_RUN = speckd-bench run --preset $(LEADERBOARD_PRESET) --task $(LEADERBOARD_TASK) \
 	--results-dir $(LEADERBOARD_DIR) --skip-done --quiet $(LEADERBOARD_ARGS)
@@ -45,7 +47,8 @@ leaderboard: install
 
 leaderboard-report: install
 	$(BIN)/speckd-bench report --results-dir $(LEADERBOARD_DIR) --baseline $(LEADERBOARD_BASELINE) \
-		--method speckd --command 'make leaderboard'
+		--method speckd --command 'make leaderboard' $(foreach m,$(LEADERBOARD_METRICS),--metric $(m)) \
+		$(if $(wildcard $(LEADERBOARD_DIR)/NOTES.md),--notes $(LEADERBOARD_DIR)/NOTES.md)
 
 test: install
 	$(BIN)/python -m pytest

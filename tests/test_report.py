@@ -489,3 +489,19 @@ def test_report_states_whether_the_best_method_beats_the_floors(new_board, tmp_p
     assert "| *teacher* |" in text and "| *floor: empty* |" in text
     assert "- best method rkl (rougeL 44.00) beats every floor" in text
     assert "- best method fkl (rougeL 25.00) does not beat floor: floor: constant" in text
+
+
+def test_report_judges_each_method_against_its_init_and_places_the_notes(tmp_path):
+    """fkl from an init scoring 5.0: per-seed gains 18, 20, 22 -> mean +20, sd 2, 95% t-interval
+    20 ± 4.303 * 2 / sqrt(3) = [15.03, 24.97] (one method: no Holm adjustment)."""
+    for seed in (1, 2, 3):
+        write_run(tmp_path, method="fkl", seed=seed, scores={10: _fkl_scores(seed)}, losses=[1.0] * 13)
+    notes = tmp_path / "NOTES.md"
+    notes.write_text("## What this shows\n\nA hand-written reading.\n")
+    readme = tmp_path / "README.md"
+    args = ["report", "--results-dir", str(tmp_path), "--out", str(readme), "--notes", str(notes)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    text = readme.read_text()
+    assert "| fkl | 3 | +20.00 | [+15.03, +24.97] (95.0%) |" in text and "| significant |" in text
+    assert text.index("A hand-written reading.") < text.index("## Regenerate")
