@@ -11,6 +11,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from transformers.utils import logging as transformers_logging
 from speckd_bench.config import RunConfig, apply_overrides, flatten, validate
 from speckd_bench.errors import UserError
 from speckd_bench.evaluate import (
+    TeacherView,
     build_eval_examples,
     eval_seeds,
     evaluate_sets,
@@ -26,8 +28,9 @@ from speckd_bench.evaluate import (
     warn_skipped,
 )
 from speckd_bench.lmeval import check_lm_eval, run_lm_eval
-from speckd_bench.models import load_teacher
+from speckd_bench.models import fingerprint, load_teacher
 from speckd_bench.progress import console
+from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -69,6 +72,19 @@ def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _reference(
+    cfg: RunConfig, student: Any, tokenizer: Any, sets: list[Any], device: torch.device, quiet: bool
+) -> tuple[dict[str, Any], TeacherView]:
+    """The run's teacher loaded as in training, then its (cached) scores, the floors and the view the
+    fidelity metrics compare the student with."""
+    teacher, _, _ = load_teacher(cfg.model.teacher)
+    info = {"teacher_fingerprint": fingerprint(teacher)}
+    teacher.to(device=device, dtype=getattr(torch, cfg.model.teacher_dtype)).eval().requires_grad_(False)
+    vocab = min(m.get_output_embeddings().weight.shape[0] for m in (teacher, student))
+    pair = SimpleNamespace(teacher=teacher, tokenizer=tokenizer, vocab_size=vocab, info=info)
+    return reference_rows(cfg, pair, sets, quiet)
+
+
 def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str | None, quiet: bool) -> Path:
     """Load `model_name` (a checkpoint dir, built-in name or hub id), score the eval sets, write a record."""
     wall0 = time.perf_counter()
@@ -92,7 +108,10 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
         eval_dir.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create {eval_dir} ({exc.strerror}); pass --results-dir DIR") from None
-    results = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet)
+    references, view = {}, None
+    if run_id is not None and cfg.eval.reference:  # a run's student: its own teacher, floors and fidelity
+        references, view = _reference(cfg, model, tokenizer, sets, device, quiet)
+    results = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet, view)
     lm_eval = run_lm_eval(model, tokenizer, cfg, quiet) if cfg.lm_eval.tasks else None
     atomic_write_jsonl(eval_dir / "samples.jsonl", [s for r in results.values() for s in r.samples])
     seconds = sum(r.seconds for r in results.values())
@@ -119,7 +138,9 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
             "eval_s": seconds,
             "eval_tokens_per_s": tokens / seconds if seconds else 0.0,
         },
-        "metrics": {name: r.summary() for name, r in results.items()},
+        "metrics": {
+            name: {**r.summary(), "reference": references.get(name, {})} for name, r in results.items()
+        },
         "lm_eval": lm_eval,
         "paths": {"samples": "samples.jsonl"},
     }

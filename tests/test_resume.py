@@ -117,7 +117,7 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     monkeypatch.setattr(
         speckd_bench.runner,
         "evaluate_sets",
-        lambda *a, **kw: evaluations.append(a[-2]) or real_evaluate(*a, **kw),
+        lambda *a, **kw: evaluations.append(a[4]) or real_evaluate(*a, **kw),
     )
     monkeypatch.setattr(speckd_bench.runner, "_warm_start", lambda *a: pytest.fail("init rebuilt"))
     res = runner.invoke(app, ["run", "--resume", "last", "--results-dir", str(tmp_path), "--quiet"])
@@ -151,7 +151,7 @@ def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, 
     shown = runner.invoke(
         app, ["table", "--results-dir", str(tmp_path), "--format", "json", "--include-interrupted"]
     )
-    (row,) = json.loads(shown.stdout)
+    (row,) = [r for r in json.loads(shown.stdout) if r["kind"] == "method"]
     assert row["run_ids"] == [run_dir.name] and row["mean"] is None
 
     res = runner.invoke(app, ["run", "--resume", run_dir.name, "--results-dir", str(tmp_path), "--quiet"])
