@@ -1,7 +1,9 @@
 """`speckd-bench bench`: every variant measured in one process, one table with the machine."""
 
 import math
+import os
 
+import torch
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app
@@ -30,11 +32,19 @@ def test_kd_step_bench_rejects_an_unknown_size():
     assert str(res.exception) == "--size 'huge': use one of small, smollm2, qwen"
 
 
-def test_default_run_bench_reports_the_teacher_cache_off_built_then_hit(data_dir):
+def test_default_run_bench_times_cold_then_warm_caches_then_the_teacher_cache(data_dir, monkeypatch):
     from speckd_bench.benchmarks import default_run
 
+    monkeypatch.setenv("SPECKD_CACHE_DIR", "/nonexistent/must-not-be-used")
     overrides = {"preset": "tiny", "data.data_dir": str(data_dir), "train.max_steps": 2}
-    rows, facts = default_run.main("dolly", "fkl", overrides)
-    assert [r["cache"] for r in rows] == ["-", "built", "hit"]
-    assert rows[0]["train_vs_off"] == 1.0 and all(r["train_s"] > 0 for r in rows)
-    assert "| teacher cache off | - |" in default_run.format_table(rows, facts)
+    rows, facts = default_run.main("dolly", "fkl", overrides, teacher_cache=True)
+    assert [r["variant"] for r in rows] == [
+        "cold caches",
+        "warm caches",
+        *(v for v, _ in default_run.TEACHER_CACHE_VARIANTS),
+    ]
+    assert [r["cache"] for r in rows] == ["-", "-", "built", "hit"]
+    assert all(r["train_s"] > 0 for r in rows)
+    assert facts["cpu capability"].startswith(torch.backends.cpu.get_cpu_capability())
+    assert "| cold caches | - |" in default_run.format_table(rows, facts)
+    assert os.environ["SPECKD_CACHE_DIR"] == "/nonexistent/must-not-be-used"  # restored
