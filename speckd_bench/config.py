@@ -220,11 +220,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "reference": (
         "the committed leaderboard's CPU protocol: SmolLM2-135M-Instruct -> 15-layer student, warm start of "
-        "3 epochs on all 1000 dolly dev rows, KD on 256, 100 eval rows; about an hour per 20 runs on 2 cores",
+        "3 epochs on all 1000 dolly dev rows, KD on 128, 100 eval rows; about an hour per 20 runs on 2 cores",
         {
             **_CPU_PROTOCOL,
             "model.student": "layers:15",
-            "data.max_train_examples": 256,
+            "data.max_train_examples": 128,
             "train.init_rows": 1000,
             "train.init_sft_epochs": 3,
         },
