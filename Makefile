@@ -37,12 +37,14 @@ LEADERBOARD_METRICS ?= tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
 LEADERBOARD_ARGS ?=
 LEADERBOARD_RUN = speckd-bench run --preset $(LEADERBOARD_PRESET) --task $(LEADERBOARD_TASK) \
 	--results-dir $(LEADERBOARD_DIR) --skip-done --quiet $(LEADERBOARD_ARGS)
-LEADERBOARD_CMD = for s in $(LEADERBOARD_SEEDS); do for m in $(LEADERBOARD_METHODS); do \
-	$(LEADERBOARD_RUN) --seed $$s --method $${m%%:*} $$(echo "$$m" | tr ':' '\n' | tail -n +2 | sed 's/^/--set /'); \
-	done; done
+# A failed run (e.g. one that diverged: its record is kept) does not stop the others; make fails at the end.
+LEADERBOARD_CMD = failed=0; for s in $(LEADERBOARD_SEEDS); do for m in $(LEADERBOARD_METHODS); do \
+	$(LEADERBOARD_RUN) --seed $$s --method $${m%%:*} \
+	$$(echo "$$m" | tr ':' '\n' | tail -n +2 | sed 's/^/--set /') || failed=1; \
+	done; done; test $$failed = 0
 
 leaderboard: install
-	set -e; export PATH="$(abspath $(BIN)):$$PATH"; $(LEADERBOARD_CMD)
+	export PATH="$(abspath $(BIN)):$$PATH"; $(LEADERBOARD_CMD)
 	$(MAKE) leaderboard-report
 
 leaderboard-report: install
