@@ -5,7 +5,6 @@ task, the prompts' tokens, decoding settings), so later runs and other seeds reu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any
 import torch
 
 from speckd_bench import rollout
+from speckd_bench.caches import atomic_write_json, cache_dir, digest
 from speckd_bench.data import Example
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.models import cache_dir, fingerprint
-from speckd_bench.results import atomic_write_json
+from speckd_bench.models import fingerprint
 
 GENERATION_SEED = 0
 """Fixed, so the cached responses do not depend on the run's seed."""
@@ -31,7 +30,7 @@ class TeacherResponses(DataPolicy):
 
     def identity(self, examples: list[Example]) -> dict[str, Any]:
         cfg = self.ctx.cfg
-        prompts = hashlib.sha256(json.dumps([e.prompt_ids for e in examples]).encode()).hexdigest()
+        prompts = digest([e.prompt_ids for e in examples], length=64)
         return {
             "teacher": cfg.model.teacher,
             "teacher_weights": fingerprint(self.ctx.teacher),
@@ -47,7 +46,7 @@ class TeacherResponses(DataPolicy):
         }
 
     def cache_path(self, identity: dict[str, Any]) -> Path:
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        key = digest(identity)
         return cache_dir() / "seqkd" / f"{identity['task']}-{key}.json"
 
     def generate(self, examples: list[Example]) -> list[list[int]]:

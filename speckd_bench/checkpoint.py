@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +22,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from speckd_bench.caches import atomic_write_json, publish_dir
 from speckd_bench.config import NON_RESULT_KEYS, RunConfig, apply_overrides, flatten, validate
 from speckd_bench.errors import UserError, did_you_mean
-from speckd_bench.results import atomic_write_json, load_records
+from speckd_bench.results import load_records
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -151,14 +151,6 @@ def _set_rng_states(states: dict[str, Any], gate_gen: torch.Generator) -> None:
     gate_gen.set_state(states["gate"])
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Checkpoints:
     """The resumable training checkpoints of one run: <run>/checkpoints/step-NNNNNN/, newest `keep` kept."""
 
@@ -214,9 +206,7 @@ class Checkpoints:
             return
         log.flush()
         os.fsync(log.fileno())
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
-        try:
+        with publish_dir(final) as tmp:
             save_model(student, str(tmp / "student.safetensors"))
             trainer = {
                 "optimizer": optimizer.state_dict(),
@@ -225,12 +215,6 @@ class Checkpoints:
             }
             torch.save(trainer, tmp / "trainer.pt")
             atomic_write_json(tmp / STATE_FILE, {"progress": asdict(progress), "config": self.config})
-            for path in tmp.iterdir():
-                _fsync(path)
-            tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self._saved_step = progress.step
         for old in self.all()[: -self.keep]:
             shutil.rmtree(old)
@@ -245,7 +229,7 @@ class Checkpoints:
     ) -> TrainProgress:
         """Load the newest checkpoint into the training objects and cut the log back to its offset;
         a fresh TrainProgress when there is none."""
-        for stale in self.root.glob(".tmp-*"):  # a save that a kill interrupted
+        for stale in self.root.glob(".step-*"):  # a save that a kill interrupted
             shutil.rmtree(stale, ignore_errors=True)
         latest = self.latest()
         if latest is None:
@@ -278,17 +262,11 @@ class Checkpoints:
 
 
 def save_final(student: Any, tokenizer: Any, path: Path) -> None:
-    """The trained student as a transformers directory, renamed into place once fully written."""
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
+    """The trained student as a transformers directory, renamed into place once fully written (over one
+    left by an earlier session of this run)."""
+    with publish_dir(path, replace=True) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if path.exists():  # left by an earlier session of this run
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 class InterruptFlag:

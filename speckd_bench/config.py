@@ -108,7 +108,7 @@ class EvalConfig:
     """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
     backend: str = "auto"
     """auto | dynamic | static | vllm: how batches are decoded (see generate.py); auto = static on CUDA,
-    dynamic on CPU. Greedy outputs are the same with every backend."""
+    dynamic on CPU. Greedy outputs agree across backends in float32; in bfloat16 near-ties may flip."""
 
 
 @dataclass

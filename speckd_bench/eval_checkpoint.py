@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
 from speckd_bench.config import RunConfig, apply_overrides, flatten, validate
 from speckd_bench.errors import UserError
 from speckd_bench.evaluate import (
@@ -33,8 +34,6 @@ from speckd_bench.progress import console
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_jsonl,
     git_commit,
     hardware,
     new_run_id,

@@ -6,8 +6,9 @@
   eval.batch_size with copies of a real row, cache length rounded up to a multiple of BUCKET). The prompt is
   prefilled eagerly; the single-token step is compiled on CUDA (torch.compile with CUDA graphs) once per
   bucket and reused by every later batch, eval set and seed in the process. The loop only checks for EOS every
-  CHECK_EVERY steps, so the GPU never waits for the host between steps. Greedy outputs equal transformers
-  generate's on the same inputs. Sampling and no_repeat_ngram_size decode through the dynamic path.
+  CHECK_EVERY steps, so the GPU never waits for the host between steps. In float32 its greedy outputs equal
+  transformers generate's on the same inputs (tested); in bfloat16 on a GPU, other kernels can flip
+  near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the dynamic path.
 - vllm: the student is written to a temp dir and decoded by vllm.LLM (only where vllm is installed).
 - auto: static on CUDA, dynamic on CPU.
 """
@@ -65,8 +66,18 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def cut_at_eos(tokens: list[int], eos_id: int | None) -> list[int]:
-    """The new tokens through the first EOS (kept, as it was generated)."""
+    """The tokens up to and including the first EOS (all of them when there is none)."""
     return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name of the forward's KV-cache argument: `cache` (transformers >= 5.18) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def prompt_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts, as transformers generate derives them (pads at 1)."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
 
 @torch.no_grad()
@@ -147,7 +158,6 @@ class _Bucket:
 
     cache: Any
     cache_arg: str
-    """`cache` (transformers >= 5.18) or `past_key_values`."""
     logits_to_keep: bool
 
 
@@ -166,7 +176,7 @@ def _bucket(model: Any, rows: int, length: int) -> _Bucket:
         params = inspect.signature(model.forward).parameters
         per_model[(rows, length)] = _Bucket(
             cache=StaticCache(config=model.config, max_cache_len=length),
-            cache_arg="cache" if "cache" in params else "past_key_values",
+            cache_arg=cache_kwarg(model),
             logits_to_keep="logits_to_keep" in params,
         )
         _BUILT[0] += 1
@@ -209,8 +219,7 @@ def _decode_static(
     cache.reset()
     mask = torch.ones(rows, length, dtype=torch.long, device=device)
     mask[:, :width] = prompt_mask
-    # positions as transformers generate derives them from the attention mask (pads at 1)
-    positions = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 1)
+    positions = prompt_positions(prompt_mask)
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, bucket.cache_arg: cache}
     if bucket.logits_to_keep:
         inputs["logits_to_keep"] = 1

@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
+from speckd_bench.caches import atomic_write_jsonl, atomic_write_text
 from speckd_bench.config import DataConfig, EvalConfig, RunConfig
 from speckd_bench.data import Rows, load_split
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import METRICS
-from speckd_bench.results import atomic_write_jsonl, atomic_write_text
 from speckd_bench.tasks import TASKS, TaskSpec, load_task_file
 
 PREFIX = "speckd_"

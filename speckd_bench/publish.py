@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.caches import atomic_write_text
 from speckd_bench.plot import write_plots
 from speckd_bench.report import Group, Section, render
-from speckd_bench.results import atomic_write_text
 from speckd_bench.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 
 

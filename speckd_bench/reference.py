@@ -7,14 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from speckd_bench.caches import digest
+from speckd_bench.caches import atomic_write_json, cache_dir, digest
 from speckd_bench.config import RunConfig
 from speckd_bench.data import DataUnavailable, load_rows
 from speckd_bench.distributed import process_context
 from speckd_bench.evaluate import EvalSet, TeacherView, evaluate
 from speckd_bench.floors import floor_scores
-from speckd_bench.models import cache_dir
-from speckd_bench.results import atomic_write_json
 from speckd_bench.warmstart import eval_identity, scored_identity
 
 

@@ -7,7 +7,6 @@ pairs them with their prompts so `data.collate` masks the prompt and keeps the E
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from transformers import DynamicCache
 
 from speckd_bench.config import RunConfig
 from speckd_bench.data import Example
-from speckd_bench.generate import left_pad
+from speckd_bench.generate import cache_kwarg, cut_at_eos, left_pad, prompt_positions
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,6 @@ def max_new_tokens(cfg: RunConfig) -> int:
     room = cfg.data.max_length - cfg.data.max_prompt_length
     cap = cfg.method.gen_max_new_tokens
     return min(room, cap) if cap else room
-
-
-def until_eos(tokens: list[int], eos_id: int) -> list[int]:
-    """The tokens up to and including the first EOS (all of them when there is none)."""
-    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
 
 
 def as_examples(sources: list[Example], responses: list[list[int]]) -> list[Example]:
@@ -83,7 +77,7 @@ def sample_responses(
             pad_token_id=pad_id,
             eos_token_id=eos_id,
         )
-    return [until_eos(row, eos_id) for row in out[:, ids.shape[1] :].tolist()]
+    return [cut_at_eos(row, eos_id) for row in out[:, ids.shape[1] :].tolist()]
 
 
 def student_rollout(ctx: Any, examples: list[Example], pad_id: int) -> list[Example]:
@@ -140,11 +134,6 @@ class Interleaved:
     """Of those, how many the teacher replaced."""
 
 
-def _cache_kwarg(model: Any) -> str:
-    """transformers 5 renamed the forward's `past_key_values` argument to `cache`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def interleaved_responses(
     student: Any,
@@ -164,9 +153,9 @@ def interleaved_responses(
     device = next(student.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    positions = prompt_positions(mask)
     step_ids = ids
-    caches = [{_cache_kwarg(m): DynamicCache(config=m.config)} for m in (student, teacher)]
+    caches = [{cache_kwarg(m): DynamicCache(config=m.config)} for m in (student, teacher)]
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     tokens, proposals, replaced = [], 0, 0
     with eval_mode(student):
@@ -197,4 +186,4 @@ def interleaved_responses(
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
     rows = torch.stack(tokens, dim=1).tolist()
-    return Interleaved([until_eos(row, eos_id) for row in rows], proposals, replaced)
+    return Interleaved([cut_at_eos(row, eos_id) for row in rows], proposals, replaced)

@@ -14,6 +14,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from speckd_bench import teacher_cache
+from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
 from speckd_bench.data import build_examples, load_split, mirror_dir
@@ -38,8 +39,6 @@ from speckd_bench.progress import console
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
     SCHEMA_VERSION,
-    atomic_write_json,
-    atomic_write_jsonl,
     git_commit,
     hardware,
     new_run_id,

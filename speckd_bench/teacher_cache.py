@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from speckd_bench.caches import cache_dir, digest, publish_file
 from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Batch, Example, collate
 from speckd_bench.errors import UserError
 from speckd_bench.methods import DataPolicy, PolicyContext
-from speckd_bench.models import cache_dir, fingerprint, target_logits
+from speckd_bench.models import fingerprint, target_logits
 
 FORMAT = "speckd-teacher-topk-v1"
 CPU = torch.device("cpu")
@@ -61,7 +60,7 @@ class TeacherTopK:
 
 
 def _digest(ex: Example) -> str:
-    return hashlib.sha256(json.dumps([ex.prompt_ids, ex.target_ids]).encode()).hexdigest()[:24]
+    return digest([ex.prompt_ids, ex.target_ids], length=24)
 
 
 def top_k(logits: torch.Tensor, k: int) -> TeacherTopK:
@@ -94,11 +93,8 @@ class TopKTable:
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
         tensors = {"values": self.values, "indices": self.indices, "rest": self.rest, "offsets": self.offsets}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-        os.close(fd)
-        save_file(tensors, tmp, metadata={"format": FORMAT, "keys": json.dumps(self.keys), **meta})
-        os.replace(tmp, path)
+        metadata = {"format": FORMAT, "keys": json.dumps(self.keys), **meta}
+        publish_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> TopKTable:
@@ -194,7 +190,7 @@ class CachedTeacher(DataPolicy):
     def prepare(self, examples: list[Example], total_steps: int) -> list[Example]:
         ctx = self.ctx
         identity = cache_identity(ctx, examples)
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        key = digest(identity)
         path = cache_dir() / "teacher-topk" / f"{key}.safetensors"
         hit = path.is_file()
         t0 = time.perf_counter()

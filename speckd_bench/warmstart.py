@@ -8,19 +8,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_model, save_model
 
-from speckd_bench.caches import digest, examples_digest, task_digest
+from speckd_bench.caches import (
+    atomic_write_json,
+    cache_dir,
+    digest,
+    examples_digest,
+    publish_dir,
+    task_digest,
+)
 from speckd_bench.config import NON_RESULT_KEYS, RunConfig, TrainConfig
 from speckd_bench.data import Example
 from speckd_bench.distributed import process_context
-from speckd_bench.models import cache_dir
-from speckd_bench.results import atomic_write_json
 from speckd_bench.tasks import TASKS
 from speckd_bench.train import plan_steps
 
@@ -100,15 +104,10 @@ class WarmStart:
         dist.barrier()
 
     def _write(self, student: Any, train_log: Path, meta: dict[str, Any]) -> None:
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=f".{self.key}-"))
-        save_model(student, str(tmp / "student.safetensors"))
-        shutil.copy(train_log, tmp / "train_log.jsonl")
-        atomic_write_json(tmp / "meta.json", {"identity": self.identity, **meta})
-        try:
-            tmp.rename(self.dir)
-        except OSError:  # a concurrent run saved the same checkpoint first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with publish_dir(self.dir) as tmp:  # a concurrent run may publish the same entry first
+            save_model(student, str(tmp / "student.safetensors"))
+            shutil.copy(train_log, tmp / "train_log.jsonl")
+            atomic_write_json(tmp / "meta.json", {"identity": self.identity, **meta})
 
     def meta(self) -> dict[str, Any]:
         return json.loads((self.dir / "meta.json").read_text())

@@ -67,7 +67,8 @@ def data_dir(synthetic_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
     """Make empty caches (no init checkpoints, no cached scores) that share the session's converted models."""
-    from speckd_bench.models import cache_dir, smollm2_dir
+    from speckd_bench.caches import cache_dir
+    from speckd_bench.models import smollm2_dir
 
     smollm2_dir()  # the tiny preset's tokenizer: converted once per session
 

@@ -9,9 +9,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
 from speckd_bench.config import RunConfig, apply_overrides
 from speckd_bench.degeneracy import degeneracy as degeneracy_of
-from speckd_bench.results import SCHEMA_VERSION, atomic_write_json, atomic_write_jsonl, summarize_log
+from speckd_bench.results import SCHEMA_VERSION, summarize_log
 
 HEALTHY = {"empty": 0.0, "distinct_1": 0.6, "distinct_2": 0.9, "repetition": 0.05}
 

@@ -16,10 +16,11 @@ from transformers import PreTrainedTokenizerFast
 
 import speckd_bench.checkpoint
 import speckd_bench.train
+from speckd_bench.caches import cache_dir
 from speckd_bench.checkpoint import CHECKPOINTS, RunState
 from speckd_bench.cli import main
 from speckd_bench.config import build_config
-from speckd_bench.models import cache_dir, smollm2_dir
+from speckd_bench.models import smollm2_dir
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
 DOLLY_TASK = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()

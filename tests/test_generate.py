@@ -13,7 +13,7 @@ import speckd_bench.generate as gen
 from speckd_bench.benchmarks.generate import format_table, main
 from speckd_bench.cli import main as cli_main
 from speckd_bench.config import EvalConfig
-from speckd_bench.generate import buckets_built, cut_at_eos, decode, left_pad
+from speckd_bench.generate import buckets_built, cut_at_eos, decode, left_pad, prompt_positions
 
 VOCAB = 64
 PAD = 0
@@ -88,7 +88,7 @@ def test_compiled_step_traces_as_one_graph_and_matches_eager(model):
     for step in (gen._greedy_step, compiled):
         bucket.cache.reset()
         cache, bucket_arg = bucket.cache, bucket.cache_arg
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        positions = prompt_positions(mask)
         with torch.no_grad():
             inputs = {"input_ids": ids, "attention_mask": full, "position_ids": positions, bucket_arg: cache}
             token = model(**inputs, use_cache=True).logits[:, -1].argmax(-1)

@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 from speckd_bench import rollout
 from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Example, collate
-from speckd_bench.generate import left_pad
+from speckd_bench.generate import cut_at_eos, left_pad
 from speckd_bench.methods import PolicyContext, discover_methods
 
 EOS = PAD = 2  # pad == eos, as with SmolLM2: the EOS label must survive anyway
@@ -138,7 +138,7 @@ def test_interleaving_a_model_with_itself_at_zero_temperature_is_greedy_decoding
         pad_token_id=PAD,
         eos_token_id=EOS,
     )
-    assert out.responses == [rollout.until_eos(r, EOS) for r in greedy[:, ids.shape[1] :].tolist()]
+    assert out.responses == [cut_at_eos(r, EOS) for r in greedy[:, ids.shape[1] :].tolist()]
     assert out.replaced == 0
 
 

@@ -10,6 +10,7 @@ from tiny_models import tiny_llama
 from typer.testing import CliRunner
 
 import speckd_bench.config
+from speckd_bench.caches import cache_dir
 from speckd_bench.cli import app
 from speckd_bench.config import build_config
 from speckd_bench.data import Example
@@ -17,7 +18,6 @@ from speckd_bench.degeneracy import degeneracy, degenerate_reasons
 from speckd_bench.fidelity import teacher_forced
 from speckd_bench.floors import CONSTANTS, floor_scores, template_fields
 from speckd_bench.metrics import rouge
-from speckd_bench.models import cache_dir
 from speckd_bench.tasks import TASKS, discover_tasks
 
 
