@@ -21,12 +21,46 @@ import torch
 from speckd_bench import rollout
 from speckd_bench.data import IGNORE, Batch, Example, build_examples, collate, load_rows
 from speckd_bench.errors import UserError
+from speckd_bench.loss.objective import sft_loss_sum
+from speckd_bench.method_config import StudentRolloutConfig
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
 from speckd_bench.models import target_logits
-from speckd_bench.objective import sft_loss_sum
+from speckd_bench.settings import finite, setting
 
 PROB_STEP = 0.1
 STUDENT, REPLAY, GROUND_TRUTH = "student", "replay", "ground_truth"
+
+
+@dataclass
+class DistiLLMConfig(StudentRolloutConfig):
+    divergence: str = "srkl"
+    replay_init_prob: float = setting(
+        0.0,
+        "initial probability of an off-policy (student-generated) micro-batch",
+        check=finite(0.0, 1.0),
+        expected="replay_init_prob in [0, 1]",
+    )
+    replay_loss_eps: float = setting(
+        0.1,
+        "the probability rises by 0.1 when validation loss exceeds its reference by this much",
+        check=finite(0.0),
+        expected="replay_loss_eps >= 0",
+    )
+    replay_eval_every: int = setting(
+        4, "optimiser steps between validation-loss checks", check=lambda v: v >= 1, expected=">= 1"
+    )
+    replay_val_rows: int = setting(
+        32,
+        "validation rows, taken from the train split right after the training rows",
+        check=lambda v: v >= 1,
+        expected="replay_val_rows >= 1",
+    )
+    replay_capacity: int = setting(
+        1000,
+        "replay buffer size in sequences; replayed batches are drawn once it is full",
+        check=lambda v: v >= 1,
+        expected="replay_capacity >= 1",
+    )
 
 
 @dataclass
@@ -147,14 +181,7 @@ register_method(
         name="distillm",
         description="skew reverse KL with an adaptive mix of student-generated (replayed) responses",
         paper="Ko et al. 2024 (DistiLLM), ICML",
-        defaults={
-            "divergence": "srkl",
-            "alpha": 0.1,
-            "gate": "none",
-            "replay_init_prob": 0.0,
-            "replay_loss_eps": 0.1,
-            "replay_capacity": 1000,
-        },
+        config=DistiLLMConfig,
         data_policy="adaptive_off_policy",
         policy=AdaptiveOffPolicy,
     )

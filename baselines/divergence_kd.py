@@ -43,6 +43,6 @@ for _name, (_div, _extra, _desc, _paper) in FAMILY.items():
             name=_name,
             description=f"{_desc} at every target token of the ground-truth responses",
             paper=_paper,
-            defaults={"divergence": _div, "gate": "none", **_extra},
+            defaults={"divergence": _div, **_extra},
         )
     )

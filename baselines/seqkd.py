@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,17 @@ import torch
 from speckd_bench import rollout
 from speckd_bench.caches import atomic_write_json, cache_dir, digest
 from speckd_bench.data import Example
+from speckd_bench.method_config import MethodConfig, TeacherSamplingConfig
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
 from speckd_bench.models import fingerprint
 
 GENERATION_SEED = 0
 """Fixed, so the cached responses do not depend on the run's seed."""
+
+
+@dataclass
+class SeqKDConfig(MethodConfig, TeacherSamplingConfig):
+    """Cross-entropy on teacher samples: the teacher's sampling settings and response length."""
 
 
 class TeacherResponses(DataPolicy):
@@ -99,8 +106,7 @@ register_method(
         name="seqkd",
         description="cross-entropy on teacher-sampled responses to the training prompts (cached, reused)",
         paper="Kim & Rush 2016 (sequence-level KD)",
-        defaults={"teacher_temperature": 1.0, "teacher_top_p": 1.0},
-        uses_teacher=False,
+        config=SeqKDConfig,
         data_policy="teacher_generated",
         policy=TeacherResponses,
     )

@@ -1,5 +1,6 @@
 """Supervised fine-tuning on the ground-truth responses: the no-teacher reference point."""
 
+from speckd_bench.method_config import MethodConfig
 from speckd_bench.methods import Method, register_method
 
 register_method(
@@ -7,6 +8,6 @@ register_method(
         name="sft",
         description="cross-entropy on ground-truth responses, no teacher",
         paper="standard supervised fine-tuning",
-        uses_teacher=False,
+        config=MethodConfig,
     )
 )

@@ -7,13 +7,30 @@ paper's learning rate is 1e-5 (set train.lr yourself; method defaults cover meth
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from speckd_bench import rollout
 from speckd_bench.data import Batch, Example, collate
+from speckd_bench.method_config import StudentRolloutConfig, TeacherSamplingConfig
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
+from speckd_bench.settings import setting
+
+
+@dataclass
+class SKDConfig(StudentRolloutConfig, TeacherSamplingConfig):
+    skd_top_k: int = setting(
+        25,
+        "a student token outside the teacher's top skd_top_k is replaced by a teacher sample",
+        check=lambda v: v >= 1,
+        expected="skd_top_k >= 1",
+    )
+    gen_temperature: float = 0.5
+    gen_top_p: float = 0.5
+    teacher_temperature: float = 0.2
+    teacher_top_p: float = 0.5
 
 
 class InterleavedSampling(DataPolicy):
@@ -68,15 +85,7 @@ register_method(
         description="divergence on interleaved sequences: student samples, teacher replaces tokens outside "
         "its top-K",
         paper="Xu et al. 2025 (Speculative Knowledge Distillation), ICLR",
-        defaults={
-            "divergence": "fkl",
-            "gate": "none",
-            "skd_top_k": 25,
-            "gen_temperature": 0.5,
-            "gen_top_p": 0.5,
-            "teacher_temperature": 0.2,
-            "teacher_top_p": 0.5,
-        },
+        config=SKDConfig,
         data_policy="interleaved",
         policy=InterleavedSampling,
     )

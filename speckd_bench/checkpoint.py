@@ -23,8 +23,16 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from speckd_bench.caches import atomic_write_json, publish_dir
-from speckd_bench.config import NON_RESULT_KEYS, RunConfig, apply_overrides, flatten, validate
+from speckd_bench.config import (
+    NON_RESULT_KEYS,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    flatten,
+    validate,
+)
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.methods import method_config
 from speckd_bench.results import load_records
 
 CONFIG_FILE = "config.json"
@@ -72,7 +80,7 @@ def find_run(results_dir: Path, which: str) -> Path:
     """The directory of an unfinished run: its id under results_dir/runs, or 'last' (the most recently
     active one)."""
     runs = results_dir / "runs"
-    complete = {r["run_id"] for r in load_records(results_dir).records}
+    complete = {r.run_id for r in load_records(results_dir).records}
     unfinished = [p.parent for p in runs.glob(f"*/{CONFIG_FILE}") if p.parent.name not in complete]
     if which == "last":
         if not unfinished:
@@ -96,8 +104,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's own resolved config; command-line overrides may change only paths and checkpointing."""
     path = run_dir / CONFIG_FILE
     stored = json.loads(path.read_text())
-    cfg = RunConfig()
-    apply_overrides(cfg, flatten(stored), str(path))
+    cfg = config_from_dict(stored, method_config, str(path))
     apply_overrides(cfg, overrides, "the command line")
     validate(cfg)
     changes = config_changes(stored, cfg.to_dict())

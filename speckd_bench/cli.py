@@ -134,9 +134,9 @@ def run(
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
-    from speckd_bench.methods import method_defaults
+    from speckd_bench.methods import method_config
+    from speckd_bench.recipe import run_once
     from speckd_bench.results import find_complete
-    from speckd_bench.runner import run_once
     from speckd_bench.tasks import run_defaults
 
     _discover(plugins)
@@ -165,7 +165,7 @@ def run(
                 preset=preset,
                 config_file=config,
                 overrides=per_seed,
-                method_defaults=method_defaults,
+                method_config=method_config,
                 task_defaults=run_defaults,
             )
         )
@@ -209,7 +209,7 @@ def _resume(
     """`run --resume`: the run's own config; other options may only repeat it (or change paths)."""
     from speckd_bench.checkpoint import find_run, resume_config
     from speckd_bench.config import load_yaml_config
-    from speckd_bench.runner import run_once
+    from speckd_bench.recipe import run_once
 
     if seed and len(seed) > 1:
         raise UserError("--resume continues one run: pass at most one --seed (the run's own)")
@@ -536,6 +536,16 @@ def bench_kd_step(
     _bench_output(kd_step.format_table(rows, facts, size), out_file)
 
 
+@bench_app.command("gpu-smoke", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_gpu_smoke(ctx: typer.Context) -> None:
+    """Random-init models of the GPU presets' shapes: speckd and fkl steps through the Trainer and one
+    decoding pass, with ms/step, tokens/s and peak memory (the README's 'Several GPUs' table). Options:
+    --small (tiny shapes on the CPU), --steps, --batch, --pairs ... (`speckd-bench bench gpu-smoke -h`)."""
+    from speckd_bench.benchmarks import gpu_smoke
+
+    gpu_smoke.main(ctx.args)
+
+
 @bench_app.command("generate")
 def bench_generate(
     size: Annotated[
@@ -624,6 +634,7 @@ def eval_(
     """Evaluate a recorded run's checkpoint (or a model) without training; writes an eval record."""
     from speckd_bench.config import build_config, parse_sets
     from speckd_bench.eval_checkpoint import eval_run, evaluate_model
+    from speckd_bench.methods import method_config
     from speckd_bench.tasks import run_defaults
 
     if (run is None) == (model is None):
@@ -643,26 +654,48 @@ def eval_(
         path = eval_run(run, results_dir, overrides, quiet)
     else:
         overrides["results_dir"] = str(results_dir)
-        cfg = build_config(preset=preset, config_file=config, overrides=overrides, task_defaults=run_defaults)
+        cfg = build_config(
+            method_config=method_config,
+            preset=preset,
+            config_file=config,
+            overrides=overrides,
+            task_defaults=run_defaults,
+        )
         path = evaluate_model(cfg, str(model), results_dir / "evals", None, quiet)
     if quiet:
         print(path)
 
 
 @app.command()
-def methods(plugins: PluginsOpt = None) -> None:
-    """List the registered methods with their defaults and papers."""
-    from speckd_bench.methods import METHODS
+def methods(
+    name: Annotated[
+        str | None, typer.Argument(help="A method: list all its settings with their help.")
+    ] = None,
+    plugins: PluginsOpt = None,
+) -> None:
+    """List the registered methods (loss, settings of their own, paper), or one method's every setting."""
+    from speckd_bench.methods import METHODS, method_config, own_settings
+    from speckd_bench.settings import fields_of
 
     _discover(plugins)
-    t = Table(title="methods")
-    for col in ("name", "description", "defaults", "paper"):
+    if name is not None:
+        mcfg, defaults = method_config(name)
+        t = Table(title=f"method {name} ({type(mcfg).__name__}): --set method.KEY=VALUE")
+        for col in ("key", "default", "help"):
+            t.add_column(col, overflow="fold")
+        for key, (meta, _) in fields_of(mcfg).items():
+            value = defaults.get(f"method.{key}", getattr(mcfg, key))
+            choices = f" ({' | '.join(meta['choices'])})" if meta.get("choices") else ""
+            t.add_row(key, str(value), meta.get("help", "") + choices)
+        out.print(t)
+        return
+    t = Table(title="methods (speckd-bench methods NAME: all settings of one)")
+    for col in ("name", "description", "loss", "own settings", "paper"):
         t.add_column(col, overflow="fold")
-    for name, m in METHODS.items():
-        defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or (
-            "no teacher" if not m.uses_teacher else ""
-        )
-        t.add_row(name, m.description, defaults, m.paper)
+    for key, m in METHODS.items():
+        own = ", ".join(f"{k}={v}" for k, v in own_settings(m).items())
+        loss = "divergence to the teacher" if m.uses_teacher else "cross-entropy"
+        t.add_row(key, m.description, loss, own, m.paper)
     out.print(t)
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,171 +17,186 @@ from typing import Any
 import yaml
 
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.method_config import MethodConfig
+from speckd_bench.settings import check_values, fields_of, finite, setting
+
+_UNIT = finite(0.0, 1.0)
+_UNIT_OPEN = finite(0.0, 1.0, open_low=True)
+_POSITIVE = finite(0.0, open_low=True)
+
+
+def _at_least(n: int) -> Callable[[Any], bool]:
+    return lambda v: v >= n
 
 
 @dataclass
 class ModelConfig:
-    teacher: str = "smollm2-135m-instruct"
-    """Built-in model name (see `models.BUILTIN_TEACHERS`), hub id or local directory."""
-    student: str = "layers:6"
-    """`layers:N` (N of the teacher's layers, evenly spaced, DistilBERT-style), hub id or local directory."""
-    teacher_dtype: str = "auto"
-    """Dtype of the frozen teacher's forward (auto | float32 | bfloat16); KD math is float32 either way.
-    auto is resolved when the config is built (the record keeps the result): bfloat16 where the hardware
-    computes it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), float32 elsewhere (a CPU
-    without them emulates bfloat16 several times slower than float32)."""
+    teacher: str = setting(
+        "smollm2-135m-instruct",
+        "built-in model name (see models.BUILTIN_TEACHERS), hub id or local directory",
+    )
+    student: str = setting(
+        "layers:6",
+        "layers:N (N of the teacher's layers, evenly spaced, DistilBERT-style), hub id or local directory",
+    )
+    teacher_dtype: str = setting(
+        "auto",
+        "dtype of the frozen teacher's forward; KD math is float32 either way. auto is resolved when the "
+        "config is built (the record keeps the result): bfloat16 where the hardware computes it natively (a "
+        "CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), float32 elsewhere (a CPU without them "
+        "emulates bfloat16 several times slower than float32)",
+        choices=("auto", "float32", "bfloat16"),
+    )
 
 
 @dataclass
 class DataConfig:
-    data_dir: str | None = None
-    """Local mirror holding the task's files; else $SPECKD_DATA_DIR; else the hub."""
-    max_train_examples: int = 256
-    max_eval_examples: int = 100
-    max_length: int = 256
-    """Prompt + response tokens of a training sequence."""
-    max_prompt_length: int = 160
-    """Prompts are cut to their last max_prompt_length tokens."""
-    chat_template: bool = False
-    """Wrap the task's prompt in the tokenizer's chat template as one user turn."""
+    data_dir: str | None = setting(
+        None, "local mirror holding the task's files; else $SPECKD_DATA_DIR; else the hub"
+    )
+    max_train_examples: int = setting(256, check=_at_least(1), expected="max_train_examples >= 1")
+    max_eval_examples: int = setting(100, check=_at_least(1), expected="max_eval_examples >= 1")
+    max_length: int = setting(256, "prompt + response tokens of a training sequence")
+    max_prompt_length: int = setting(
+        160, "prompts are cut to their last max_prompt_length tokens", check=_at_least(8),
+        expected="max_prompt_length >= 8",
+    )  # fmt: skip
+    chat_template: bool = setting(
+        False, "wrap the task's prompt in the tokenizer's chat template as one user turn"
+    )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    max_steps: int = 0
-    """Optimiser steps; 0 means `epochs` passes over the training rows."""
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
-    fused_loss: bool = True
-    """Compute the loss chunk by chunk from hidden states and output weights (kd_loss.py): the same
-    values and gradients, without ever holding the [tokens x vocabulary] logits at once."""
-    fused_chunk_rows: int = 0
-    """Target rows per chunk of the fused loss; 0 = about 32M logits per chunk."""
-    teacher_cache: bool = False
-    """Off-policy methods read the teacher's top-k log-probabilities from a disk cache built by the first
-    run (per teacher, task data and k) instead of running the teacher; an approximation (top-k exact, the
-    rest of the mass in the student's own tail proportions), recorded in the run's record. Off by default:
-    it speeds a default run up by about a fifth but moved a result (docs/performance.md)."""
-    teacher_cache_k: int = 64
-    """Tokens per position kept by the teacher cache."""
-    spike_factor: float = 2.0
-    """A step is a loss spike when its loss exceeds this many times the median of the previous 10."""
-    init_sft_epochs: int = 1
-    """SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it."""
-    init_lr: float = 1e-3
-    init_seed: int = 0
-    """Seed of the warm start. One init serves every training seed (MiniLLM's single init checkpoint):
-    the training seed then varies the KD stage only."""
-    init_rows: int = 0
-    """Training rows of the warm start; 0: the KD stage's data.max_train_examples."""
-    checkpoint_every: int = 0
-    """Write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)."""
-    keep_checkpoints: int = 1
-    """How many of the newest resumable checkpoints stay on disk while a run is unfinished."""
-    fsdp: bool = False
-    """In a multi-process run, shard the frozen teacher with FSDP2 (accelerate's FSDP plugin) instead of
-    a full copy per process: for a teacher that does not fit one device. The student stays replicated."""
+    epochs: int = setting(1, check=_at_least(1), expected="epochs >= 1")
+    max_steps: int = setting(
+        0, "optimiser steps; 0 means `epochs` passes over the training rows", check=_at_least(0),
+        expected="max_steps >= 0",
+    )  # fmt: skip
+    batch_size: int = setting(8, check=_at_least(1), expected="batch_size >= 1")
+    grad_accum: int = setting(1, check=_at_least(1), expected="grad_accum >= 1")
+    lr: float = setting(1e-4, check=_POSITIVE, expected="lr > 0, finite")
+    weight_decay: float = setting(0.0, check=finite(0.0), expected="weight_decay >= 0")
+    warmup_ratio: float = setting(0.1, check=lambda v: 0.0 <= v < 1.0, expected="warmup_ratio in [0, 1)")
+    scheduler: str = setting("cosine", choices=("cosine", "linear", "constant"))
+    max_grad_norm: float = setting(1.0, check=_POSITIVE, expected="max_grad_norm > 0, finite")
+    fused_loss: bool = setting(
+        True,
+        "compute the loss chunk by chunk from hidden states and output weights (loss/chunked_head.py): the "
+        "same values and gradients, without ever holding the [tokens x vocabulary] logits at once",
+    )
+    fused_chunk_rows: int = setting(
+        0, "target rows per chunk of the fused loss; 0 = about 32M logits per chunk", check=_at_least(0),
+        expected="fused_chunk_rows >= 0 (0: automatic)",
+    )  # fmt: skip
+    teacher_cache: bool = setting(
+        False,
+        "off-policy methods read the teacher's top-k log-probabilities from a disk cache built by the first "
+        "run (per teacher, task data and k) instead of running the teacher; an approximation (top-k exact, "
+        "the rest of the mass in the student's own tail proportions), recorded in the run's record. Off by "
+        "default: it speeds a default run up by about a fifth but moved a result (docs/performance.md)",
+    )
+    teacher_cache_k: int = setting(
+        64,
+        "tokens per position kept by the teacher cache",
+        check=_at_least(1),
+        expected="teacher_cache_k >= 1",
+    )
+    spike_factor: float = setting(
+        2.0, "a step is a loss spike when its loss exceeds this many times the median of the previous 10",
+        check=finite(1.0, open_low=True), expected="spike_factor > 1",
+    )  # fmt: skip
+    init_sft_epochs: int = setting(
+        1, "SFT warm start shared by every method of a comparison (MiniLLM's 'init' stage); 0 disables it",
+        check=_at_least(0), expected="init_sft_epochs >= 0",
+    )  # fmt: skip
+    init_lr: float = setting(1e-3, check=_POSITIVE, expected="init_lr > 0, finite")
+    init_seed: int = setting(
+        0,
+        "seed of the warm start. One init serves every training seed (MiniLLM's single init checkpoint): the "
+        "training seed then varies the KD stage only",
+        check=_at_least(0),
+        expected="init_seed >= 0",
+    )
+    init_rows: int = setting(
+        0, "training rows of the warm start; 0: the KD stage's data.max_train_examples", check=_at_least(0),
+        expected="init_rows >= 0 (0: data.max_train_examples)",
+    )  # fmt: skip
+    checkpoint_every: int = setting(
+        0, "write a resumable checkpoint every N optimiser steps; 0: only at the end (and on Ctrl-C)",
+        check=_at_least(0), expected="checkpoint_every >= 0 (0: only at the end)",
+    )  # fmt: skip
+    keep_checkpoints: int = setting(
+        1, "how many of the newest resumable checkpoints stay on disk while a run is unfinished",
+        check=_at_least(1), expected="keep_checkpoints >= 1",
+    )  # fmt: skip
+    fsdp: bool = setting(
+        False,
+        "in a multi-process run, shard the frozen teacher with FSDP2 (accelerate's FSDP plugin) instead of "
+        "a full copy per process: for a teacher that does not fit one device. The student stays replicated",
+    )
 
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = 64
-    batch_size: int = 25
-    decoding: str = "greedy"
-    """greedy | sample (sampling uses temperature, top_p, top_k and one pass per eval seed)."""
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    no_repeat_ngram_size: int = 0
-    seeds: list[int] = field(default_factory=lambda: [10])
-    eval_before: bool = True
-    reference: bool = True
-    """Score the teacher (cached per protocol) and the trivial floors on the eval sets, and report every
-    student's fidelity to the teacher (teacher-forced KL and top-1 agreement, ROUGE-L to its outputs)."""
-    """Also score the raw student and the init checkpoint, so every record shows before and after."""
-    suite: str = ""
-    """Also score every eval set of this suite (e.g. minillm); its decoding preset applies."""
-    backend: str = "auto"
-    """auto | dynamic | static | vllm: how batches are decoded (see generate.py); auto = static on CUDA,
-    dynamic on CPU. Greedy outputs agree across backends in float32; in bfloat16 near-ties may flip."""
+    max_new_tokens: int = setting(64, check=_at_least(1), expected="max_new_tokens >= 1")
+    batch_size: int = setting(25, check=_at_least(1), expected="eval batch_size >= 1")
+    decoding: str = setting(
+        "greedy",
+        "sampling uses temperature, top_p, top_k and one pass per eval seed",
+        choices=("greedy", "sample"),
+    )
+    temperature: float = setting(1.0, check=_POSITIVE, expected="eval temperature > 0, finite")
+    top_p: float = setting(1.0, check=_UNIT_OPEN, expected="top_p in (0, 1]")
+    top_k: int = setting(0, check=_at_least(0), expected="top_k >= 0")
+    no_repeat_ngram_size: int = setting(0)
+    seeds: list[int] = setting(
+        factory=lambda: [10], check=lambda v: len(v) >= 1, expected="at least one eval seed"
+    )
+    eval_before: bool = setting(
+        True, "also score the raw student and the init checkpoint, so every record shows before and after"
+    )
+    reference: bool = setting(
+        True,
+        "score the teacher (cached per protocol) and the trivial floors on the eval sets, and report every "
+        "student's fidelity to the teacher (teacher-forced KL and top-1 agreement, ROUGE-L to its outputs)",
+    )
+    suite: str = setting(
+        "", "also score every eval set of this suite (e.g. minillm); its decoding preset applies"
+    )
+    backend: str = setting(
+        "auto",
+        "how batches are decoded (see generate.py); auto = static on CUDA, dynamic on CPU. Greedy outputs "
+        "agree across backends in float32; in bfloat16 near-ties may flip",
+        choices=("auto", "dynamic", "static", "vllm"),
+    )
 
 
 @dataclass
 class LmEvalConfig:
-    tasks: list[str] = field(default_factory=list)
-    """lm-evaluation-harness tasks run on the trained student: lm-eval's own names, `speckd_<task>` (our
-    tasks exported), `@task` (the names the task file lists); empty: lm-eval is not run."""
-    include: list[str] = field(default_factory=list)
-    """Extra directories of lm-eval task YAMLs (TaskManager include_path)."""
-    limit: int = 0
-    """Documents per lm-eval task; 0 means data.max_eval_examples."""
-    batch_size: int = 8
-
-
-@dataclass
-class MethodConfig:
-    name: str = "speckd"
-    divergence: str = "fkl"
-    temperature: float = 1.0
-    beta: float = 0.5
-    """jsd mixing weight, TRL convention: 0 -> forward KL limit, 1 -> reverse KL limit."""
-    alpha: float = 0.1
-    """Skew of sfkl / srkl."""
-    mu: float = 0.5
-    """Head mass threshold of akl."""
-    gate: str = "none"
-    """none | speckd: gate any divergence method with SpecKD's acceptance test."""
-    rule: str = "topk"
-    """topk | spec | prob: how the teacher verifies the student's proposal."""
-    k: int = 5
-    """Teacher top-k of rule=topk."""
-    tau: float = 0.1
-    """Teacher probability threshold of rule=prob."""
-    propose: str = "greedy"
-    """greedy | sample (from the student at gen_temperature): the student's proposal at each position."""
-    reject_weight: float = 0.0
-    """Gate weight of rejected tokens: 0 masks them, small values (0.01) down-weight them."""
-    normalize: str = "all"
-    """all | accepted: the loss denominator (all target tokens, or accepted ones) of an optimiser step."""
-    gen_temperature: float = 1.0
-    """The student's sampling temperature: gkd/skd/distillm rollouts and SpecKD's sampled proposals and
-    its spec/prob acceptance test."""
-    gen_top_p: float = 1.0
-    """Nucleus of the student's rollouts."""
-    gen_max_new_tokens: int = 0
-    """Response tokens of a rollout; 0 = room left by the prompt (data.max_length - max_prompt_length)."""
-    teacher_temperature: float = 1.0
-    """The teacher's sampling temperature: seqkd responses and skd replacements."""
-    teacher_top_p: float = 1.0
-    lmbda: float = 0.5
-    """gkd: probability that a micro-batch's responses are generated by the current student."""
-    skd_top_k: int = 25
-    """skd: a student token outside the teacher's top skd_top_k is replaced by a teacher sample."""
-    replay_init_prob: float = 0.0
-    """distillm: initial probability of an off-policy (student-generated) micro-batch."""
-    replay_loss_eps: float = 0.1
-    """distillm: the probability rises by 0.1 when validation loss exceeds its reference by this much."""
-    replay_eval_every: int = 4
-    """distillm: optimiser steps between validation-loss checks."""
-    replay_val_rows: int = 32
-    """distillm: validation rows, taken from the train split right after the training rows."""
-    replay_capacity: int = 1000
-    """distillm: replay buffer size in sequences; replayed batches are drawn once it is full."""
+    tasks: list[str] = setting(
+        factory=list,
+        help="lm-evaluation-harness tasks run on the trained student: lm-eval's own names, `speckd_<task>` "
+        "(our tasks exported), `@task` (the names the task file lists); empty: lm-eval is not run",
+    )
+    include: list[str] = setting(
+        factory=list, help="extra directories of lm-eval task YAMLs (TaskManager include_path)"
+    )
+    limit: int = setting(
+        0, "documents per lm-eval task; 0 means data.max_eval_examples", check=_at_least(0),
+        expected="lm_eval limit >= 0",
+    )  # fmt: skip
+    batch_size: int = setting(8, check=_at_least(1), expected="lm_eval batch_size >= 1")
 
 
 @dataclass
 class RunConfig:
     task: str = "dolly"
     preset: str = "default"
-    seed: int = 1
+    seed: int = setting(1, check=lambda v: 0 <= v < 2**63, expected="a seed in [0, 2**63)")
     results_dir: str = "results"
     method: MethodConfig = field(default_factory=MethodConfig)
+    """An instance of the chosen method's own config class (see method_config.py)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -189,6 +205,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def sections(self) -> dict[str, Any]:
+        """section name -> its settings object (method, model, data, train, eval, lm_eval)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in SECTIONS}
+
+
+SECTIONS = ("method", "model", "data", "train", "eval", "lm_eval")
 
 
 # The GPU presets' shared protocol (the MiniLLM lengths: prompts up to 256 tokens, 512 in all, the
@@ -274,17 +297,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.teacher_dtype": ("auto", "float32", "bfloat16"),
-    "train.scheduler": ("cosine", "linear", "constant"),
-    "eval.decoding": ("greedy", "sample"),
-    "eval.backend": ("auto", "dynamic", "static", "vllm"),
-    "method.gate": ("none", "speckd"),
-    "method.rule": ("topk", "spec", "prob"),
-    "method.propose": ("greedy", "sample"),
-    "method.normalize": ("all", "accepted"),
-}
-
 # Keys that never change a run's results: where files live, how often training state is saved, how the
 # loss is laid out in memory (fused or not: the same math), where the teacher's weights live (FSDP) and
 # the decoding backend (the same greedy tokens); fused loss and backend agree up to float rounding.
@@ -298,58 +310,6 @@ NON_RESULT_KEYS = (
     "eval.backend",
     "train.fsdp",
 )
-
-# (key, predicate, what is expected)
-RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
-    ("seed", lambda v: v >= 0, "a seed >= 0"),
-    ("method.k", lambda v: v >= 1, "k >= 1"),
-    ("method.beta", lambda v: 0.0 <= v <= 1.0, "beta in [0, 1]"),
-    ("method.alpha", lambda v: 0.0 <= v <= 1.0, "alpha in [0, 1]"),
-    ("method.mu", lambda v: 0.0 < v <= 1.0, "mu in (0, 1]"),
-    ("method.tau", lambda v: 0.0 <= v <= 1.0, "tau in [0, 1]"),
-    ("method.reject_weight", lambda v: 0.0 <= v <= 1.0, "reject_weight in [0, 1]"),
-    ("method.temperature", lambda v: v > 0, "temperature > 0"),
-    ("method.gen_temperature", lambda v: v > 0, "gen_temperature > 0"),
-    ("method.gen_top_p", lambda v: 0.0 < v <= 1.0, "gen_top_p in (0, 1]"),
-    ("method.gen_max_new_tokens", lambda v: v >= 0, "gen_max_new_tokens >= 0 (0 = fill max_length)"),
-    ("method.teacher_temperature", lambda v: v > 0, "teacher_temperature > 0"),
-    ("method.teacher_top_p", lambda v: 0.0 < v <= 1.0, "teacher_top_p in (0, 1]"),
-    ("method.lmbda", lambda v: 0.0 <= v <= 1.0, "lmbda in [0, 1]"),
-    ("method.skd_top_k", lambda v: v >= 1, "skd_top_k >= 1"),
-    ("method.replay_init_prob", lambda v: 0.0 <= v <= 1.0, "replay_init_prob in [0, 1]"),
-    ("method.replay_loss_eps", lambda v: v >= 0, "replay_loss_eps >= 0"),
-    ("method.replay_eval_every", lambda v: v >= 1, "replay_eval_every >= 1"),
-    ("method.replay_val_rows", lambda v: v >= 1, "replay_val_rows >= 1"),
-    ("method.replay_capacity", lambda v: v >= 1, "replay_capacity >= 1"),
-    ("train.lr", lambda v: v > 0, "lr > 0"),
-    ("train.init_lr", lambda v: v > 0, "init_lr > 0"),
-    ("train.batch_size", lambda v: v >= 1, "batch_size >= 1"),
-    ("train.grad_accum", lambda v: v >= 1, "grad_accum >= 1"),
-    ("train.epochs", lambda v: v >= 1, "epochs >= 1"),
-    ("train.max_steps", lambda v: v >= 0, "max_steps >= 0"),
-    ("train.init_sft_epochs", lambda v: v >= 0, "init_sft_epochs >= 0"),
-    ("train.init_seed", lambda v: v >= 0, "init_seed >= 0"),
-    ("train.init_rows", lambda v: v >= 0, "init_rows >= 0 (0: data.max_train_examples)"),
-    ("train.weight_decay", lambda v: v >= 0, "weight_decay >= 0"),
-    ("train.warmup_ratio", lambda v: 0.0 <= v < 1.0, "warmup_ratio in [0, 1)"),
-    ("train.max_grad_norm", lambda v: v > 0, "max_grad_norm > 0"),
-    ("train.spike_factor", lambda v: v > 1, "spike_factor > 1"),
-    ("train.checkpoint_every", lambda v: v >= 0, "checkpoint_every >= 0 (0: only at the end)"),
-    ("train.keep_checkpoints", lambda v: v >= 1, "keep_checkpoints >= 1"),
-    ("train.fused_chunk_rows", lambda v: v >= 0, "fused_chunk_rows >= 0 (0: automatic)"),
-    ("train.teacher_cache_k", lambda v: v >= 1, "teacher_cache_k >= 1"),
-    ("data.max_train_examples", lambda v: v >= 1, "max_train_examples >= 1"),
-    ("data.max_eval_examples", lambda v: v >= 1, "max_eval_examples >= 1"),
-    ("data.max_prompt_length", lambda v: v >= 8, "max_prompt_length >= 8"),
-    ("eval.max_new_tokens", lambda v: v >= 1, "max_new_tokens >= 1"),
-    ("eval.batch_size", lambda v: v >= 1, "eval batch_size >= 1"),
-    ("eval.temperature", lambda v: v > 0, "eval temperature > 0"),
-    ("eval.top_p", lambda v: 0.0 < v <= 1.0, "top_p in (0, 1]"),
-    ("eval.top_k", lambda v: v >= 0, "top_k >= 0"),
-    ("eval.seeds", lambda v: len(v) >= 1, "at least one eval seed"),
-    ("lm_eval.limit", lambda v: v >= 0, "lm_eval limit >= 0"),
-    ("lm_eval.batch_size", lambda v: v >= 1, "lm_eval batch_size >= 1"),
-]
 
 
 def native_bf16() -> bool:
@@ -368,18 +328,11 @@ def resolve_teacher_dtype(value: str) -> str:
     return "bfloat16" if native_bf16() else "float32"
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _leaf_keys() -> dict[str, Any]:
-    """Every settable dotted key with its type hint."""
-    keys: dict[str, Any] = {}
-    for name, hint in _field_types(RunConfig).items():
-        if dataclasses.is_dataclass(hint):
-            keys.update({f"{name}.{sub}": t for sub, t in _field_types(hint).items()})
-        else:
-            keys[name] = hint
+def _leaves(cfg: RunConfig) -> dict[str, Any]:
+    """Every settable dotted key of this config (method.* from its method's own class) with its type."""
+    keys = {name: hint for name, (_, hint) in fields_of(cfg).items() if name not in SECTIONS}
+    for name, section in cfg.sections().items():
+        keys.update({f"{name}.{sub}": hint for sub, (_, hint) in fields_of(section).items()})
     return keys
 
 
@@ -459,41 +412,40 @@ def load_yaml_config(path: Path) -> dict[str, Any]:
     return flatten(tree)
 
 
+def _unknown_key(cfg: RunConfig, key: str, leaves: dict[str, Any], source: str) -> UserError:
+    if key.startswith("method."):
+        own = sorted(k.removeprefix("method.") for k in leaves if k.startswith("method."))
+        return UserError(
+            f"method {cfg.method.name} has no setting {key.removeprefix('method.')!r} (in {source})"
+            f"{did_you_mean(key.removeprefix('method.'), own)}; its settings: {', '.join(own)}"
+        )
+    return UserError(f"unknown config key {key!r} in {source}{did_you_mean(key, leaves)}")
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> None:
     """Set dotted keys on cfg in place, checking names and types."""
-    leaves = _leaf_keys()
+    leaves = _leaves(cfg)
     for key, raw in overrides.items():
         if key not in leaves:
-            raise UserError(f"unknown config key {key!r} in {source}{did_you_mean(key, leaves)}")
+            raise _unknown_key(cfg, key, leaves, source)
         value = _coerce(key, raw, leaves[key])
         section, _, leaf = key.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, leaf, value)
 
 
-def _get(cfg: RunConfig, key: str) -> Any:
-    section, _, leaf = key.rpartition(".")
-    return getattr(getattr(cfg, section) if section else cfg, leaf)
-
-
 def validate(cfg: RunConfig) -> None:
     """Range and choice checks that fail before any model is loaded."""
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise UserError(
-                f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}"
-            )
-    for key, ok, expected in RANGES:
-        value = _get(cfg, key)
-        if not ok(value):
-            raise UserError(f"{key}={value!r} is out of range: expected {expected}")
+    problems = list(check_values(cfg, ""))
+    for name, section in cfg.sections().items():
+        problems.extend(check_values(section, f"{name}."))
+    if problems:
+        raise UserError(problems[0])
     if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
-    for key in ("model.teacher", "model.student"):
-        if not _get(cfg, key):
-            flag = key.split(".")[1]
+    for key in ("teacher", "student"):
+        if not getattr(cfg.model, key):
             raise UserError(
-                f"{key} is empty: preset {cfg.preset} needs --{flag} (a hub id or local directory)"
+                f"model.{key} is empty: preset {cfg.preset} needs --{key} (a hub id or local directory)"
             )
     if cfg.data.max_length <= cfg.data.max_prompt_length:
         raise UserError(
@@ -502,17 +454,31 @@ def validate(cfg: RunConfig) -> None:
         )
 
 
+MethodConfigFactory = typing.Callable[[str], tuple[MethodConfig, dict[str, Any]]]
+"""method name -> (its config class's defaults, the method's own `method.*` defaults on top)."""
+
+
+def config_from_dict(tree: dict[str, Any], method_config: MethodConfigFactory, source: str) -> RunConfig:
+    """A RunConfig from a recorded config (record.json, config.json) of the same schema."""
+    flat = flatten(tree)
+    cfg = RunConfig()
+    cfg.method = method_config(str(flat.get("method.name", cfg.method.name)))[0]
+    apply_overrides(cfg, flat, source)
+    return cfg
+
+
 def build_config(
     *,
+    method_config: MethodConfigFactory,
     method: str | None = None,
     preset: str | None = None,
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
-    method_defaults: typing.Callable[[str], dict[str, Any]] | None = None,
     task_defaults: typing.Callable[[str, str], dict[str, Any]] | None = None,
 ) -> RunConfig:
     """Resolve a RunConfig: defaults < task and suite defaults < preset < method defaults < config file <
-    overrides. task_defaults(task, suite) gives the settings a task (and an eval suite) bring."""
+    overrides. method_config(name) gives the method's settings object and its defaults; task_defaults(task,
+    suite) the settings a task (and an eval suite) bring."""
     file_overrides = load_yaml_config(config_file) if config_file else {}
     overrides = dict(overrides or {})
     preset = preset or overrides.pop("preset", None) or file_overrides.pop("preset", None) or "default"
@@ -521,20 +487,18 @@ def build_config(
             f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; known: {', '.join(PRESETS)}"
         )
     cfg = RunConfig(preset=preset)
+    name = str(method or overrides.get("method.name") or file_overrides.get("method.name") or cfg.method.name)
+    cfg.method, own_defaults = method_config(name)
     if task_defaults is not None:
         task = str(overrides.get("task") or file_overrides.get("task") or cfg.task)
         suite = str(overrides.get("eval.suite") or file_overrides.get("eval.suite") or "")
         apply_overrides(cfg, task_defaults(task, suite), f"defaults of task {task}")
     apply_overrides(cfg, PRESETS[preset][1], f"preset {preset}")
-    name = method or overrides.get("method.name") or file_overrides.get("method.name") or cfg.method.name
-    if method_defaults is not None:
-        apply_overrides(cfg, method_defaults(str(name)), f"defaults of method {name}")
-    cfg.method.name = str(name)
+    apply_overrides(cfg, own_defaults, f"defaults of method {name}")
     if config_file:
         apply_overrides(cfg, file_overrides, str(config_file))
     apply_overrides(cfg, overrides, "--set")
-    if method:
-        cfg.method.name = method
+    cfg.method.name = name
     validate(cfg)
     cfg.model.teacher_dtype = resolve_teacher_dtype(cfg.model.teacher_dtype)
     return cfg

@@ -110,7 +110,7 @@ def _source_rows(task: TaskSpec, split: str, cfg: DataConfig) -> tuple[list[dict
     files = src.mirror_files
     if base is not None and files and all((base / f).is_file() for f in files):
         rows = read_rows(base / src.mirror) if src.mirror else read_columns(base, src.columns)
-        return rows, str(base / files[0]) if src.mirror else f"{base} ({', '.join(files)})", False
+        return rows, f"mirror:{', '.join(files)}", False
     where = f"mirror {base}" if base is not None else "no mirror (--data-dir / SPECKD_DATA_DIR unset)"
     wanted = " and ".join(files)
     if src.hub is None:
@@ -158,7 +158,7 @@ def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec
 class Rows:
     rows: list[dict[str, Any]]
     source: str
-    """The file(s) or hub id the rows came from."""
+    """Where the rows came from: `mirror:FILE` (relative to the data mirror) or the hub dataset."""
 
 
 def load_split(task: TaskSpec, split: str, cfg: DataConfig) -> Rows:
@@ -221,16 +221,13 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
-    teacher_topk: Any = None
-    """teacher_cache.TeacherTopK of the target rows, when the teacher's outputs come from the cache."""
 
     @property
     def n_targets(self) -> int:
         return int((self.labels != IGNORE).sum())
 
     def to(self, device: torch.device) -> Batch:
-        topk = None if self.teacher_topk is None else self.teacher_topk.to(device)
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), topk)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
 def collate(examples: list[Example], pad_id: int) -> Batch:

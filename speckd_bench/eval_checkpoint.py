@@ -7,7 +7,6 @@ is not a run's. Run records are never changed, so `table` keeps reading exactly 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,36 +16,37 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
-from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
-from speckd_bench.config import RunConfig, apply_overrides, flatten, validate
+from speckd_bench.caches import atomic_write_jsonl
+from speckd_bench.config import RunConfig, apply_overrides, config_from_dict, validate
 from speckd_bench.errors import UserError
 from speckd_bench.evaluate import (
     TeacherView,
     build_eval_examples,
     eval_seeds,
+    eval_sets_info,
     evaluate_sets,
     load_eval_sets,
     warn_skipped,
 )
 from speckd_bench.lmeval import check_lm_eval, run_lm_eval
+from speckd_bench.methods import method_config
 from speckd_bench.models import fingerprint, load_teacher
 from speckd_bench.progress import console
+from speckd_bench.record import COMPLETE, RECORD_FILE, RecordError, RunRecord, portable_config
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
-    SCHEMA_VERSION,
     git_commit,
     hardware,
     new_run_id,
     versions,
 )
-from speckd_bench.runner import eval_sets_info
 from speckd_bench.tasks import DECODING_PRESETS, SUITES, TASKS
 
 
 def run_dir_of(run: str, results_dir: Path) -> Path:
     """A run id under results_dir/runs, or a path to a run directory."""
     for candidate in (Path(run), results_dir / "runs" / run):
-        if (candidate / "record.json").is_file():
+        if (candidate / RECORD_FILE).is_file():
             return candidate
     raise UserError(f"no run {run!r}: neither {run}/record.json nor {results_dir}/runs/{run}/record.json")
 
@@ -56,11 +56,10 @@ def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     is asked), then the suite's decoding preset unless the run already used that suite (its config holds
     the suite's decoding with the user's changes), then overrides (flags and --set)."""
     try:
-        record = json.loads((run_dir / "record.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{run_dir}/record.json cannot be read ({exc})") from None
-    cfg = RunConfig()
-    apply_overrides(cfg, flatten(record["config"]), f"{run_dir}/record.json")
+        record = RunRecord.read(run_dir / RECORD_FILE)
+    except RecordError as exc:
+        raise UserError(f"{run_dir}/{RECORD_FILE} cannot be used: {exc}") from None
+    cfg = config_from_dict(record.config, method_config, f"{run_dir}/{RECORD_FILE}")
     run_suite = cfg.eval.suite
     cfg.eval.suite, cfg.lm_eval.tasks = "", []
     suite = str(overrides.get("eval.suite") or "")
@@ -115,36 +114,33 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     atomic_write_jsonl(eval_dir / "samples.jsonl", [s for r in results.values() for s in r.samples])
     seconds = sum(r.seconds for r in results.values())
     tokens = sum(r.new_tokens for r in results.values())
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "eval",
-        "eval_id": eval_id,
-        "run_id": run_id,
-        "status": "complete",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": model_name, "source": source},
-        "task": cfg.task,
-        "main_metric": TASKS.get(cfg.task).metrics[0],
-        "config": cfg.to_dict(),
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "hardware": hardware(),
-        "data": {"eval_sets": eval_sets_info(sets, skipped)},
-        "seeds": {"eval": eval_seeds(cfg.eval)},
-        "timings": {
+    record = RunRecord(
+        kind="eval",
+        eval_id=eval_id,
+        run_id=run_id,
+        status=COMPLETE,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model={"name": model_name, "source": source},
+        task=cfg.task,
+        main_metric=TASKS.get(cfg.task).metrics[0],
+        config=portable_config(cfg.to_dict()),
+        versions=versions(),
+        git_commit=git_commit(),
+        hardware=hardware(),
+        data={"eval_sets": eval_sets_info(sets, skipped)},
+        seeds={"eval": eval_seeds(cfg.eval)},
+        timings={
             "wall_s": time.perf_counter() - wall0,
             "model_load_s": load_s,
             "eval_s": seconds,
             "eval_tokens_per_s": tokens / seconds if seconds else 0.0,
         },
-        "metrics": {
-            name: {**r.summary(), "reference": references.get(name, {})} for name, r in results.items()
-        },
-        "lm_eval": lm_eval,
-        "paths": {"samples": "samples.jsonl"},
-    }
-    path = eval_dir / "record.json"
-    atomic_write_json(path, record)
+        metrics={name: {**r.summary(), "reference": references.get(name, {})} for name, r in results.items()},
+        lm_eval=lm_eval,
+        paths={"samples": "samples.jsonl"},
+    )
+    path = eval_dir / RECORD_FILE
+    record.write(path)
     if not quiet:
         for name, r in results.items():
             scores = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items())

@@ -208,3 +208,10 @@ def evaluate_sets(
             sample["eval_set"] = es.name
         results[es.name] = res
     return results
+
+
+def eval_sets_info(sets: list[EvalSet], skipped: dict[str, str]) -> dict[str, Any]:
+    """Per eval set: where its rows came from and how many were scored, or why it was skipped."""
+    info: dict[str, Any] = {es.name: {"source": es.rows.source, "n_eval": len(es.examples)} for es in sets}
+    info.update({name: {"skipped": reason} for name, reason in skipped.items()})
+    return info

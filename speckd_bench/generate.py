@@ -8,7 +8,8 @@
   bucket and reused by every later batch, eval set and seed in the process. The loop only checks for EOS every
   CHECK_EVERY steps, so the GPU never waits for the host between steps. In float32 its greedy outputs equal
   transformers generate's on the same inputs (tested); in bfloat16 on a GPU, other kernels can flip
-  near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the dynamic path.
+  near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the
+  dynamic path.
 - vllm: the student is written to a temp dir and decoded by vllm.LLM (only where vllm is installed).
 - auto: static on CUDA, dynamic on CPU.
 """

@@ -1,12 +1,15 @@
-"""Method plugins: a name, a description, the paper, config defaults, the loss (cross-entropy or a
-divergence to the teacher) and the data policy (what the training sequences are).
+"""Method plugins: a name, a description, the paper, its own config class (method_config.py) with
+defaults, the loss that class implies (cross-entropy, or a divergence to the teacher for KDConfig) and the
+data policy (what the training sequences are).
 
-Built-in methods live in speckd_bench/speckd.py (registered here) and the baselines/ package; others
-come from the entry-point group `speckd_bench.methods` or a `--plugins DIR` of *.py files.
+Built-in methods live in speckd_bench/speckd.py and the baselines/ package, each registering itself;
+others come from the entry-point group `speckd_bench.methods` or a `--plugins DIR` of *.py files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -17,9 +20,10 @@ from typing import Any
 
 import torch
 
-from speckd_bench.config import MethodConfig, RunConfig
+from speckd_bench.config import RunConfig
 from speckd_bench.data import Batch, Example, collate
 from speckd_bench.errors import UserError
+from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.registry import Registry, import_file
 from speckd_bench.tasks import TaskSpec
 
@@ -69,14 +73,21 @@ class Method:
     name: str
     description: str
     paper: str
+    config: type[MethodConfig] = KDConfig
+    """The method's settings (`method.*`). A KDConfig (sub)class means a divergence to the teacher's
+    logits (+ SpecKD's gate when on) is the loss; any other MethodConfig means cross-entropy."""
     defaults: dict[str, Any] = field(default_factory=dict)
-    """`method.*` overrides applied before the user's config (keys without the `method.` prefix)."""
-    uses_teacher: bool = True
-    """The loss: True = divergence to the teacher's logits (+ optional gate); False = cross-entropy."""
+    """Defaults on top of the config class's own (keys without the `method.` prefix), for methods that
+    share a class, such as the divergence family."""
     data_policy: str = "ground_truth"
     """Label of the training data (ground_truth, teacher_generated, on_policy_mix, ...) for records."""
     policy: Callable[[PolicyContext], DataPolicy] | None = None
     """Builds the data policy of a run; None = ground-truth responses."""
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the loss is a divergence to the teacher's logits (else cross-entropy)."""
+        return issubclass(self.config, KDConfig)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -86,22 +97,18 @@ def register_method(method: Method) -> Method:
     return METHODS.register(method.name, method, replace=True)
 
 
-register_method(
-    Method(
-        name="speckd",
-        description="SpecKD: divergence counted only where the teacher accepts the student's proposal",
-        paper="Huang et al. 2025, arXiv 2510.24021",
-        defaults={"gate": "speckd", "divergence": "fkl", "rule": "topk", "k": 5, "propose": "greedy"},
-    )
-)
-
-
-def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
-    """Import the built-in baselines, entry points and *.py files of plugin dirs; return the registry."""
+@functools.cache
+def _load_builtins() -> None:
     import speckd_bench.baselines as builtin
+    import speckd_bench.speckd  # noqa: F401  (registers SpecKD)
 
     for info in pkgutil.iter_modules(builtin.__path__):
         importlib.import_module(f"{builtin.__name__}.{info.name}")
+
+
+def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
+    """Import the built-in methods, entry points and *.py files of plugin dirs; return the registry."""
+    _load_builtins()
     for ep in entry_points(group="speckd_bench.methods"):
         ep.load()
     for directory in plugin_dirs or []:
@@ -112,13 +119,32 @@ def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
 
 def check_method(method: Method, mcfg: MethodConfig) -> None:
     """Settings that contradict the method fail before anything loads."""
-    if mcfg.gate != "none" and not method.uses_teacher:
+    if isinstance(mcfg, KDConfig) and mcfg.gate != "none" and not method.uses_teacher:
         raise UserError(
             f"method.gate={mcfg.gate} needs a divergence to the teacher, but {method.name} trains with "
             "cross-entropy; gate a divergence method instead (e.g. --method fkl --set method.gate=speckd)"
         )
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """The `method.*` overrides of a registered method (for config.build_config)."""
-    return {f"method.{key}": value for key, value in METHODS.get(name).defaults.items()}
+def method_config(name: str) -> tuple[MethodConfig, dict[str, Any]]:
+    """The settings object of a registered method (its class's defaults) and the method's own defaults
+    (config.build_config applies those after the preset)."""
+    _load_builtins()
+    method = METHODS.get(name)
+    return method.config(name=name), {f"method.{key}": value for key, value in method.defaults.items()}
+
+
+def own_settings(method: Method) -> dict[str, Any]:
+    """The defaults that set a method apart: its defaults dict, and the fields its config class adds to or
+    changes from the shared class it extends (KDConfig or MethodConfig)."""
+    base = KDConfig() if method.uses_teacher else MethodConfig()
+    mcfg = method.config(name=method.name)
+    own = {
+        f.name: getattr(mcfg, f.name)
+        for f in dataclasses.fields(mcfg)
+        if f.name != "name" and getattr(base, f.name, _MISSING) != getattr(mcfg, f.name)
+    }
+    return {**own, **method.defaults}
+
+
+_MISSING = object()

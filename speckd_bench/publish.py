@@ -12,20 +12,21 @@ from typing import Any
 
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.plot import write_plots
+from speckd_bench.record import RunRecord
 from speckd_bench.report import Group, Section, render
 from speckd_bench.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 
 
-def _records(sections: list[Section]) -> list[dict[str, Any]]:
+def _records(sections: list[Section]) -> list[RunRecord]:
     seen: dict[str, dict[str, Any]] = {}
     for s in sections:
         for g in s.groups:
             for run in g.runs:
-                seen.setdefault(run.record["run_id"], run.record)
+                seen.setdefault(str(run.record.run_id), run.record)
     return list(seen.values())
 
 
-def _machines(records: list[dict[str, Any]]) -> list[str]:
+def _machines(records: list[RunRecord]) -> list[str]:
     def describe(hw: dict[str, Any]) -> str:
         device = hw.get("gpu") or hw.get("device", "?")
         return (
@@ -33,23 +34,22 @@ def _machines(records: list[dict[str, Any]]) -> list[str]:
             f"{hw.get('torch_threads', '?')} torch threads, device {device}"
         )
 
-    counts = Counter(describe(r.get("hardware", {})) for r in records)
+    counts = Counter(describe(r.hardware) for r in records)
     return [f"{m} ({n} runs)" for m, n in counts.items()]
 
 
-def _versions(records: list[dict[str, Any]]) -> list[str]:
+def _versions(records: list[RunRecord]) -> list[str]:
     counts = Counter(
-        ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
-        + f", git commit {(r.get('git_commit') or 'none')[:12]}"
+        ", ".join(f"{k} {v}" for k, v in r.versions.items()) + f", git commit {(r.git_commit or 'none')[:12]}"
         for r in records
     )
     return [f"{v} ({n} runs)" for v, n in counts.items()]
 
 
-def _models(records: list[dict[str, Any]]) -> list[str]:
+def _models(records: list[RunRecord]) -> list[str]:
     found = set()
     for r in records:
-        m = r.get("models", {})
+        m = r.models
         if "teacher_params" in m:
             found.add(
                 f"teacher {m['teacher']} ({m['teacher_params'] / 1e6:.1f}M parameters) → student "
@@ -92,7 +92,7 @@ def _paired_with_init(group: Group, eval_set: str, metric: str) -> tuple[list[fl
     """Per run of the group: (score after training, score of the init it started from)."""
     pairs = [
         (m["after"]["metrics"].get(metric), m["before"].get("init", {}).get("metrics", {}).get(metric))
-        for m in (run.record["metrics"][eval_set] for run in group.runs)
+        for m in (run.record.metrics[eval_set] for run in group.runs)
     ]
     kept = [(a, b) for a, b in pairs if a is not None and b is not None]
     return [a for a, _ in kept], [b for _, b in kept]
@@ -146,11 +146,11 @@ def write_results_readme(
     """Write the plots under results_dir/plots and the README at `out`; returns every file written."""
     plots = write_plots(sections, results_dir / "plots")
     records = _records(sections)
-    wall = sum(r.get("timings", {}).get("wall_s", 0.0) for r in records)
+    wall = sum(r.timings.get("wall_s", 0.0) for r in records)
     per_method = Counter()
     for r in records:
-        per_method[r["method"]] += r.get("timings", {}).get("wall_s", 0.0)
-    created = sorted(r.get("created", "") for r in records)
+        per_method[str(r.method)] += r.timings.get("wall_s", 0.0)
+    created = sorted(r.created or "" for r in records)
     lines = [
         "# Reference leaderboard",
         "",

@@ -31,6 +31,7 @@ from speckd_bench.config import NON_RESULT_KEYS, flatten
 from speckd_bench.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2, degenerate_reasons
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import FIDELITY_METRICS, LOWER_IS_BETTER
+from speckd_bench.record import RunRecord
 from speckd_bench.results import read_log
 from speckd_bench.stats import (
     ALPHA,
@@ -98,19 +99,19 @@ def _is_protocol(key: str) -> bool:
     return key in _PROTOCOL_KEYS or key.startswith(_PROTOCOL_SECTIONS)
 
 
-def init_key(record: dict[str, Any]) -> str | None:
+def init_key(record: RunRecord) -> str | None:
     """The cache key of the SFT warm start the run began from; None without one (or an older record)."""
-    init = record.get("init") or {}
+    init = record.init
     return init.get("key") if init.get("enabled") else None
 
 
-def _settings(record: dict[str, Any]) -> dict[str, str]:
-    flat = flatten(record["config"])
+def _settings(record: RunRecord) -> dict[str, str]:
+    flat = flatten(record.config)
     flat["init"] = init_key(record)
-    if record["status"] != "complete":  # interrupted runs (--include-interrupted) form their own rows
-        flat["status"] = record["status"]
-    if record.get("num_processes", 1) != 1:  # train.batch_size is per process: N processes are a protocol
-        flat["num_processes"] = record["num_processes"]
+    if not record.complete:  # interrupted runs (--include-interrupted) form their own rows
+        flat["status"] = record.status
+    if record.num_processes != 1:  # train.batch_size is per process: N processes are a protocol
+        flat["num_processes"] = record.num_processes
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
 
 
@@ -118,20 +119,20 @@ def _settings(record: dict[str, Any]) -> dict[str, str]:
 class Run:
     """One record, read on demand together with its training log and samples."""
 
-    record: dict[str, Any]
+    record: RunRecord
     dir: Path
 
     @property
     def seed(self) -> int:
-        return self.record["seed"]
+        return int(self.record.seed or 0)
 
     @cached_property
     def log(self) -> list[dict[str, Any]]:
-        path = self.dir / self.record["paths"].get("train_log", "train_log.jsonl")
+        path = self.dir / self.record.paths.get("train_log", "train_log.jsonl")
         return read_log(path) if path.is_file() else []
 
     def samples_file(self, eval_set: str) -> Path:
-        entry = self.record["paths"].get("samples", "samples.jsonl")
+        entry = self.record.paths.get("samples", "samples.jsonl")
         return self.dir / (entry.get(eval_set, "") if isinstance(entry, dict) else entry)
 
     def prompt_scores(self, eval_set: str, metric: str) -> dict[int, float] | None:
@@ -144,7 +145,7 @@ class Run:
             return None
         per_index: dict[int, list[float]] = defaultdict(list)
         for sample in read_log(path):
-            if sample.get("eval_set", self.record["task"]) != eval_set:
+            if sample.get("eval_set", self.record.task) != eval_set:
                 continue
             value = sample.get("scores", {}).get(metric)
             if value is None:
@@ -166,7 +167,7 @@ class Group:
 
     @property
     def method(self) -> str:
-        return self.runs[0].record["method"]
+        return str(self.runs[0].record.method)
 
     @property
     def label(self) -> str:
@@ -201,16 +202,16 @@ class Filters:
     students: list[str] = field(default_factory=list)
     since: datetime | None = None
 
-    def keep_record(self, record: dict[str, Any]) -> bool:
-        model = record["config"]["model"]
+    def keep_record(self, record: RunRecord) -> bool:
+        model = record.config["model"]
         if self.teachers and model["teacher"] not in self.teachers:
             return False
         if self.students and model["student"] not in self.students:
             return False
         return self.since is None or _created(record) >= self.since
 
-    def keep_set(self, record: dict[str, Any], eval_set: str) -> bool:
-        return not self.tasks or record["task"] in self.tasks or eval_set in self.tasks
+    def keep_set(self, record: RunRecord, eval_set: str) -> bool:
+        return not self.tasks or record.task in self.tasks or eval_set in self.tasks
 
 
 def parse_since(text: str) -> datetime:
@@ -222,21 +223,23 @@ def parse_since(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def _created(record: dict[str, Any]) -> datetime:
-    return parse_since(record.get("created", "1970-01-01"))
+def _created(record: RunRecord) -> datetime:
+    return parse_since(record.created or "1970-01-01")
 
 
-def _main_metric(records: list[dict[str, Any]], eval_set: str) -> str:
+def _main_metric(records: list[RunRecord], eval_set: str) -> str:
     record = records[0]
-    names = list(record["metrics"][eval_set].get("after", {}).get("metrics", {}))
-    return record["main_metric"] if record["main_metric"] in names or not names else names[0]
+    names = list(record.metrics[eval_set].get("after", {}).get("metrics", {}))
+    return record.main_metric if record.main_metric in names or not names else names[0]
 
 
 def _values(runs: list[Run], path: str) -> list[float]:
+    """The numbers at a dotted path of each run's record (e.g. training.final_loss), where present."""
     out = []
+    section, _, rest = path.partition(".")
     for run in runs:
-        value: Any = run.record
-        for part in path.split("."):
+        value: Any = getattr(run.record, section)
+        for part in rest.split(".") if rest else []:
             value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out.append(float(value))
@@ -245,7 +248,7 @@ def _values(runs: list[Run], path: str) -> list[float]:
 
 def _after(run: Run, eval_set: str) -> dict[str, Any]:
     """The run's SUMMARY of eval_set after training."""
-    return run.record["metrics"][eval_set].get("after", {})
+    return run.record.metrics[eval_set].get("after", {})
 
 
 def _after_metric(run: Run, eval_set: str, metric: str) -> float | None:
@@ -281,11 +284,11 @@ def _metric_block(group: Group, metric: str) -> dict[str, Any]:
     }
 
 
-def _context(record: dict[str, Any], eval_set: str) -> dict[str, Any]:
+def _context(record: RunRecord, eval_set: str) -> dict[str, Any]:
     """What every row of a record's section shares."""
-    model = record["config"]["model"]
+    model = record.config["model"]
     return {
-        "task": record["task"],
+        "task": record.task,
         "eval_set": eval_set,
         "teacher": model["teacher"],
         "student": model["student"],
@@ -325,12 +328,12 @@ def _row(group: Group, metrics: list[str]) -> dict[str, Any]:
         "loss_spikes_per_run": _mean(spikes),
         "grad_norm_cv": _mean(cvs),
         "grad_norm_max": max(_values(runs, "training.grad_norm_max"), default=None),
-        "diverged": sum(bool(r.record["training"].get("diverged")) for r in runs),
+        "diverged": sum(bool(r.record.training.get("diverged")) for r in runs),
         "tar_mean": _mean(tars),
         "train_tokens_per_s": _mean(_values(runs, "timings.train_tokens_per_s")),
         "wall_min": (_mean(_values(runs, "timings.wall_s")) or 0.0) / 60,
         "wall_s_total": sum(_values(runs, "timings.wall_s")),
-        "run_ids": sorted(r.record["run_id"] for r in runs),
+        "run_ids": sorted(str(r.record.run_id) for r in runs),
         "delta": {},
         "prompt_bootstrap": {},
         "is_baseline": False,
@@ -388,9 +391,9 @@ def _pick_baseline(groups: list[Group], baseline: str) -> Group | None:
     return min(candidates, key=lambda g: (len(g.shown_settings), -len(g.runs)), default=None)
 
 
-def _reference_summaries(record: dict[str, Any], eval_set: str) -> dict[tuple[str, str], dict[str, Any]]:
+def _reference_summaries(record: RunRecord, eval_set: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(source, label) -> the SUMMARY (or floor) of each reference row a record holds for eval_set."""
-    per_set = record["metrics"][eval_set]
+    per_set = record.metrics[eval_set]
     reference = per_set.get("reference", {})
     before = per_set.get("before", {})
     found = {
@@ -483,9 +486,9 @@ _DESCRIBED = {
 }
 
 
-def _init_text(record: dict[str, Any], epochs: Any) -> str:
+def _init_text(record: RunRecord, epochs: Any) -> str:
     """The SFT warm start a section's runs began from."""
-    init = record.get("init")
+    init = record.init
     if init is None:  # records older than the init block
         return f"SFT warm start {epochs} epoch(s)"
     key = init_key(record)
@@ -501,7 +504,7 @@ def _init_text(record: dict[str, Any], epochs: Any) -> str:
 def _describe(protocol: dict[str, Any], runs: list[Run], eval_set: str, varying: list[str]) -> str:
     """One line: what every row of a section shares (decoding, eval seeds, sizes, start point)."""
     p = protocol
-    data = runs[0].record.get("data", {})
+    data = runs[0].record.data
     if p["eval.decoding"] == "greedy":
         decoding = "greedy"
     else:
@@ -515,7 +518,7 @@ def _describe(protocol: dict[str, Any], runs: list[Run], eval_set: str, varying:
         p["task"] if p["task"] == eval_set else f"trained on {p['task']}, evaluated on {eval_set}",
         f"teacher {p['model.teacher']} → student {p['model.student']}",
         f"preset {p['preset']}",
-        f"{decoding}, {p['eval.max_new_tokens']} new tokens, eval seeds {runs[0].record['seeds']['eval']}",
+        f"{decoding}, {p['eval.max_new_tokens']} new tokens, eval seeds {runs[0].record.seeds['eval']}",
         f"{data.get('n_train', p['data.max_train_examples'])} train rows, "
         f"{data.get('n_eval', p['data.max_eval_examples'])} eval rows, "
         f"≤{p['data.max_length']} tokens (prompt ≤{p['data.max_prompt_length']})",
@@ -527,7 +530,7 @@ def _describe(protocol: dict[str, Any], runs: list[Run], eval_set: str, varying:
 
 
 def build_sections(
-    records: list[dict[str, Any]],
+    records: list[RunRecord],
     results_dir: Path,
     *,
     filters: Filters | None = None,
@@ -545,9 +548,9 @@ def build_sections(
     for record in records:
         if not filters.keep_record(record):
             continue
-        for eval_set in record["metrics"]:
+        for eval_set in record.metrics:
             if filters.keep_set(record, eval_set):
-                run = Run(record, results_dir / "runs" / record["run_id"])
+                run = Run(record, results_dir / "runs" / str(record.run_id))
                 groups[(eval_set, json.dumps(_settings(record), sort_keys=True))].append(run)
     by_section: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for (eval_set, key), runs in groups.items():
@@ -561,7 +564,7 @@ def build_sections(
         m
         for g in groups.values()
         for r in g
-        for per_set in r.record["metrics"].values()
+        for per_set in r.record.metrics.values()
         for m in per_set.get("after", {}).get("metrics", {})
     }
     for name in metrics or []:

@@ -1,4 +1,4 @@
-"""Run records: schema, atomic writes, environment facts, training-log statistics, and reading them back."""
+"""Environment facts for run records, training-log statistics, and the records of a results folder."""
 
 from __future__ import annotations
 
@@ -14,20 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.config import NON_RESULT_KEYS, flatten
-
-SCHEMA_VERSION = 1
-REQUIRED_FIELDS = (
-    "schema_version",
-    "run_id",
-    "status",
-    "config",
-    "versions",
-    "hardware",
-    "timings",
-    "metrics",
-    "training",
-    "paths",
-)
+from speckd_bench.record import INTERRUPTED, RECORD_FILE, RecordError, RunRecord
 
 
 def new_run_id(task: str, method: str, seed: int) -> str:
@@ -119,7 +106,7 @@ def summarize_log(rows: list[dict[str, Any]], spike_factor: float) -> dict[str, 
 
 @dataclass
 class LoadedRecords:
-    records: list[dict[str, Any]]
+    records: list[RunRecord]
     skipped: list[tuple[str, str]]
     """(path, reason) of records that could not be used."""
 
@@ -139,30 +126,18 @@ def load_records(results_dir: Path, include_interrupted: bool = False) -> Loaded
         else []
     )
     for run_dir in run_dirs:
-        path = run_dir / "record.json"
+        path = run_dir / RECORD_FILE
         if not path.is_file():
             hint = f"resume it with: speckd-bench run --resume {run_dir.name}"
             skipped.append((str(run_dir), f"no record.json: still running, or killed ({hint})"))
             continue
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            skipped.append((str(path), f"unreadable: {exc}"))
+            record = RunRecord.read(path)
+        except RecordError as exc:
+            skipped.append((str(path), str(exc)))
             continue
-        if not isinstance(record, dict):
-            skipped.append((str(path), "not a JSON object"))
-            continue
-        missing = [f for f in REQUIRED_FIELDS if f not in record]
-        if missing:
-            skipped.append((str(path), f"missing fields {', '.join(missing)}"))
-        elif record["schema_version"] != SCHEMA_VERSION:
-            skipped.append(
-                (str(path), f"schema version {record['schema_version']} (this is {SCHEMA_VERSION})")
-            )
-        elif record["status"] == "interrupted" and not include_interrupted:
+        if record.status == INTERRUPTED and not include_interrupted:
             skipped.append((str(path), "status interrupted (shown with --include-interrupted)"))
-        elif record["status"] not in ("complete", "interrupted"):
-            skipped.append((str(path), f"status {record['status']}"))
         else:
             records.append(record)
     return LoadedRecords(records, skipped)
@@ -177,6 +152,6 @@ def find_complete(results_dir: Path, cfg: Any) -> Path | None:
     """The record of a complete run under results_dir whose config equals cfg's in every result key."""
     wanted = result_config(cfg.to_dict())
     for record in load_records(results_dir).records:
-        if record["status"] == "complete" and result_config(record["config"]) == wanted:
-            return results_dir / "runs" / record["run_id"] / "record.json"
+        if record.complete and result_config(record.config) == wanted:
+            return results_dir / "runs" / str(record.run_id) / RECORD_FILE
     return None

@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from speckd_bench.caches import cache_dir, digest, publish_file
 from speckd_bench.config import RunConfig
-from speckd_bench.data import IGNORE, Batch, Example, collate
+from speckd_bench.data import IGNORE, Example, collate
 from speckd_bench.errors import UserError
-from speckd_bench.methods import DataPolicy, PolicyContext
+from speckd_bench.loss.objective import MicroBatch, TeacherLogits
 from speckd_bench.models import fingerprint, target_logits
 
 FORMAT = "speckd-teacher-topk-v1"
@@ -137,21 +137,20 @@ def build_table(
     return TopKTable(tensors, [key for key, _ in unique])
 
 
-def cache_identity(ctx: PolicyContext, examples: list[Example]) -> dict[str, Any]:
+def cache_identity(cfg: RunConfig, teacher: Any, task: str, vocab_size: int, examples: list[Example]) -> dict:
     """What the cached values depend on: the teacher and its weights, its dtype, k, the vocabulary and the
     exact token ids of every training sequence (so task, split, prompt format and max length are all
     covered)."""
     sequences = hashlib.sha256("".join(sorted(_digest(ex) for ex in examples)).encode()).hexdigest()
-    model = ctx.cfg.model
     return {
         "format": FORMAT,
-        "teacher": model.teacher,
-        "teacher_weights": fingerprint(ctx.teacher),
-        "teacher_dtype": model.teacher_dtype,
-        "task": ctx.task.name,
-        "max_length": ctx.cfg.data.max_length,
-        "vocab_size": ctx.vocab_size,
-        "k": ctx.cfg.train.teacher_cache_k,
+        "teacher": cfg.model.teacher,
+        "teacher_weights": fingerprint(teacher),
+        "teacher_dtype": cfg.model.teacher_dtype,
+        "task": task,
+        "max_length": cfg.data.max_length,
+        "vocab_size": vocab_size,
+        "k": cfg.train.teacher_cache_k,
         "sequences": sequences,
     }
 
@@ -178,48 +177,39 @@ def check(cfg: RunConfig, method: Any) -> None:
         )
 
 
-class CachedTeacher(DataPolicy):
-    """Ground-truth sequences, each micro-batch carrying the teacher's cached top-k rows."""
+class CachedTeacher:
+    """A teacher source (loss.objective.TeacherSource) that reads the teacher's top-k rows of each
+    micro-batch from a table instead of running the teacher."""
 
-    def __init__(self, ctx: PolicyContext) -> None:
-        super().__init__(ctx.tokenizer.pad_token_id)
-        self.ctx = ctx
-        self.table: TopKTable | None = None
-        self.info: dict[str, Any] = {}
+    def __init__(self, table: TopKTable, info: dict[str, Any] | None = None) -> None:
+        self.table = table
+        self.info = info or {}
 
-    def prepare(self, examples: list[Example], total_steps: int) -> list[Example]:
-        ctx = self.ctx
-        identity = cache_identity(ctx, examples)
-        key = digest(identity)
-        path = cache_dir() / "teacher-topk" / f"{key}.safetensors"
-        hit = path.is_file()
-        t0 = time.perf_counter()
-        if hit:
-            self.table = TopKTable.load(path)
-        else:
-            self.table = build_table(
-                ctx.teacher,
-                examples,
-                self.pad_id,
-                ctx.vocab_size,
-                ctx.cfg.train.teacher_cache_k,
-                ctx.cfg.train.batch_size,
-            )
-            self.table.save(path, {"identity": json.dumps(identity)})
-        self.info = {
-            "used": True,
-            "k": ctx.cfg.train.teacher_cache_k,
-            "hit": hit,
-            "seconds": time.perf_counter() - t0,
-            "top_k_mass": self.table.top_mass(),
-            "path": str(path),
-        }
-        return examples
+    def logits(self, micro: MicroBatch, vocab: int) -> TeacherLogits:
+        topk = self.table.lookup(micro.rows).to(micro.batch.input_ids.device)
+        return lambda part, student: topk.logprobs(part, vocab, student)
 
-    def micro_batch(self, examples: list[Example], step: int) -> Batch:
-        batch = collate(examples, self.pad_id)
-        batch.teacher_topk = self.table.lookup(examples)
-        return batch
 
-    def summary(self) -> dict[str, Any]:
-        return {"teacher_cache": self.info}
+def cached_teacher(
+    cfg: RunConfig, teacher: Any, task: str, vocab_size: int, pad_id: int, examples: list[Example]
+) -> CachedTeacher:
+    """The cache of these training examples: loaded, or built with one teacher pass and stored."""
+    identity = cache_identity(cfg, teacher, task, vocab_size, examples)
+    path = cache_dir() / "teacher-topk" / f"{digest(identity)}.safetensors"
+    hit = path.is_file()
+    t0 = time.perf_counter()
+    k = cfg.train.teacher_cache_k
+    if hit:
+        table = TopKTable.load(path)
+    else:
+        table = build_table(teacher, examples, pad_id, vocab_size, k, cfg.train.batch_size)
+        table.save(path, {"identity": json.dumps(identity)})
+    info = {
+        "used": True,
+        "k": k,
+        "hit": hit,
+        "seconds": time.perf_counter() - t0,
+        "top_k_mass": table.top_mass(),
+        "path": str(path.relative_to(cache_dir())),
+    }
+    return CachedTeacher(table, info)

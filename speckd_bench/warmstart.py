@@ -25,8 +25,9 @@ from speckd_bench.caches import (
 from speckd_bench.config import NON_RESULT_KEYS, RunConfig, TrainConfig
 from speckd_bench.data import Example
 from speckd_bench.distributed import process_context
+from speckd_bench.methods import METHODS, method_config
 from speckd_bench.tasks import TASKS
-from speckd_bench.train import plan_steps
+from speckd_bench.trainer import Stage, plan_steps
 
 
 def init_rows(cfg: RunConfig, available: int) -> int:
@@ -38,6 +39,13 @@ def init_train_config(cfg: RunConfig) -> TrainConfig:
     """The warm start's own training settings: the KD stage's optimiser settings, but never its step
     budget (train.max_steps belongs to the KD stage, so a probe with max_steps=1 shares the real init)."""
     return dataclasses.replace(cfg.train, max_steps=0)
+
+
+def init_stage(cfg: RunConfig) -> Stage:
+    """The warm start as a training stage: SFT with its own settings, learning rate, epochs and seed."""
+    t = init_train_config(cfg)
+    sft = METHODS.get("sft")
+    return Stage(sft, method_config("sft")[0], t, t.init_lr, t.init_sft_epochs, t.init_seed, "init SFT")
 
 
 def init_plan(cfg: RunConfig, n_rows: int) -> dict[str, Any]:

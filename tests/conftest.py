@@ -78,3 +78,18 @@ def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
         return path
 
     return make
+
+
+def backward_step(student, teacher, batches, mcfg, vocab, rows=None, train_cfg=None):
+    """One optimiser step's backward pass through the trainer's own `accumulate`: `teacher` is a
+    TeacherSource or None (cross-entropy), `batches` one Batch (or None) per micro-batch."""
+    from speckd_bench.config import TrainConfig
+    from speckd_bench.distributed import process_context
+    from speckd_bench.loss.objective import MicroBatch
+    from speckd_bench.trainer import accumulate
+
+    rows = rows or [[] for _ in batches]
+    micro = [None if b is None else MicroBatch(b, r) for b, r in zip(batches, rows, strict=True)]
+    return accumulate(
+        student, teacher, micro, mcfg, train_cfg or TrainConfig(), process_context(), vocab, None
+    )

@@ -12,7 +12,9 @@ from typing import Any
 from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
 from speckd_bench.config import RunConfig, apply_overrides
 from speckd_bench.degeneracy import degeneracy as degeneracy_of
-from speckd_bench.results import SCHEMA_VERSION, summarize_log
+from speckd_bench.methods import method_config
+from speckd_bench.record import SCHEMA_VERSION
+from speckd_bench.results import summarize_log
 
 HEALTHY = {"empty": 0.0, "distinct_1": 0.6, "distinct_2": 0.9, "repetition": 0.05}
 
@@ -71,8 +73,8 @@ def write_run(
     `degeneracy` (of the outputs after training) and `fidelity` (metric -> per-prompt score, the same
     for every eval seed; the run-level value is their mean)."""
     fidelity = fidelity or {}
-    cfg = RunConfig()
-    apply_overrides(cfg, {"method.name": method, "seed": seed, "task": task, **(settings or {})}, "test")
+    cfg = RunConfig(method=method_config(method)[0])
+    apply_overrides(cfg, {"seed": seed, "task": task, **(settings or {})}, "test")
     cfg.eval.seeds = list(scores)
     grad_norms = grad_norms or [1.0] * len(losses)
     log = [

@@ -4,15 +4,16 @@ import copy
 
 import pytest
 import torch
+from conftest import backward_step
 from tiny_models import tiny_llama
 
-from speckd_bench.config import MethodConfig
 from speckd_bench.data import Example, collate
+from speckd_bench.loss.objective import LiveTeacher
+from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.methods import Method
-from speckd_bench.train import accumulate
 
-FKL = Method("fkl", "test", "test", {"divergence": "fkl"})
-SFT = Method("sft", "test", "test", uses_teacher=False)
+FKL = Method("fkl", "test", "test", defaults={"divergence": "fkl"})
+SFT = Method("sft", "test", "test", config=MethodConfig)
 
 
 def examples():
@@ -24,8 +25,9 @@ def examples():
 def grads(student, teacher, micro, method, normalize="all"):
     student = copy.deepcopy(student)
     student.zero_grad()
-    cfg = MethodConfig(divergence="fkl", normalize=normalize)
-    stats = accumulate(student, teacher, micro, method, cfg, 40, None)
+    cfg = KDConfig(divergence="fkl", normalize=normalize)
+    source = LiveTeacher(teacher) if method.uses_teacher else None
+    stats = backward_step(student, source, micro, cfg, 40)
     return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]), stats
 
 

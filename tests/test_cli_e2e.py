@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app, main
-from speckd_bench.results import REQUIRED_FIELDS
+from speckd_bench.config import flatten
+from speckd_bench.record import SCHEMA_VERSION, RunRecord
 
 runner = CliRunner()
 METHODS = ("sft", "fkl", "speckd")
@@ -49,8 +50,8 @@ def test_every_run_writes_a_complete_record(results):
     records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*/record.json"))]
     assert len(records) == 6
     for rec in records:
-        assert set(REQUIRED_FIELDS) <= set(rec)
-        assert rec["status"] == "complete" and rec["schema_version"] == 1
+        assert RunRecord.from_json(rec).complete and rec["schema_version"] == SCHEMA_VERSION == 2
+        assert not any(str(v).startswith("/") for v in flatten(rec["data"]).values())  # paths are relative
         assert rec["config"]["data"]["max_train_examples"] == 16
         assert rec["data"]["n_train"] == 16
         for key in ("torch", "transformers", "speckd_bench"):

@@ -4,12 +4,12 @@ import pytest
 
 from speckd_bench.config import build_config, parse_sets
 from speckd_bench.errors import UserError
-from speckd_bench.methods import discover_methods, method_defaults
+from speckd_bench.methods import discover_methods, method_config
 
 
 def cfg(**kw):
     discover_methods()
-    return build_config(method_defaults=method_defaults, **kw)
+    return build_config(method_config=method_config, **kw)
 
 
 def test_method_defaults_then_overrides():
@@ -29,7 +29,7 @@ def test_yaml_file_and_preset(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"method.kk": "3"}, r"unknown config key 'method.kk'.*did you mean method.k"),
+        ({"method.kk": "3"}, r"method speckd has no setting 'kk'.*did you mean k\?"),
         ({"method.k": "0"}, r"method.k=0 is out of range"),
         ({"method.k": "abc"}, r"method.k expects an integer"),
         ({"method.beta": "1.5"}, r"beta in \[0, 1\]"),

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from speckd_bench.divergences import DIVERGENCES, per_token_divergence
+from speckd_bench.loss.divergences import DIVERGENCES, per_token_divergence
 
 P = [0.7, 0.2, 0.1]
 Q = [0.5, 0.3, 0.2]

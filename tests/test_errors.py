@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import speckd_bench.checkpoint
-import speckd_bench.train
+import speckd_bench.trainer
 from speckd_bench.caches import cache_dir
 from speckd_bench.checkpoint import CHECKPOINTS, RunState
 from speckd_bench.cli import main
@@ -240,17 +240,17 @@ def test_resume_from_a_checkpoint_of_another_config(tmp_path, monkeypatch, capsy
 
 
 def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypatch, capsys, data_dir):
-    real = speckd_bench.train._micro_loss
+    real = speckd_bench.trainer.micro_batch_loss
 
-    def nan_in_sft(student, teacher, batch, method, *args):
-        out = real(student, teacher, batch, method, *args)
-        if method.name == "sft":
+    def nan_in_sft(student, teacher, micro, mcfg, *args):
+        out = real(student, teacher, micro, mcfg, *args)
+        if mcfg.name == "sft":
             out.loss_sum = out.loss_sum * float("nan")
         return out
 
     smollm2_dir()
     capsys.readouterr()
-    monkeypatch.setattr(speckd_bench.train, "_micro_loss", nan_in_sft)
+    monkeypatch.setattr(speckd_bench.trainer, "micro_batch_loss", nan_in_sft)
     lr = ["--set", "train.init_lr=0.0123"]  # a warm start no other test builds
     args = [*TINY, "--method", "fkl", *lr, "--data-dir", data_dir, "--results-dir", tmp_path]
     code, err = cli(monkeypatch, capsys, args)
@@ -262,19 +262,19 @@ def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypat
 def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverged(
     tmp_path, monkeypatch, capsys, data_dir
 ):
-    real = speckd_bench.train._micro_loss
+    real = speckd_bench.trainer.micro_batch_loss
     calls = []
 
-    def nan_at_step_3(student, teacher, batch, method, *args):
-        out = real(student, teacher, batch, method, *args)
-        calls.append(method.name)  # the fkl steps, not the SFT warm start's
-        if calls.count("fkl") == 3 and method.name == "fkl":
+    def nan_at_step_3(student, teacher, micro, mcfg, *args):
+        out = real(student, teacher, micro, mcfg, *args)
+        calls.append(mcfg.name)  # the fkl steps, not the SFT warm start's
+        if calls.count("fkl") == 3 and mcfg.name == "fkl":
             out.loss_sum = out.loss_sum * float("nan")
         return out
 
     smollm2_dir()  # converted beforehand: the one-time conversion bar is not part of the error output
     capsys.readouterr()
-    monkeypatch.setattr(speckd_bench.train, "_micro_loss", nan_at_step_3)
+    monkeypatch.setattr(speckd_bench.trainer, "micro_batch_loss", nan_at_step_3)
     monkeypatch.setattr(speckd_bench.checkpoint.Checkpoints, "remove", lambda self: None)
     args = [*TINY, "--method", "fkl", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=1"]
     code, err = cli(monkeypatch, capsys, [*args, "--data-dir", data_dir, "--results-dir", tmp_path])

@@ -4,17 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speckd_bench.config import MethodConfig
-from speckd_bench.divergences import DIVERGENCES
-from speckd_bench.kd_loss import chunk_rows, chunked_head_loss
-from speckd_bench.objective import (
+from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
+from speckd_bench.loss.divergences import DIVERGENCES
+from speckd_bench.loss.gate import speckd_gate
+from speckd_bench.loss.objective import (
     OutputHead,
     fused_kd_loss_sum,
     fused_sft_loss_sum,
     kd_loss_sum,
     sft_loss_sum,
 )
-from speckd_bench.speckd import speckd_gate
+from speckd_bench.method_config import KDConfig
 
 N, H, V = 11, 6, 17
 GATES = {
@@ -33,7 +33,7 @@ def inputs(seed: int = 0, bias: bool = True):
     return hidden, weight, b, teacher
 
 
-def float64_reference(hidden, weight, bias, teacher, cfg: MethodConfig):
+def float64_reference(hidden, weight, bias, teacher, cfg: KDConfig):
     """sum_t w_t D_t computed in float64 straight from the divergence's own function."""
     hidden, weight = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     logits = F.linear(hidden, weight, bias)
@@ -52,7 +52,7 @@ def float64_reference(hidden, weight, bias, teacher, cfg: MethodConfig):
 @pytest.mark.parametrize("divergence", list(DIVERGENCES))
 def test_fused_equals_plain_and_float64_for_every_divergence(divergence, gate):
     hidden64, weight64, bias64, teacher64 = inputs()
-    cfg = MethodConfig(divergence=divergence, **GATES[gate])
+    cfg = KDConfig(divergence=divergence, **GATES[gate])
     want, want_dh, want_dw = float64_reference(hidden64, weight64, bias64, teacher64, cfg)
 
     h, w = hidden64.float().requires_grad_(), weight64.float().requires_grad_()

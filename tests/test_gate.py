@@ -4,16 +4,16 @@ import copy
 
 import pytest
 import torch
+from conftest import backward_step
 from tiny_models import tiny_llama
 
-from speckd_bench.config import MethodConfig
 from speckd_bench.data import Example, collate
-from speckd_bench.divergences import per_token_divergence
 from speckd_bench.errors import UserError
+from speckd_bench.loss.divergences import per_token_divergence
+from speckd_bench.loss.gate import speckd_gate
+from speckd_bench.loss.objective import LiveTeacher, kd_loss_sum
+from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.methods import Method, check_method
-from speckd_bench.objective import kd_loss_sum
-from speckd_bench.speckd import speckd_gate
-from speckd_bench.train import accumulate
 
 # Teacher ranks tokens 0 > 1 > 2 > 3 > 4 > 5.
 TEACHER = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 2)
@@ -22,7 +22,7 @@ STUDENT = torch.tensor([[0.0, 3.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0
 
 
 def spec(**kw):
-    return MethodConfig(gate="speckd", **kw)
+    return KDConfig(gate="speckd", **kw)
 
 
 def test_topk_accepts_proposal_inside_teacher_topk_only():
@@ -104,12 +104,11 @@ def test_gate_carries_no_gradient():
 def test_normalize_divides_the_step_loss_by_all_or_accepted_tokens():
     student, teacher = tiny_llama(0), tiny_llama(1).eval()
     micro = [collate([Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in (3, 6, 2)], 0)]
-    method = Method("speckd", "test", "test")
     results = {}
     for normalize in ("all", "accepted"):
         model = copy.deepcopy(student)
         cfg = spec(rule="topk", k=20, reject_weight=0.1, normalize=normalize)
-        stats = accumulate(model, teacher, micro, method, cfg, 40, None)
+        stats = backward_step(model, LiveTeacher(teacher), micro, cfg, 40)
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         results[normalize] = (stats, grads)
     all_stats, all_grads = results["all"]
@@ -122,7 +121,7 @@ def test_normalize_divides_the_step_loss_by_all_or_accepted_tokens():
 
 
 def test_gating_a_cross_entropy_method_is_refused():
-    sft = Method("sft", "test", "test", uses_teacher=False)
+    sft = Method("sft", "test", "test", config=MethodConfig)
     with pytest.raises(UserError, match="method.gate=speckd needs a divergence"):
         check_method(sft, spec())
     check_method(Method("fkl", "test", "test"), spec())

@@ -1,19 +1,19 @@
-"""benchmarks/gpu_smoke.py on tiny shapes (CPU): it trains and decodes through the harness code, prints
-the README table rows, needs none of the packages a bare GPU machine lacks, and refuses to run at full
-size without CUDA."""
+"""`speckd-bench bench gpu-smoke` on tiny shapes (CPU): it trains and decodes through the harness code,
+prints the README table rows, needs none of the packages a bare GPU machine lacks, and refuses to run at
+full size without CUDA."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.py"
-CHECK = f"""
+pytestmark = pytest.mark.subprocess
+
+CHECK = """
 import runpy, sys
 sys.argv = ["gpu_smoke", "--small"]
-scope = runpy.run_path({str(SCRIPT)!r}, run_name="__main__")
+scope = runpy.run_module("speckd_bench.benchmarks.gpu_smoke", run_name="__main__")
 print("loaded:", [m for m in scope["FORBIDDEN"] if m in sys.modules])
 """
 
@@ -29,7 +29,12 @@ def test_small_run_trains_decodes_and_imports_nothing_a_gpu_machine_lacks():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_full_size_without_cuda_says_so():
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert "no CUDA device here" in done.stderr and "--small" in done.stderr
+def test_full_size_without_cuda_says_so_in_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "speckd_bench", "bench", "gpu-smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "no CUDA device here" in done.stderr and "--small" in done.stderr

@@ -2,6 +2,7 @@
 proposals outside the teacher's top-K; DistiLLM's schedule; seqkd's cache.
 """
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ from speckd_bench import rollout
 from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Example, collate
 from speckd_bench.generate import cut_at_eos, left_pad
-from speckd_bench.methods import PolicyContext, discover_methods
+from speckd_bench.methods import PolicyContext, discover_methods, method_config
 
 EOS = PAD = 2  # pad == eos, as with SmolLM2: the EOS label must survive anyway
 RESPONSE = 3  # the test models emit EOS as their 4th response token
@@ -38,11 +39,9 @@ def tiny(seed: int) -> StopsAfter:
     return model
 
 
-def context(student, teacher, **method) -> PolicyContext:
-    cfg = RunConfig()
-    cfg.method.gen_max_new_tokens = 12
-    for key, value in method.items():
-        setattr(cfg.method, key, value)
+def context(name, student, teacher, **method) -> PolicyContext:
+    """Method `name`'s own settings (12-token rollouts) with `method` changed."""
+    cfg = RunConfig(method=dataclasses.replace(method_config(name)[0], gen_max_new_tokens=12, **method))
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     return PolicyContext(cfg, None, student, teacher, tokenizer, 64, torch.device("cpu"), seed=3)
 
@@ -67,17 +66,17 @@ def policy(name, ctx):
 
 def test_gkd_on_policy_batches_mask_the_prompt_and_keep_eos():
     student = tiny(0)
-    gkd = policy("gkd", context(student, None, lmbda=1.0))
+    gkd = policy("gkd", context("gkd", student, None, lmbda=1.0))
     batch = gkd.micro_batch(examples(), step=1)
     assert_prompt_masked_and_eos_target(batch, PROMPTS)
     assert gkd.end_step(1) == {"on_policy": 1.0}
-    off = policy("gkd", context(student, None, lmbda=0.0))
+    off = policy("gkd", context("gkd", student, None, lmbda=0.0))
     expected = collate(examples(), PAD)
     assert torch.equal(off.micro_batch(examples(), step=1).labels, expected.labels)
 
 
 def test_skd_sequences_mask_the_prompt_and_keep_eos():
-    skd = policy("skd", context(tiny(0), tiny(1)))
+    skd = policy("skd", context("skd", tiny(0), tiny(1)))
     batch = skd.micro_batch(examples(), step=1)
     assert_prompt_masked_and_eos_target(batch, PROMPTS)
     row = skd.end_step(1)
@@ -158,7 +157,7 @@ def test_distillm_schedule_rises_with_validation_loss():
 
 def test_seqkd_generates_once_and_reuses_the_cache(monkeypatch):
     teacher = tiny(1)
-    first = policy("seqkd", context(None, teacher))
+    first = policy("seqkd", context("seqkd", None, teacher))
     generated = first.prepare(examples(), total_steps=1)
     assert first.summary()["reused"] is False
     assert_prompt_masked_and_eos_target(collate(generated, PAD), PROMPTS)
@@ -167,10 +166,10 @@ def test_seqkd_generates_once_and_reuses_the_cache(monkeypatch):
         raise AssertionError("the teacher generated although the responses are cached")
 
     monkeypatch.setattr(rollout, "sample_responses", no_generation)
-    second = policy("seqkd", context(None, teacher))
+    second = policy("seqkd", context("seqkd", None, teacher))
     again = second.prepare(examples(), total_steps=1)
     assert second.summary()["reused"] is True
     assert [e.target_ids for e in again] == [e.target_ids for e in generated]
     # Other decoding settings are another cache entry.
     with pytest.raises(AssertionError, match="teacher generated"):
-        policy("seqkd", context(None, teacher, teacher_temperature=0.5)).prepare(examples(), 1)
+        policy("seqkd", context("seqkd", None, teacher, teacher_temperature=0.5)).prepare(examples(), 1)

@@ -1,5 +1,6 @@
 """Task schema, built-in tasks over the real mirror, and the settings tasks and suites bring to a run."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from speckd_bench.cli import app
 from speckd_bench.config import DataConfig, build_config, parse_sets
 from speckd_bench.data import load_split
 from speckd_bench.errors import UserError
+from speckd_bench.methods import method_config
 from speckd_bench.tasks import SUITES, TASKS, discover_tasks, load_plugin_file, run_defaults
 
 runner = CliRunner()
@@ -26,6 +28,8 @@ MINIMAL = {
     "prompt": {"template": "Q: {question}\nA:"},
     "reference": "answer",
 }
+
+resolve = functools.partial(build_config, method_config=method_config)
 
 
 def write_task(tmp_path, tree, name="task.yaml"):
@@ -189,32 +193,50 @@ def test_real_multi_reference_sets_keep_every_reference(real_data):
 
 def test_task_defaults_sit_below_the_preset_and_the_user():
     discover_tasks()
-    c = build_config(overrides={"task": "gsm8k"}, task_defaults=run_defaults)
+    c = resolve(overrides={"task": "gsm8k"}, task_defaults=run_defaults)
     assert (c.eval.max_new_tokens, c.data.max_length, c.eval.decoding) == (256, 512, "greedy")
     assert (
         build_config(
-            preset="tiny", overrides={"task": "gsm8k"}, task_defaults=run_defaults
+            method_config=method_config,
+            preset="tiny",
+            overrides={"task": "gsm8k"},
+            task_defaults=run_defaults,
         ).eval.max_new_tokens
         == 8
     )
     user = build_config(
-        overrides=parse_sets(["task=gsm8k", "eval.max_new_tokens=32"]), task_defaults=run_defaults
+        method_config=method_config,
+        overrides=parse_sets(["task=gsm8k", "eval.max_new_tokens=32"]),
+        task_defaults=run_defaults,
     )
     assert user.eval.max_new_tokens == 32
-    assert build_config(overrides={"task": "dolly"}, task_defaults=run_defaults).eval == build_config().eval
+    assert (
+        build_config(
+            method_config=method_config, overrides={"task": "dolly"}, task_defaults=run_defaults
+        ).eval
+        == build_config(
+            method_config=method_config,
+        ).eval
+    )
 
 
 def test_the_minillm_suite_brings_its_sampling_protocol():
     discover_tasks()
-    c = build_config(overrides={"eval.suite": "minillm"}, task_defaults=run_defaults)
+    c = build_config(
+        method_config=method_config, overrides={"eval.suite": "minillm"}, task_defaults=run_defaults
+    )
     assert (c.eval.decoding, c.eval.temperature, c.eval.top_p, c.eval.top_k) == ("sample", 1.0, 1.0, 0)
     assert (c.eval.no_repeat_ngram_size, c.eval.seeds) == (6, [10, 20, 30, 40, 50])
     greedy = build_config(
-        overrides={"eval.suite": "minillm", "eval.decoding": "greedy"}, task_defaults=run_defaults
+        method_config=method_config,
+        overrides={"eval.suite": "minillm", "eval.decoding": "greedy"},
+        task_defaults=run_defaults,
     )
     assert greedy.eval.decoding == "greedy"
     with pytest.raises(UserError, match=r"unknown suite 'minilm' \(did you mean minillm\?\)"):
-        build_config(overrides={"eval.suite": "minilm"}, task_defaults=run_defaults)
+        build_config(
+            method_config=method_config, overrides={"eval.suite": "minilm"}, task_defaults=run_defaults
+        )
 
 
 def test_tasks_listing_shows_sources_and_suites():

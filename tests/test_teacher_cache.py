@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
+from conftest import backward_step
 from tiny_models import tiny_llama
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app
-from speckd_bench.config import MethodConfig, TrainConfig
 from speckd_bench.data import Example, collate
-from speckd_bench.methods import Method
+from speckd_bench.loss.objective import LiveTeacher
+from speckd_bench.method_config import KDConfig
 from speckd_bench.models import target_logits
-from speckd_bench.teacher_cache import TopKTable, build_table, top_k
-from speckd_bench.train import accumulate
+from speckd_bench.teacher_cache import CachedTeacher, TopKTable, build_table, top_k
 
 VOCAB = 40
 
@@ -69,18 +69,14 @@ def test_table_round_trip_returns_each_examples_rows_in_collate_order(tmp_path):
 @pytest.mark.parametrize("method", ["fkl", "speckd"])
 def test_a_cache_with_k_equal_to_the_vocabulary_gives_the_teachers_own_gradients(method):
     student, teacher = tiny_llama(0), tiny_llama(1).eval()
-    cfg = MethodConfig(divergence="fkl", gate="speckd" if method == "speckd" else "none", k=3)
+    cfg = KDConfig(divergence="fkl", gate="speckd" if method == "speckd" else "none", k=3)
     ex = examples()
     table = build_table(teacher, ex, 0, VOCAB, k=VOCAB, batch_size=4)
     grads = {}
     for cached in (False, True):
         model = copy.deepcopy(student)
-        batch = collate(ex, 0)
-        if cached:
-            batch.teacher_topk = table.lookup(ex)
-        runs_teacher = None if cached else teacher  # the cached step never calls the teacher
-        kd = Method(method, "t", "t")
-        stats = accumulate(model, runs_teacher, [batch], kd, cfg, VOCAB, None, TrainConfig())
+        source = CachedTeacher(table) if cached else LiveTeacher(teacher)  # the cache never runs the teacher
+        stats = backward_step(model, source, [collate(ex, 0)], cfg, VOCAB, rows=[ex])
         grads[cached] = (
             stats,
             torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]),

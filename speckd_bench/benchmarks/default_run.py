@@ -8,18 +8,17 @@ cache (built, then hit). Wall, training and evaluation seconds come from the run
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from speckd_bench.benchmarks.common import machine_header, markdown_table
 from speckd_bench.config import build_config, native_bf16
-from speckd_bench.methods import discover_methods, method_defaults
-from speckd_bench.runner import run_once
+from speckd_bench.methods import discover_methods, method_config
+from speckd_bench.recipe import run_once
+from speckd_bench.record import RunRecord
 from speckd_bench.tasks import discover_tasks, run_defaults
 
 # (label, overrides), run in this order on one cache directory that starts empty
@@ -34,20 +33,20 @@ def _run(task: str, method: str, results: str, overrides: dict[str, Any]) -> dic
     cfg = build_config(
         method=method,
         overrides={"task": task, "results_dir": results, **overrides},
-        method_defaults=method_defaults,
+        method_config=method_config,
         task_defaults=run_defaults,
     )
-    record = json.loads(Path(run_once(cfg, quiet=True)).read_text())
-    t, cache = record["timings"], record["teacher_cache"]
+    record = RunRecord.read(run_once(cfg, quiet=True))
+    t, cache = record.timings, record.teacher_cache
     return {
         "cache": ("hit" if cache["hit"] else "built") if cache["used"] else "-",
         "wall_s": t["wall_s"],
         "train_s": t["train_s"],
         "eval_s": t["eval_s"],
         "train_tokens_per_s": t["train_tokens_per_s"],
-        "metric": record["metrics"][task]["after"]["metrics"][record["main_metric"]],
-        "metric_name": record["main_metric"],
-        "teacher_dtype": record["config"]["model"]["teacher_dtype"],
+        "metric": record.metrics[task]["after"]["metrics"][record.main_metric],
+        "metric_name": record.main_metric,
+        "teacher_dtype": record.config["model"]["teacher_dtype"],
     }
 
 

@@ -25,12 +25,13 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from speckd_bench.benchmarks.common import machine_header, markdown_table, qwen25_config
-from speckd_bench.config import MethodConfig, TrainConfig
+from speckd_bench.config import TrainConfig
 from speckd_bench.data import IGNORE, Batch
-from speckd_bench.divergences import per_token_divergence
-from speckd_bench.kd_loss import chunk_rows as chunk_rows_of
+from speckd_bench.loss.chunked_head import chunk_rows as chunk_rows_of
+from speckd_bench.loss.divergences import per_token_divergence
+from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.methods import Method
-from speckd_bench.train import accumulate
+from speckd_bench.trainer import accumulate
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ def _step_fn(
     """One optimiser step of variant `name` (a fresh AdamW per variant: its state counts in the peak)."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.input_ids.is_cuda)
-    sft, fkl = Method("sft", "", "", uses_teacher=False), Method("fkl", "", "")
-    gated = MethodConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
+    sft, fkl = Method("sft", "", "", config=MethodConfig), Method("fkl", "", "")
+    gated = KDConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
     plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True, fused_chunk_rows=chunk_rows)
     harness: dict[str, Callable[[], Any]] = {
         "student SFT step (plain)": lambda: accumulate(
@@ -114,9 +115,9 @@ def _step_fn(
             student, None, [batch], sft, MethodConfig(), vocab, None, fused
         ),
         "fkl, plain (target rows)": lambda: accumulate(
-            student, teacher, [batch], fkl, MethodConfig(), vocab, None, plain
+            student, teacher, [batch], fkl, KDConfig(), vocab, None, plain
         ),
-        "fkl, fused": lambda: accumulate(student, teacher, [batch], fkl, MethodConfig(), vocab, None, fused),
+        "fkl, fused": lambda: accumulate(student, teacher, [batch], fkl, KDConfig(), vocab, None, fused),
         "speckd top-5, plain": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, plain),
         "speckd top-5, fused": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, fused),
     }

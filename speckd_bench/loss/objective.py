@@ -2,21 +2,25 @@
 so gradient accumulation (and data parallelism) never changes the objective.
 
 Each loss has a plain form (from logits) and a fused form (from hidden states and output weights,
-chunked by kd_loss.chunked_head_loss); both run the same per-chunk code, so they agree to float rounding.
+chunked by chunked_head.chunked_head_loss); both run the same per-chunk code, so they agree to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from speckd_bench.config import MethodConfig
-from speckd_bench.divergences import per_token_divergence
-from speckd_bench.kd_loss import chunked_head_loss
-from speckd_bench.speckd import speckd_gate
+from speckd_bench.data import IGNORE, Batch, Example
+from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
+from speckd_bench.loss.divergences import per_token_divergence
+from speckd_bench.loss.gate import speckd_gate
+from speckd_bench.method_config import KDConfig, MethodConfig
+from speckd_bench.models import fusable, output_head, target_hidden, target_logits
 
 TeacherLogits = Callable[[slice, torch.Tensor], torch.Tensor]
 """The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows, given
@@ -49,7 +53,7 @@ class OutputHead:
 class _KDChunks:
     """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way."""
 
-    def __init__(self, teacher: TeacherLogits, cfg: MethodConfig, generator: torch.Generator | None):
+    def __init__(self, teacher: TeacherLogits, cfg: KDConfig, generator: torch.Generator | None):
         self.teacher, self.cfg, self.generator = teacher, cfg, generator
         self.accepted: torch.Tensor | int = 0
         self.divergence: torch.Tensor | float = 0.0
@@ -99,7 +103,7 @@ def fused_sft_loss_sum(head: OutputHead, targets: torch.Tensor) -> LossSum:
 def kd_loss_sum(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    cfg: MethodConfig,
+    cfg: KDConfig,
     generator: torch.Generator | None = None,
 ) -> LossSum:
     """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
@@ -111,7 +115,7 @@ def kd_loss_sum(
 def fused_kd_loss_sum(
     head: OutputHead,
     teacher: TeacherLogits,
-    cfg: MethodConfig,
+    cfg: KDConfig,
     generator: torch.Generator | None = None,
 ) -> LossSum:
     """kd_loss_sum from the student's hidden states, chunk by chunk; the teacher's logits are asked
@@ -119,3 +123,72 @@ def fused_kd_loss_sum(
     chunks = _KDChunks(teacher, cfg, generator)
     loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunks, head.rows)
     return chunks.result(loss, int(head.hidden.shape[0]))
+
+
+@dataclass
+class MicroBatch:
+    batch: Batch
+    """On the training device."""
+    rows: list[Example]
+    """The examples it was built from (a cached teacher finds its rows by them)."""
+
+
+class TeacherSource(Protocol):
+    def logits(self, micro: MicroBatch, vocab: int) -> TeacherLogits:
+        """The teacher's logits (or log-probabilities) of the micro-batch's target rows, by slice."""
+        ...
+
+
+class LiveTeacher:
+    """The teacher model itself: one forward pass per micro-batch whose output layer runs per slice of
+    the target rows (never all rows at once) when the model allows it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def logits(self, micro: MicroBatch, vocab: int) -> TeacherLogits:
+        model, batch = self.model, micro.batch
+        if not fusable(model):
+            logits = target_logits(model, batch, vocab)
+            return lambda part, _: logits[part]
+        hidden = target_hidden(model, batch)
+        weight, bias = output_head(model, vocab)
+        return lambda part, _: F.linear(hidden[part], weight, bias).float()
+
+
+def _student_head(student: Any, batch: Batch, vocab: int, fused_chunk_rows: int) -> OutputHead:
+    weight, bias = output_head(student, vocab)
+    return OutputHead(target_hidden(student, batch), weight, bias, chunk_rows(vocab, fused_chunk_rows))
+
+
+def micro_batch_loss(
+    student: Any,
+    teacher: TeacherSource | None,
+    micro: MicroBatch,
+    mcfg: MethodConfig,
+    vocab: int,
+    fused: bool,
+    fused_chunk_rows: int,
+    generator: torch.Generator | None,
+) -> LossSum:
+    """The loss sum of one micro-batch: cross-entropy without a teacher, else the (gated) divergence of
+    mcfg (a KDConfig); in bf16 autocast on CUDA. `fused` computes it chunk by chunk from the student's
+    hidden states (where the model allows it)."""
+    batch = micro.batch
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if batch.input_ids.is_cuda else contextlib.nullcontext()
+    )
+    fused = fused and fusable(student)
+    with autocast:
+        if teacher is None:
+            targets = batch.labels[batch.labels != IGNORE]
+            if fused:
+                return fused_sft_loss_sum(_student_head(student, batch, vocab, fused_chunk_rows), targets)
+            return sft_loss_sum(target_logits(student, batch, vocab), targets)
+        teacher_logits = teacher.logits(micro, vocab)
+        if fused:
+            head = _student_head(student, batch, vocab, fused_chunk_rows)
+            return fused_kd_loss_sum(head, teacher_logits, mcfg, generator)
+        s_logits = target_logits(student, batch, vocab)
+        return kd_loss_sum(s_logits, teacher_logits(slice(None), s_logits.detach()), mcfg, generator)

@@ -1,10 +1,11 @@
 """GPU smoke check: random-init models of the GPU presets' shapes, 20 optimiser steps of speckd and fkl
-through the harness's own train loop (train.train -> accumulate -> objective), one batched evaluation
+through the harness's own Trainer (trainer.Trainer -> accumulate -> loss.objective), one batched evaluation
 decoding pass of the qwen student, printing ms/step, tokens/s and peak memory per phase, and the time
 and memory per 1k steps each preset needs (the README's 'Several GPUs' table).
 
-    python benchmarks/gpu_smoke.py            # on a CUDA machine; a few minutes on one H100
-    python benchmarks/gpu_smoke.py --small    # tiny shapes on the CPU: checks the script itself
+    speckd-bench bench gpu-smoke            # on a CUDA machine; a few minutes on one H100
+    speckd-bench bench gpu-smoke --small    # tiny shapes on the CPU: checks the script itself
+    python -m speckd_bench.benchmarks.gpu_smoke [--small]   # the same, where the CLI's extras are missing
 
 Needs only torch and transformers (no downloads: configs are built here, batches are synthetic token
 ids, the tokenizer is a stand-in that decodes ids to numbers).
@@ -31,15 +32,17 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
+from speckd_bench.benchmarks.common import qwen25_config
+from speckd_bench.config import EvalConfig, build_config
+from speckd_bench.data import Example
+from speckd_bench.errors import UserError
+from speckd_bench.generate import generate
+from speckd_bench.loss.objective import LiveTeacher
+from speckd_bench.methods import METHODS, discover_methods, method_config
+from speckd_bench.trainer import Stage, Trainer
+
 FORBIDDEN = ("gguf", "rouge_score", "datasets", "lm_eval")
-"""Not installed where this runs (a bare GPU machine): none of the modules below may import them."""
-from speckd_bench.benchmarks.common import qwen25_config  # noqa: E402
-from speckd_bench.config import EvalConfig, build_config  # noqa: E402
-from speckd_bench.data import Example  # noqa: E402
-from speckd_bench.generate import generate  # noqa: E402
-from speckd_bench.methods import METHODS, discover_methods, method_defaults  # noqa: E402
-from speckd_bench.train import train  # noqa: E402
+"""Not installed where this runs (a bare GPU machine): none of the modules above may import them."""
 
 GIB = 2**30
 
@@ -129,19 +132,20 @@ def reset_peak(device: torch.device) -> None:
 
 
 def train_phase(name: str, pair: tuple[Any, Any], method: str, rows: list[Example], args: Any) -> dict:
-    """`steps` optimiser steps of `method` through train.train; ms/step is the median after 2 steps."""
+    """`steps` optimiser steps of `method` through the Trainer; ms/step is the median after 2 steps."""
     teacher, student = pair
-    cfg = build_config(method=method, preset="tiny", method_defaults=method_defaults)
+    cfg = build_config(method=method, preset="tiny", method_config=method_config)
     cfg.train.batch_size, cfg.train.max_steps, cfg.train.warmup_ratio = args.batch, args.steps, 0.0
     vocab = student.get_output_embeddings().weight.shape[0]
     device = next(student.parameters()).device
     reset_peak(device)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.jsonl"
-        result = train(
-            student, teacher, METHODS.get(method), cfg.method, cfg.train, rows, lr=1e-5, epochs=1,
-            seed=1, vocab_size=vocab, pad_id=rows[0].target_ids[-1], log_path=log, label=method, quiet=True,
-        )  # fmt: skip
+        stage = Stage(METHODS.get(method), cfg.method, cfg.train, 1e-5, 1, 1, method)
+        trainer = Trainer(
+            stage, student, LiveTeacher(teacher), rows, vocab_size=vocab, pad_id=rows[0].target_ids[-1]
+        )
+        result = trainer.fit(log, quiet=True)
         steps = [json.loads(line) for line in log.read_text().splitlines()]
     ms = statistics.median(r["seconds"] for r in steps[2:] or steps) * 1000
     tok_s = statistics.median(r["tokens_per_s"] for r in steps[2:] or steps)
@@ -182,7 +186,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.eval_prompts, args.eval_batch, args.new_tokens = 4, 2, 4
         pairs, device, dtype = small_pairs(), torch.device("cpu"), torch.float32
     elif not torch.cuda.is_available():
-        sys.exit("gpu_smoke: no CUDA device here; run it on a GPU machine, or pass --small for a CPU check")
+        raise UserError(
+            "gpu-smoke: no CUDA device here; run it on a GPU machine, or pass --small for a CPU check"
+        )
     else:
         pairs, device, dtype = PAIRS, torch.device("cuda"), torch.bfloat16
     discover_methods()
@@ -232,4 +238,7 @@ def _line(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,65 @@
+"""Checks a run makes before anything heavy loads: names, settings that contradict each other, a
+writable results folder, and the facts of a multi-process launch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from speckd_bench import teacher_cache
+from speckd_bench.config import RunConfig
+from speckd_bench.distributed import Dist
+from speckd_bench.errors import UserError
+from speckd_bench.lmeval import check_lm_eval
+from speckd_bench.loss.divergences import DIVERGENCES
+from speckd_bench.methods import METHODS, Method, check_method
+from speckd_bench.metrics import METRICS
+from speckd_bench.tasks import TASKS
+
+
+def check_writable(results_dir: Path) -> None:
+    try:
+        (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"results directory {results_dir} cannot be created ({exc.strerror}); pass --results-dir"
+        ) from None
+    if not os.access(results_dir / "runs", os.W_OK):
+        raise UserError(f"results directory {results_dir / 'runs'} is not writable; pass --results-dir DIR")
+
+
+def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
+    """Fail on unknown names before anything heavy happens."""
+    task = TASKS.get(cfg.task)
+    method = METHODS.get(cfg.method.name)
+    if method.uses_teacher:
+        DIVERGENCES.get(cfg.method.divergence)
+    for metric in task.metrics:
+        METRICS.get(metric)
+    check_method(method, cfg.method)
+    teacher_cache.check(cfg, method)
+    check_lm_eval(cfg)
+    if "train" not in task.splits:
+        raise UserError(
+            f"task {task.name} has no train split; train on another task and evaluate on this one"
+        )
+    return task, method
+
+
+def check_distributed(cfg: RunConfig, method: Method, dist: Dist) -> None:
+    """Settings a multi-process run cannot honour fail before any model is loaded."""
+    if cfg.train.fsdp and dist.world > 1 and method.data_policy in ("teacher_generated", "interleaved"):
+        raise UserError(
+            f"method {method.name} generates with the teacher, which train.fsdp=true does not support "
+            "(sharded decoding would need every process in step); drop train.fsdp or pick another method"
+        )
+
+
+def distributed_info(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
+    """The record's data-parallel facts: papers' results move with the global batch."""
+    return {
+        "num_processes": dist.world,
+        "global_batch": dist.world * cfg.train.batch_size * cfg.train.grad_accum,
+        "teacher_sharding": "fsdp2" if cfg.train.fsdp and dist.world > 1 else "replicated",
+    }
