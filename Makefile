@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED_DATA := $(abspath ../shared/data)
 export SPECKD_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: install demo test lint clean leaderboard leaderboard-report
+.PHONY: install demo test test-fast lint clean leaderboard leaderboard-report
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,12 @@ leaderboard-report: install
 		--method speckd --command 'make leaderboard' $(foreach m,$(LEADERBOARD_METRICS),--metric $(m)) \
 		$(if $(wildcard $(LEADERBOARD_DIR)/NOTES.md),--notes $(LEADERBOARD_DIR)/NOTES.md)
 
+# Every test (what CI runs); test-fast: the unit lane only (no end-to-end runs, no subprocesses), < 1 min.
 test: install
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not subprocess and not gpu"
 
 lint: install
 	$(BIN)/ruff check .

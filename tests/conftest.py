@@ -17,7 +17,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """One cache per test session: the GGUF teacher is converted once, init checkpoints never leak in."""
+    """The session's cache: the GGUF teacher is converted into its models/ once, shared by every module's
+    own cache (see _module_cache); a developer's real cache is never touched."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SPECKD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     mp.setenv("HF_HUB_OFFLINE", "1")
@@ -65,19 +66,27 @@ def data_dir(synthetic_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Make empty caches (no init checkpoints, no cached scores) that share the session's converted models."""
-    from speckd_bench.caches import cache_dir
-    from speckd_bench.models import smollm2_dir
-
-    smollm2_dir()  # the tiny preset's tokenizer: converted once per session
+def fresh_cache(_cache_dir, tmp_path_factory: pytest.TempPathFactory):
+    """Make empty caches (no init checkpoints, no cached scores) that share the session's converted models
+    (content-addressed by the GGUF file's digest, so sharing them changes no result)."""
+    models = Path(os.environ["SPECKD_CACHE_DIR"]) / "models"
+    models.mkdir(exist_ok=True)
 
     def make(name: str) -> Path:
         path = tmp_path_factory.mktemp(name)
-        (path / "models").symlink_to(cache_dir() / "models")
+        (path / "models").symlink_to(models)
         return path
 
     return make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_cache(fresh_cache, request: pytest.FixtureRequest):
+    """Each test module starts from an empty cache: no test depends on what another module built."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SPECKD_CACHE_DIR", str(fresh_cache(request.module.__name__.rpartition(".")[2])))
+    yield
+    mp.undo()
 
 
 def backward_step(student, teacher, batches, mcfg, vocab, rows=None, train_cfg=None):

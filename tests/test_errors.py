@@ -20,6 +20,7 @@ from speckd_bench.caches import cache_dir
 from speckd_bench.checkpoint import CHECKPOINTS, RunState
 from speckd_bench.cli import main
 from speckd_bench.config import build_config
+from speckd_bench.methods import method_config
 from speckd_bench.models import smollm2_dir
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
@@ -209,7 +210,12 @@ def test_padded_output_rows_are_cut_to_the_shared_vocabulary_with_a_note(
 
 def fabricated_run(results: Path, **settings: str):
     """An unfinished run folder as `run` leaves it before training: resolved config, empty state."""
-    cfg = build_config(method="fkl", preset="tiny", overrides={"results_dir": str(results), **settings})
+    cfg = build_config(
+        method_config=method_config,
+        method="fkl",
+        preset="tiny",
+        overrides={"results_dir": str(results), **settings},
+    )
     return cfg, RunState.create(results / "runs" / "20260101-000000-dolly-fkl-s1-abcdef", cfg)
 
 

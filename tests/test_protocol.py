@@ -17,6 +17,7 @@ from speckd_bench.data import Example
 from speckd_bench.degeneracy import degeneracy, degenerate_reasons
 from speckd_bench.fidelity import teacher_forced
 from speckd_bench.floors import CONSTANTS, floor_scores, template_fields
+from speckd_bench.methods import method_config
 from speckd_bench.metrics import rouge
 from speckd_bench.tasks import TASKS, discover_tasks
 
@@ -85,8 +86,13 @@ def test_fidelity_matches_a_direct_computation_per_example():
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
 def test_auto_teacher_dtype_follows_native_bfloat16(monkeypatch, native, expected):
     monkeypatch.setattr(speckd_bench.config, "native_bf16", lambda: native)
-    assert build_config().model.teacher_dtype == expected
-    assert build_config(overrides={"model.teacher_dtype": "float32"}).model.teacher_dtype == "float32"
+    assert build_config(method_config=method_config).model.teacher_dtype == expected
+    assert (
+        build_config(
+            method_config=method_config, overrides={"model.teacher_dtype": "float32"}
+        ).model.teacher_dtype
+        == "float32"
+    )
 
 
 def _run(results, data_dir, *extra):

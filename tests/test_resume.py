@@ -196,9 +196,9 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoints(tmp_path, monke
             mp.setattr(torch, "save", lambda *a, **kw: 1 / 0)
             with pytest.raises(ZeroDivisionError):
                 ckpts.save(TrainProgress(4, log.tell()), model, opt, sched, gen, log)
-    (tmp_path / "ckpt" / ".tmp-killed").mkdir()  # what a SIGKILL during a save leaves
+    (tmp_path / "ckpt" / ".step-000004-killed").mkdir()  # what a SIGKILL during a save leaves
     assert [p.name for p in ckpts.all()] == ["step-000002", "step-000003"]
     fresh = Checkpoints(tmp_path / "ckpt", {"seed": 1}, every=1, keep=2)
     assert fresh.restore(model, opt, sched, gen, log_path).step == 3
     assert log_path.read_text().count("\n") == 3  # the log is cut back to the checkpoint
-    assert not list((tmp_path / "ckpt").glob(".tmp-*"))
+    assert not list((tmp_path / "ckpt").glob(".step-*"))

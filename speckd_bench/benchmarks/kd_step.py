@@ -27,10 +27,11 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from speckd_bench.benchmarks.common import machine_header, markdown_table, qwen25_config
 from speckd_bench.config import TrainConfig
 from speckd_bench.data import IGNORE, Batch
+from speckd_bench.distributed import process_context
 from speckd_bench.loss.chunked_head import chunk_rows as chunk_rows_of
 from speckd_bench.loss.divergences import per_token_divergence
+from speckd_bench.loss.objective import LiveTeacher, MicroBatch
 from speckd_bench.method_config import KDConfig, MethodConfig
-from speckd_bench.methods import Method
 from speckd_bench.trainer import accumulate
 
 
@@ -104,22 +105,20 @@ def _step_fn(
     """One optimiser step of variant `name` (a fresh AdamW per variant: its state counts in the peak)."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.input_ids.is_cuda)
-    sft, fkl = Method("sft", "", "", config=MethodConfig), Method("fkl", "", "")
     gated = KDConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
     plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True, fused_chunk_rows=chunk_rows)
+    live, micro, dist = LiveTeacher(teacher), [MicroBatch(batch, [])], process_context()
+
+    def step(source: Any, mcfg: Any, train_cfg: TrainConfig) -> Callable[[], Any]:
+        return lambda: accumulate(student, source, micro, mcfg, train_cfg, dist, vocab, None)
+
     harness: dict[str, Callable[[], Any]] = {
-        "student SFT step (plain)": lambda: accumulate(
-            student, None, [batch], sft, MethodConfig(), vocab, None, plain
-        ),
-        "student SFT step (fused)": lambda: accumulate(
-            student, None, [batch], sft, MethodConfig(), vocab, None, fused
-        ),
-        "fkl, plain (target rows)": lambda: accumulate(
-            student, teacher, [batch], fkl, KDConfig(), vocab, None, plain
-        ),
-        "fkl, fused": lambda: accumulate(student, teacher, [batch], fkl, KDConfig(), vocab, None, fused),
-        "speckd top-5, plain": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, plain),
-        "speckd top-5, fused": lambda: accumulate(student, teacher, [batch], fkl, gated, vocab, None, fused),
+        "student SFT step (plain)": step(None, MethodConfig(), plain),
+        "student SFT step (fused)": step(None, MethodConfig(), fused),
+        "fkl, plain (target rows)": step(live, KDConfig(), plain),
+        "fkl, fused": step(live, KDConfig(), fused),
+        "speckd top-5, plain": step(live, gated, plain),
+        "speckd top-5, fused": step(live, gated, fused),
     }
     scripted = {"naive full-logit fkl": _naive_fkl, "liger fused linear JSD(beta=0)": _liger_jsd}
 
