@@ -133,11 +133,9 @@ def run(
         return
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
         os.environ["TQDM_DISABLE"] = "1"
-    from speckd_bench.config import build_config, parse_sets
-    from speckd_bench.methods import method_config
-    from speckd_bench.recipe import run_once
+    from speckd_bench.config import parse_sets
+    from speckd_bench.recipe import build_run_config, run_once
     from speckd_bench.results import find_complete
-    from speckd_bench.tasks import run_defaults
 
     _discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
@@ -155,20 +153,10 @@ def run(
     if resume is not None:
         _resume(resume, overrides, method, preset, config, seed, quiet)
         return
-    seeds = seed or [None]
-    configs = []
-    for s in seeds:
-        per_seed = dict(overrides) if s is None else {**overrides, "seed": s}
-        configs.append(
-            build_config(
-                method=method,
-                preset=preset,
-                config_file=config,
-                overrides=per_seed,
-                method_config=method_config,
-                task_defaults=run_defaults,
-            )
-        )
+    configs = [  # every seed's config is checked before the first run starts
+        build_run_config(method=method, preset=preset, config_file=config, overrides=per_seed)
+        for per_seed in (overrides if s is None else {**overrides, "seed": s} for s in seed or [None])
+    ]
     for cfg in configs:
         done = find_complete(Path(cfg.results_dir), cfg) if skip_done else None
         if done is not None:
@@ -632,10 +620,9 @@ def eval_(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")] = False,
 ) -> None:
     """Evaluate a recorded run's checkpoint (or a model) without training; writes an eval record."""
-    from speckd_bench.config import build_config, parse_sets
+    from speckd_bench.config import parse_sets
     from speckd_bench.eval_checkpoint import eval_run, evaluate_model
-    from speckd_bench.methods import method_config
-    from speckd_bench.tasks import run_defaults
+    from speckd_bench.recipe import build_run_config
 
     if (run is None) == (model is None):
         raise UserError("eval needs exactly one of --run RUN_ID and --model NAME")
@@ -654,13 +641,7 @@ def eval_(
         path = eval_run(run, results_dir, overrides, quiet)
     else:
         overrides["results_dir"] = str(results_dir)
-        cfg = build_config(
-            method_config=method_config,
-            preset=preset,
-            config_file=config,
-            overrides=overrides,
-            task_defaults=run_defaults,
-        )
+        cfg = build_run_config(preset=preset, config_file=config, overrides=overrides)
         path = evaluate_model(cfg, str(model), results_dir / "evals", None, quiet)
     if quiet:
         print(path)

@@ -26,7 +26,7 @@ from transformers.utils import logging as transformers_logging
 from speckd_bench import teacher_cache
 from speckd_bench.caches import atomic_write_jsonl
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
-from speckd_bench.config import RunConfig
+from speckd_bench.config import RunConfig, build_config
 from speckd_bench.data import build_examples, load_split
 from speckd_bench.distributed import process_context, shard_teacher
 from speckd_bench.errors import RunInterrupted, UserError
@@ -42,13 +42,14 @@ from speckd_bench.evaluate import (
 )
 from speckd_bench.lmeval import run_lm_eval
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
-from speckd_bench.methods import DataPolicy, PolicyContext
+from speckd_bench.methods import DataPolicy, PolicyContext, method_config
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console
 from speckd_bench.record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import git_commit, hardware, new_run_id, read_log, summarize_log, versions
 from speckd_bench.run_checks import check_distributed, check_writable, distributed_info, resolve_names
+from speckd_bench.tasks import run_defaults
 from speckd_bench.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.warmstart import WarmStart, init_rows, init_stage
 
@@ -398,6 +399,11 @@ class RunRecipe:
             after = self.after[es.name].metrics[metric]
             self.say(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(after)}")
         self.say(f"{record.timings['wall_s']:.0f} s, record: {path}")
+
+
+def build_run_config(**kwargs: Any) -> RunConfig:
+    """config.build_config with the registered methods' and tasks' own defaults (what `run` resolves)."""
+    return build_config(method_config=method_config, task_defaults=run_defaults, **kwargs)
 
 
 def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,21 @@ def backward_step(student, teacher, batches, mcfg, vocab, rows=None, train_cfg=N
     return accumulate(
         student, teacher, micro, mcfg, train_cfg or TrainConfig(), process_context(), vocab, None
     )
+
+
+def cli(monkeypatch, capsys, args: list) -> tuple[int, str]:
+    """Run the console entry point (main, as the installed command runs it): its exit code and stderr."""
+    from speckd_bench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["speckd-bench", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """Bad input: exit code 2 and exactly one line on stderr, naming every fragment."""
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err

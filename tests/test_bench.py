@@ -3,6 +3,7 @@
 import math
 import os
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -12,6 +13,7 @@ from speckd_bench.errors import UserError
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_kd_step_bench_times_every_variant_against_the_naive_baseline(tmp_path):
     out = tmp_path / "kd.md"
     args = ["bench", "kd-step", "--size", "small", "--device", "cpu", "--steps", "1", "--warmup", "0"]
@@ -32,6 +34,7 @@ def test_kd_step_bench_rejects_an_unknown_size():
     assert str(res.exception) == "--size 'huge': use one of small, smollm2, qwen"
 
 
+@pytest.mark.slow
 def test_default_run_bench_times_cold_then_warm_caches_then_the_teacher_cache(data_dir, monkeypatch):
     from speckd_bench.benchmarks import default_run
 

@@ -10,6 +10,8 @@ from speckd_bench.cli import app, main
 from speckd_bench.config import flatten
 from speckd_bench.record import SCHEMA_VERSION, RunRecord
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 METHODS = ("sft", "fkl", "speckd")
 

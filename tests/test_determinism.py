@@ -1,12 +1,16 @@
 """Same seed, same config, CPU: identical records apart from timings, run ids, dates and paths."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from speckd_bench.cli import app
+
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 FILES = ("train_log.jsonl", "samples.jsonl")
@@ -38,7 +42,8 @@ def test_two_runs_of_one_seed_give_identical_records(tmp_path, data_dir, fresh_c
         run = {f: [json.loads(line) for line in (run_dir / f).read_text().splitlines()] for f in FILES}
         runs.append(run | {"record": json.loads((run_dir / "record.json").read_text())})
     first, second = runs
-    assert first["record"]["run_id"] != second["record"]["run_id"]
+    for run in runs:
+        assert re.fullmatch(r"\d{8}-\d{6}-dolly-speckd-s5-[0-9a-f]{6}", run["record"]["run_id"])
     assert not first["record"]["init"]["reused"] and not second["record"]["init"]["reused"]
     assert stable(first["record"]) == stable(second["record"])
     assert stable(first["train_log.jsonl"]) == stable(second["train_log.jsonl"])

@@ -18,6 +18,8 @@ from speckd_bench.cli import app
 from speckd_bench.config import ModelConfig
 from speckd_bench.models import load_pair
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error, cli
 from safetensors.torch import load_file
 from tiny_models import tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -25,20 +26,6 @@ from speckd_bench.models import smollm2_dir
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
 DOLLY_TASK = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()
-
-
-def cli(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["speckd-bench", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code, capsys.readouterr().err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def run_dirs(results: Path) -> list[Path]:
@@ -190,6 +177,7 @@ def test_teacher_and_student_with_different_tokenizers(tmp_path, monkeypatch, ca
     assert run_dirs(tmp_path / "results") == []
 
 
+@pytest.mark.slow
 def test_padded_output_rows_are_cut_to_the_shared_vocabulary_with_a_note(
     tmp_path, monkeypatch, capsys, data_dir
 ):
@@ -245,6 +233,7 @@ def test_resume_from_a_checkpoint_of_another_config(tmp_path, monkeypatch, capsy
     assert sorted(p.name for p in state.dir.iterdir()) == ["checkpoints", "config.json"]
 
 
+@pytest.mark.slow
 def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypatch, capsys, data_dir):
     real = speckd_bench.trainer.micro_batch_loss
 
@@ -265,6 +254,7 @@ def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypat
     assert not [b for b in built if b["identity"]["plan"]["lr"] == 0.0123]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverged(
     tmp_path, monkeypatch, capsys, data_dir
 ):

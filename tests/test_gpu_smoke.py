@@ -18,6 +18,7 @@ print("loaded:", [m for m in scope["FORBIDDEN"] if m in sys.modules])
 """
 
 
+@pytest.mark.slow
 def test_small_run_trains_decodes_and_imports_nothing_a_gpu_machine_lacks():
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

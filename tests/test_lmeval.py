@@ -59,6 +59,7 @@ def mc_dir(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(tiny, synthetic_data):
     model, tokenizer = tiny
     discover_tasks()
@@ -120,6 +121,7 @@ def test_cli_export_writes_tasks_for_lm_eval_include_path(tmp_path, data_dir):
     assert len((tmp_path / "speckd_dolly.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path, data_dir, mc_dir):
     args = [
         "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
@@ -148,6 +150,7 @@ def test_lm_eval_names_are_checked(tmp_path):
     assert isinstance(res.exception, UserError)
 
 
+@pytest.mark.slow
 def test_unknown_lm_eval_task_is_a_user_error_with_suggestions(tiny, synthetic_data):
     model, tokenizer = tiny
     discover_tasks()

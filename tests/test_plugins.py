@@ -82,6 +82,7 @@ def test_plugin_is_listed_and_validated(plugin):
     assert "train: 16 rows" in res.stdout and "eval: 5 rows" in res.stdout
 
 
+@pytest.mark.slow
 def test_plugin_trains_and_scores_with_its_hook_and_metric(trained):
     assert trained["task"] == "countup" and trained["main_metric"] == "accuracy"
     assert trained["data"]["n_train"] == 16 and trained["data"]["n_eval"] == 5
@@ -96,6 +97,7 @@ def test_plugin_trains_and_scores_with_its_hook_and_metric(trained):
         assert s["scores"]["digits_only"] == 100.0 * s["answer"].isdigit()
 
 
+@pytest.mark.slow
 def test_eval_reproduces_a_runs_scores_from_its_checkpoint(plugin, trained):
     plugin_dir, mirror = plugin
     results = trained["_results"]
@@ -116,6 +118,7 @@ def test_eval_reproduces_a_runs_scores_from_its_checkpoint(plugin, trained):
     assert [r["kind"] for r in json.loads(table.stdout)].count("method") == 1
 
 
+@pytest.mark.slow
 def test_eval_scores_any_model_without_a_run(synthetic_data, tmp_path):
     args = [
         "eval", "--model", "tiny-random", "--task", "dolly", "--preset", "tiny", "--quiet",

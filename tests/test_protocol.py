@@ -107,6 +107,7 @@ def _init_weights(record):
     return load_file(str(cache_dir() / record["init"]["path"] / "student.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_max_steps_probe_never_changes_the_init_of_a_later_run(
     tmp_path, monkeypatch, fresh_cache, data_dir
 ):
@@ -131,6 +132,7 @@ def test_a_max_steps_probe_never_changes_the_init_of_a_later_run(
         assert (ours["metrics"], ours["degeneracy"]) == (theirs["metrics"], theirs["degeneracy"])
 
 
+@pytest.mark.slow
 def test_every_seed_starts_from_one_init_and_other_plans_get_their_own(
     tmp_path, monkeypatch, fresh_cache, data_dir
 ):

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from speckd_bench.cli import app
 from speckd_bench.results import load_records
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 runner = CliRunner()
 N_RUNS = 3
 

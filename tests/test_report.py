@@ -337,6 +337,7 @@ def test_bad_options_are_one_line_errors(board, monkeypatch, capsys, args, messa
     assert exc.value.code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_report_writes_the_results_readme(board, tmp_path):
     readme = tmp_path / "README.md"
     res = runner.invoke(
@@ -452,6 +453,7 @@ def test_degenerate_outputs_are_flagged(new_board):
     assert "| 0 | 0.90 | 0.05 | - |" in md["fkl 3"]
 
 
+@pytest.mark.slow
 def test_fidelity_columns_and_their_direction(new_board):
     md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
     header = next(line for line in _sections(md)[0].splitlines() if line.startswith("| method"))
@@ -481,6 +483,7 @@ def test_every_format_renders_the_new_fields(new_board, fmt):
     assert "degenerate" in text
 
 
+@pytest.mark.slow
 def test_report_states_whether_the_best_method_beats_the_floors(new_board, tmp_path):
     readme = tmp_path / "README.md"
     res = runner.invoke(app, ["report", "--results-dir", str(new_board), "--out", str(readme)])

@@ -100,6 +100,8 @@ def assert_same_results(run_dir: Path, reference: dict) -> None:
     assert (run_dir / "checkpoint" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     tmp_path, data_dir, reference, monkeypatch
 ):
@@ -132,6 +134,8 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert 2 <= record["resumed_from_step"][0] <= kill_after
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, reference):
     proc = start_run(tmp_path, data_dir)
     run_dir = wait_for_step(proc, tmp_path, 3)
@@ -163,6 +167,7 @@ def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, 
     assert json.loads((run_dir / "record.json").read_text())["resumed_from_step"] == [stopped]
 
 
+@pytest.mark.slow
 def test_resume_needs_an_unfinished_run(tmp_path, reference):
     run_id = reference["record"]["run_id"]
     empty = runner.invoke(app, ["run", "--resume", "last", "--results-dir", str(tmp_path)])

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from speckd_bench.cli import app
 
+pytestmark = pytest.mark.slow  # every test trains a tiny run first
+
 runner = CliRunner()
 
 SUITE = """\

@@ -86,6 +86,7 @@ def test_a_cache_with_k_equal_to_the_vocabulary_gives_the_teachers_own_gradients
     assert torch.allclose(grads[True][1], grads[False][1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_off_policy_runs_share_one_cache_that_the_first_builds(tmp_path, data_dir):
     args = ["run", "--preset", "tiny", "--data-dir", str(data_dir), "--results-dir", str(tmp_path), "--quiet"]
     args += [

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from speckd_bench.benchmarks.common import machine_header, markdown_table
-from speckd_bench.config import build_config, native_bf16
-from speckd_bench.methods import discover_methods, method_config
-from speckd_bench.recipe import run_once
+from speckd_bench.config import native_bf16
+from speckd_bench.methods import discover_methods
+from speckd_bench.recipe import build_run_config, run_once
 from speckd_bench.record import RunRecord
-from speckd_bench.tasks import discover_tasks, run_defaults
+from speckd_bench.tasks import discover_tasks
 
 # (label, overrides), run in this order on one cache directory that starts empty
 VARIANTS = (("cold caches", {}), ("warm caches", {}))
@@ -30,12 +30,7 @@ TEACHER_CACHE_VARIANTS = (
 
 
 def _run(task: str, method: str, results: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    cfg = build_config(
-        method=method,
-        overrides={"task": task, "results_dir": results, **overrides},
-        method_config=method_config,
-        task_defaults=run_defaults,
-    )
+    cfg = build_run_config(method=method, overrides={"task": task, "results_dir": results, **overrides})
     record = RunRecord.read(run_once(cfg, quiet=True))
     t, cache = record.timings, record.teacher_cache
     return {
