@@ -66,10 +66,9 @@ class Point:
 
     def run_args(self) -> list[str]:
         """The options of `speckd-bench run` that start this point (without --results-dir)."""
-        args: list[str] = []
-        for key, value in self.settings.items():
-            args += [FLAGS[key], value] if key in FLAGS else ["--set", f"{key}={value}"]
-        return args
+        flags = [[FLAGS[k], v] for k, v in self.settings.items() if k in FLAGS]
+        sets = [["--set", f"{k}={v}"] for k, v in self.settings.items() if k not in FLAGS]
+        return [arg for pair in flags + sets for arg in pair]
 
 
 def _text(value: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from speckd_bench.sweep_status import (
     write_state,
 )
 
+ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b.*:")
 # How long a preempted job waits for its run to checkpoint after Ctrl-C before it is requeued.
 CHECKPOINT_GRACE_S = 60.0
 
@@ -111,8 +113,9 @@ class PointJob:
             if status.status == "done":
                 return Outcome(self.point.label, "skipped", status.run_id, status.error)
             with self._cache_turn():
-                attempts, status = self._attempts(status)
-        result = status.status if status.status in ("done", "interrupted") else "failed"
+                attempts, status, code = self._attempts(status)
+        stopped = "interrupted" if code in (None, INTERRUPTED) else "failed"  # None: not started
+        result = "done" if status.status == "done" else stopped
         error = status.error if result == "failed" else ""
         return Outcome(self.point.label, result, status.run_id, error, attempts, time.perf_counter() - t0)
 
@@ -129,15 +132,16 @@ class PointJob:
             if lock.is_locked:
                 lock.release()
 
-    def _attempts(self, status: PointStatus) -> tuple[int, PointStatus]:
-        attempts = 0
+    def _attempts(self, status: PointStatus) -> tuple[int, PointStatus, int | None]:
+        """Run (or resume) until done, interrupted or out of retries: (attempts, status, last exit code)."""
+        attempts, code = 0, None
         while status.status != "done" and attempts <= self.retries and not self._stop.is_set():
             attempts += 1
             code = self._attempt(status.run_id, attempts)
             status = point_status(self.results_dir, self.sweep, self.point)
             if code == INTERRUPTED:
                 break
-        return attempts, status
+        return attempts, status, code
 
     def _attempt(self, resume: str | None, attempt: int) -> int:
         """One `speckd-bench run` subprocess; its output is appended to the point's log. A helper thread
@@ -195,8 +199,9 @@ def waves(jobs: list[PointJob], warm_groups: set[str]) -> list[list[PointJob]]:
 
 
 def _failed(job: PointJob, exc: BaseException) -> Outcome:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return Outcome(job.point.label, "failed", error=lines[-1].strip() if lines else type(exc).__name__)
+    """A job that raised (submitit: e.g. timed out too often): its last 'SomeError: why' line."""
+    lines = [line.strip() for line in str(exc).splitlines() if ERROR_LINE.match(line.strip())]
+    return Outcome(job.point.label, "failed", error=lines[-1] if lines else f"{type(exc).__name__}: {exc}")
 
 
 def default_workers(num_processes: int | None) -> int:
@@ -302,7 +307,13 @@ def _executor(folder: Path, options: dict[str, Any]) -> Any:
         raise UserError(
             "--executor submitit needs the submitit package: pip install 'speckd-bench[cluster]'"
         ) from None
-    executor = submitit.AutoExecutor(folder=folder, cluster=options["backend"])
+    timeouts = options.get("max_num_timeout", 3)  # requeues after a time-out (preemptions do not count)
+    executor = submitit.AutoExecutor(
+        folder=folder,
+        cluster=options["backend"],
+        slurm_max_num_timeout=timeouts,
+        local_max_num_timeout=timeouts,
+    )
     generic = {
         "timeout_min": options["timeout_min"],
         "cpus_per_task": options.get("cpus_per_task"),
@@ -314,7 +325,6 @@ def _executor(folder: Path, options: dict[str, Any]) -> Any:
     slurm = {
         "slurm_partition": options.get("partition"),
         "slurm_array_parallelism": options["array_parallelism"],
-        "slurm_max_num_timeout": options.get("max_num_timeout"),
         "slurm_additional_parameters": options.get("additional_parameters"),
         "slurm_setup": options.get("setup"),
     }
