@@ -196,7 +196,7 @@ def run(
         for r in todo:
             resume = r.run_id if r.status in ("interrupted", "failed") else None
             cmd = command(r.point, where, resume, sweep.num_processes)
-            _say(f"{ACTION[r.status]}: {r.point.label}: {' '.join(cmd[1:])}")
+            _say(f"{ACTION[r.status]}: {r.point.label}: speckd-bench {' '.join(cmd[3:])}")
         return
     jobs = [PointJob(r.point, sweep.name, where, retries, sweep.num_processes) for r in todo]
     warm = {r.point.group for r in rows if r.status == "done"}

@@ -34,6 +34,7 @@ from speckd_bench.sweep_status import (
     PointStatus,
     group_warm,
     lock_path,
+    locks_dir,
     log_path,
     point_status,
     read_state,
@@ -108,6 +109,7 @@ class PointJob:
     def __call__(self) -> Outcome:
         t0 = time.perf_counter()
         deliver_sigint()
+        locks_dir(self.results_dir).mkdir(parents=True, exist_ok=True)
         with FileLock(lock_path(self.results_dir, "run", self.point.digest)):
             status = point_status(self.results_dir, self.sweep, self.point)
             if status.status == "done":

@@ -71,11 +71,14 @@ def sweep_dir(results_dir: Path, name: str) -> Path:
     return results_dir / "sweeps" / name
 
 
+def locks_dir(results_dir: Path) -> Path:
+    """The lock files shared by every sweep writing into results_dir."""
+    return results_dir / "sweeps" / ".locks"
+
+
 def lock_path(results_dir: Path, kind: str, key: str) -> Path:
-    """A lock file shared by every sweep writing into results_dir: kind 'run' (a point) or 'group'."""
-    path = results_dir / "sweeps" / ".locks" / f"{kind}-{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    """kind 'run': held while a point runs; 'group': while a cache group's caches are built."""
+    return locks_dir(results_dir) / f"{kind}-{key}.lock"
 
 
 def state_path(results_dir: Path, name: str, point: Point) -> Path:
@@ -99,9 +102,13 @@ def write_state(results_dir: Path, name: str, point: Point, state: dict[str, Any
 
 
 def is_running(results_dir: Path, point: Point) -> bool:
-    """Whether a sweep (this one or another, on any machine sharing results_dir) holds the point's lock."""
+    """Whether a sweep (this one or another, on any machine sharing results_dir) holds the point's lock;
+    writes nothing where no sweep ever ran it (plan and report may read a read-only directory)."""
+    path = lock_path(results_dir, "run", point.digest)
+    if not path.is_file():
+        return False
     try:
-        with FileLock(lock_path(results_dir, "run", point.digest), timeout=0):
+        with FileLock(path, timeout=0):
             return False
     except Timeout:
         return True

@@ -334,7 +334,10 @@ def local_sweep(tmp_path_factory, data_dir):
 @pytest.mark.subprocess
 def test_local_executor_writes_every_record_once_and_reports_the_failure(local_sweep):
     check_grid(local_sweep.results, local_sweep.first)
-    assert "sweep tiny: 4 run, 1 failed" in local_sweep.first.stdout
+    assert "sweep tiny: 5 run, 1 failed" in local_sweep.first.stdout  # the killed one included
+    log = (local_sweep.results / "sweeps" / "tiny" / "logs").glob("*.log")
+    attempts = {p.read_text().count("== attempt") for p in log}
+    assert attempts == {1, 2}  # each run once; the failing one retried once
 
 
 @pytest.mark.slow
@@ -377,7 +380,16 @@ def test_submitit_local_executor_runs_the_same_grid(tmp_path, data_dir):
     pytest.importorskip("submitit")
     sweep_file = write(tmp_path / "grid.yaml", grid_text(data_dir, tmp_path, broken=True))
     first = sweep_cmd(
-        "run", sweep_file, "--executor", "submitit", "--backend", "local", "--array-parallelism", "2"
+        "run",
+        sweep_file,
+        "--executor",
+        "submitit",
+        "--backend",
+        "local",
+        "--array-parallelism",
+        "2",
+        "--retries",
+        "0",
     )
     check_grid(tmp_path, first)
     assert list((tmp_path / "sweeps" / "tiny" / "submitit").glob("*_submitted.pkl"))
