@@ -103,8 +103,6 @@ def _variant(name: Any, body: Any, path: Path) -> Variant:
     overrides = _settings(body.get("set", {}) if long_form else body, f"{where} set")
     if not overrides:
         raise UserError(f"{where} has no overrides")
-    for key, value in overrides.items():
-        _scalar(value, f"{where}: {key}")
     only = _settings(body.get("only", {}), f"{where} only")
     return Variant(
         name,
