@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,6 +310,10 @@ def _executor(folder: Path, options: dict[str, Any]) -> Any:
         raise UserError(
             "--executor submitit needs the submitit package: pip install 'speckd-bench[cluster]'"
         ) from None
+    if options["backend"] == "slurm" and shutil.which("sbatch") is None:
+        raise UserError(
+            "--executor submitit: sbatch not found (no SLURM here); --backend local runs the jobs here"
+        )
     timeouts = options.get("max_num_timeout", 3)  # requeues after a time-out (preemptions do not count)
     executor = submitit.AutoExecutor(
         folder=folder,

@@ -215,6 +215,7 @@ def test_bad_sweep_files_are_one_line_exit_2(tmp_path, monkeypatch, capsys, text
         (["run", "{file}", "--executor", "pbs"], "--executor 'pbs'"),
         (["run", "{file}", "--partition", "gpu"], "need --executor submitit"),
         (["run", "{file}", "--executor", "submitit", "--workers", "2"], "--workers applies to"),
+        (["run", "{file}", "--executor", "submitit"], "sbatch not found"),
     ],
 )
 def test_bad_sweep_options_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message):
