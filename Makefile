@@ -22,34 +22,27 @@ demo: install
 	$(BIN)/speckd-bench run --task dolly --method speckd --results-dir results/local
 	$(BIN)/speckd-bench table --results-dir results/local
 
-# Reference leaderboard (results/README.md): `make leaderboard` runs every method with every seed of the
-# reference protocol into results/ (seed by seed, so a stopped grid has whole seeds), skipping runs whose
-# complete record is already there, then renders; `make leaderboard-report` renders existing records only.
+# Reference leaderboard (results/README.md): `make leaderboard` runs the grid of sweeps/reference.yaml (every
+# method with every seed of the reference protocol, seed by seed) into results/: runs whose complete record
+# is already there are skipped, interrupted ones resumed, failed ones retried (docs/sweeps.md); then it
+# renders. `make leaderboard-report` renders the sweep's existing records only.
 LEADERBOARD_DIR ?= results
-LEADERBOARD_TASK ?= dolly
-LEADERBOARD_PRESET ?= reference
-# A method, or method:key=value[:key=value] for a variant (speckd with the speculative acceptance rule).
-LEADERBOARD_METHODS ?= sft fkl rkl jsd srkl speckd speckd:method.rule=spec
-LEADERBOARD_SEEDS ?= 1 2 3
+LEADERBOARD_SWEEP ?= sweeps/reference.yaml
 LEADERBOARD_BASELINE ?= fkl
 # The metric the reference leaderboard is judged on (why: docs/protocol.md), then the task's own.
 LEADERBOARD_METRICS ?= tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
+# Extra options of `speckd-bench sweep run`, e.g. --workers 2 or --executor submitit --partition gpu.
 LEADERBOARD_ARGS ?=
-LEADERBOARD_RUN = speckd-bench run --preset $(LEADERBOARD_PRESET) --task $(LEADERBOARD_TASK) \
-	--results-dir $(LEADERBOARD_DIR) --skip-done --quiet $(LEADERBOARD_ARGS)
-# A failed run (e.g. one that diverged: its record is kept) does not stop the others; make fails at the end.
-LEADERBOARD_CMD = failed=0; for s in $(LEADERBOARD_SEEDS); do for m in $(LEADERBOARD_METHODS); do \
-	$(LEADERBOARD_RUN) --seed $$s --method $${m%%:*} \
-	$$(echo "$$m" | tr ':' '\n' | tail -n +2 | sed 's/^/--set /') || failed=1; \
-	done; done; test $$failed = 0
 
+# A failed run does not stop the others; the sweep exits non-zero at the end, and make before rendering.
 leaderboard: install
-	export PATH="$(abspath $(BIN)):$$PATH"; $(LEADERBOARD_CMD)
+	$(BIN)/speckd-bench sweep run $(LEADERBOARD_SWEEP) --results-dir $(LEADERBOARD_DIR) $(LEADERBOARD_ARGS)
 	$(MAKE) leaderboard-report
 
 leaderboard-report: install
-	$(BIN)/speckd-bench report --results-dir $(LEADERBOARD_DIR) --baseline $(LEADERBOARD_BASELINE) \
-		--method speckd --command 'make leaderboard' $(foreach m,$(LEADERBOARD_METRICS),--metric $(m)) \
+	$(BIN)/speckd-bench report --results-dir $(LEADERBOARD_DIR) --sweep $(LEADERBOARD_SWEEP) \
+		--baseline $(LEADERBOARD_BASELINE) --method speckd --command 'make leaderboard' \
+		$(foreach m,$(LEADERBOARD_METRICS),--metric $(m)) \
 		$(if $(wildcard $(LEADERBOARD_DIR)/NOTES.md),--notes $(LEADERBOARD_DIR)/NOTES.md)
 
 # Every test (what CI runs); test-fast: the unit lane only (no end-to-end runs, no subprocesses), < 1 min.

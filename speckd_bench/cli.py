@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from speckd_bench.errors import RunInterrupted, UserError
+from speckd_bench.sweep_cli import sweep_app, sweep_run_ids
 
 app = typer.Typer(
     help="speckd-bench: train a student by knowledge distillation (SpecKD or a baseline), evaluate it, "
@@ -226,8 +227,10 @@ def _sections(
     baseline: str | None = None,
     sort: str = "metric",
     include_interrupted: bool = False,
+    runs: set[str] | None = None,
 ):
-    """Load the records (listing skipped ones on stderr) and build the leaderboard sections."""
+    """Load the records (listing skipped ones on stderr) and build the leaderboard sections; `runs`: only
+    these run ids."""
     from speckd_bench.report import Filters, build_sections, parse_since
     from speckd_bench.results import load_records
 
@@ -244,8 +247,9 @@ def _sections(
         err.print(f"skipped {path}: {reason}", markup=False)
     if not loaded.records:
         err.print(f"no complete run records under {results_dir}/runs", markup=False)
+    records = [r for r in loaded.records if runs is None or r.run_id in runs]
     sections = build_sections(
-        loaded.records, results_dir, filters=filters, metrics=metric, baseline=baseline, sort=sort
+        records, results_dir, filters=filters, metrics=metric, baseline=baseline, sort=sort
     )
     for section in sections:
         for note in section.notes:
@@ -349,13 +353,17 @@ def report(
         Path | None,
         typer.Option(help="Markdown file with the reading of the results, placed under the README's title."),
     ] = None,
+    sweep: Annotated[
+        Path | None, typer.Option(help="Report exactly the runs of this sweep file (docs/sweeps.md).")
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
     from speckd_bench.publish import write_results_readme
 
     if notes is not None and not notes.is_file():
         raise UserError(f"--notes {notes}: no such file")
-    sections = _sections(results_dir, task=task, baseline=baseline, metric=metric)
+    runs = sweep_run_ids(sweep, results_dir) if sweep is not None else None
+    sections = _sections(results_dir, task=task, baseline=baseline, metric=metric, runs=runs)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
     written = write_results_readme(
@@ -479,6 +487,7 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(sweep_app, name="sweep")
 
 BenchDeviceOpt = Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")]
 BenchOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the table to this file.")]
