@@ -126,6 +126,22 @@ def run(
             "--results-dir (a grid stopped half way continues where it stopped).",
         ),
     ] = False,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            help="Experiment trackers, comma-separated (accelerate's: tensorboard, mlflow, wandb, trackio, "
+            "...; default none): config, training-log rows and final metrics; local files in <run>/trackers.",
+        ),
+    ] = None,
+    logging_steps: Annotated[
+        int,
+        typer.Option(
+            "--logging-steps",
+            min=1,
+            help="When stdout is not a terminal: a training progress line every N steps (and every 30 s).",
+        ),
+    ] = 10,
 ) -> None:
     """Train + evaluate + record one run per seed."""
     if launcher != "none" or num_processes is not None:
@@ -135,10 +151,14 @@ def run(
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import build_config, parse_sets
     from speckd_bench.methods import method_defaults
+    from speckd_bench.progress import SETTINGS
     from speckd_bench.results import find_complete
     from speckd_bench.runner import run_once
     from speckd_bench.tasks import run_defaults
+    from speckd_bench.tracking import parse_report_to
 
+    trackers = parse_report_to(report_to)
+    SETTINGS.logging_steps = logging_steps
     _discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
     flags = {
@@ -153,7 +173,7 @@ def run(
     overrides.update({k: v for k, v in flags.items() if v is not None})
     overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
     if resume is not None:
-        _resume(resume, overrides, method, preset, config, seed, quiet)
+        _resume(resume, overrides, method, preset, config, seed, quiet, trackers)
         return
     seeds = seed or [None]
     configs = []
@@ -174,7 +194,7 @@ def run(
         if done is not None:
             say(f"seed {cfg.seed}: already complete, skipped ({done})")
             continue
-        path = run_once(cfg, quiet=quiet)
+        path = run_once(cfg, quiet=quiet, report_to=trackers)
         if quiet and _is_main():
             print(path)
 
@@ -205,6 +225,7 @@ def _resume(
     config: Path | None,
     seed: list[int] | None,
     quiet: bool,
+    report_to: list[str],
 ) -> None:
     """`run --resume`: the run's own config; other options may only repeat it (or change paths)."""
     from speckd_bench.checkpoint import find_run, resume_config
@@ -218,7 +239,7 @@ def _resume(
     given.update({k: v for k, v in named.items() if v is not None})
     results_dir = Path(str(overrides.get("results_dir", "results")))
     run_dir = find_run(results_dir, which)
-    path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir)
+    path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir, report_to=report_to)
     if quiet and _is_main():
         print(path)
 

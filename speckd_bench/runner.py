@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
-from speckd_bench import teacher_cache
+from speckd_bench import teacher_cache, tracking
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig
 from speckd_bench.data import build_examples, load_split, mirror_dir
@@ -34,7 +34,7 @@ from speckd_bench.lmeval import check_lm_eval, run_lm_eval
 from speckd_bench.methods import METHODS, Method, PolicyContext, check_method
 from speckd_bench.metrics import METRICS
 from speckd_bench.models import load_pair
-from speckd_bench.progress import console
+from speckd_bench.progress import console, stage
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import (
     SCHEMA_VERSION,
@@ -222,13 +222,15 @@ def _open_state(cfg: RunConfig, results_dir: Path, resume: Path | None, dist: Di
     return state or RunState(run_dir, writable=False)
 
 
-def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> Path:
+def run_once(
+    cfg: RunConfig, quiet: bool = False, resume: Path | None = None, report_to: list[str] | None = None
+) -> Path:
     """Train, evaluate and record one seed; returns the record's path.
 
     `resume`: the directory of an unfinished run with this config; its finished stages are reused and
     training continues from its newest checkpoint. Ctrl-C checkpoints, writes an 'interrupted' record
     and raises RunInterrupted. A non-finite loss stops training; the record of the last good
-    weights is written, then UserError says so.
+    weights is written, then UserError says so. `report_to`: experiment trackers (tracking.py).
 
     Launched with several processes, every process runs this function; training and evaluation are
     split between them, and only the main process writes the run directory and says anything.
@@ -255,7 +257,10 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     sharded = cfg.train.fsdp and dist.world > 1
     reference = cfg.eval.reference and not sharded  # a sharded teacher cannot decode apart from the others
     with_teacher = method.uses_teacher or method.policy is not None or reference
-    pair = load_pair(cfg.model, device, with_teacher, teacher_device=torch.device("cpu") if sharded else None)
+    with stage("load models", quiet):  # progress:
+        pair = load_pair(
+            cfg.model, device, with_teacher, teacher_device=torch.device("cpu") if sharded else None
+        )
     if sharded and pair.teacher is not None:
         pair.teacher = shard_teacher(pair.teacher, dist)
     load_s = time.perf_counter() - t0
@@ -277,6 +282,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         state.put("resumed_from_step", [*state.get("resumed_from_step", []), checkpoints.latest_step()])
     n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in sets)
     _log(f"[bold]{run_id}[/]: {len(train_ex)} train / {n_eval} eval rows, device {device}", quiet)
+    tracker = tracking.Tracking((report_to or []) if dist.is_main else [])  # tracking:
+    tracker.start(run_id, cfg.to_dict(), run_dir)  # tracking:
 
     references: dict[str, dict[str, Any]] = {}
     view: TeacherView | None = None
@@ -361,6 +368,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
                 quiet=quiet,
                 checkpoints=checkpoints,
                 policy=policy,
+                on_step=tracker.log_step,  # tracking:
             )
             state.put("trained", asdict(res))
         else:
@@ -384,6 +392,7 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
         }
         if dist.is_main:
             atomic_write_json(path, record)
+        tracker.finish()  # tracking:
         raise RunInterrupted(
             f"run {run_id} {exc or 'interrupted'}; continue it with: {record['resume']['command']}"
         ) from None
@@ -416,6 +425,8 @@ def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) ->
     if dist.is_main:
         atomic_write_json(path, record)
         checkpoints.remove()  # the record is complete, nothing left to resume; weights stay in checkpoint/
+    tracker.log_final(record["metrics"], res.steps)  # tracking:
+    tracker.finish()  # tracking:
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for es in sets:
         metric = es.task.metrics[0]

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,7 @@ def train(
     quiet: bool,
     checkpoints: Checkpoints | None = None,
     policy: DataPolicy | None = None,
+    on_step: Callable[[dict[str, Any], int], None] | None = None,  # tracking:
 ) -> TrainResult:
     """Train `student` in place; one JSON line per optimiser step goes to log_path. `policy` makes each
     micro-batch from its examples (default: the ground-truth responses).
@@ -199,7 +201,8 @@ def train(
     checkpoints; random streams (gate draws, rollouts) are offset by the process rank.
 
     With `checkpoints`, training resumes from the newest one and saves one when due, at the end, and
-    on Ctrl-C (which then stops the loop after its current step with KeyboardInterrupt).
+    on Ctrl-C (which then stops the loop after its current step with KeyboardInterrupt). `on_step` gets
+    every log row (and its step) once it is written.
     """
     device = next(student.parameters()).device
     dist = process_context()
@@ -229,10 +232,10 @@ def train(
     start = time.perf_counter() - done.seconds
     with (
         open(log_path if dist.is_main else os.devnull, "a" if done.step else "w") as log,
-        progress_bar(label, total, quiet or not dist.is_main) as bar,
+        progress_bar(label, total, quiet or not dist.is_main, log_steps=True) as bar,  # progress:
         deferred_interrupt() as interrupt,
     ):
-        bar.advance(done.step)
+        bar.start_at(done.step)  # progress: a resumed run's earlier steps are counted, not timed
         for step in range(done.step + 1, total + 1):
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -263,7 +266,11 @@ def train(
             log.write(json.dumps(row) + "\n")
             log.flush()
             done.advance(step, n_tok, stats.seq_tokens, log.tell(), time.perf_counter() - start)
-            bar.advance(loss=loss, tar=row["tar"], tok_s=row["tokens_per_s"])
+            bar.advance(  # progress: the stats of the plain log line
+                loss=loss, divergence=row["divergence"], tar=row["tar"], tokens_per_s=row["tokens_per_s"]
+            )
+            if on_step is not None:  # tracking: the row as written to the log
+                on_step(row, step)
             interrupt.requested = dist.max(float(interrupt.requested)) > 0  # every process stops together
             if checkpoints is not None and dist.is_main and (checkpoints.due(step) or interrupt.requested):
                 checkpoints.save(done, student, optimizer, scheduler, gate_gen, log)
