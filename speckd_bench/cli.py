@@ -671,6 +671,30 @@ def eval_(
 
 
 @app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run id under --results-dir/runs, or a run directory.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the Hugging Face model.")],
+    results_dir: Annotated[Path, typer.Option(help="Where runs/ lives.")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT_DIR.")] = False,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Also upload the folder to this hub repo (user/name).")
+    ] = None,
+) -> None:
+    """Write a run's final student as a Hugging Face model folder with a model card (README.md)."""
+    from transformers.utils import logging as transformers_logging
+
+    from speckd_bench.export import export_run
+    from speckd_bench.export import push_to_hub as push
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    path = export_run(run, results_dir, out_dir, force=force, name=push_to_hub)
+    say(str(path))
+    if push_to_hub:
+        say(push(path, push_to_hub))
+
+
+@app.command()
 def methods(plugins: PluginsOpt = None) -> None:
     """List the registered methods with their defaults and papers."""
     from speckd_bench.methods import METHODS
