@@ -382,6 +382,13 @@ def report(
         Path | None,
         typer.Option(help="Markdown file with the reading of the results, placed under the README's title."),
     ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write this self-contained HTML page instead of the README (sortable tables, plots inline).",
+        ),
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
     from speckd_bench.publish import write_results_readme
@@ -391,6 +398,11 @@ def report(
     sections = _sections(results_dir, task=task, baseline=baseline, metric=metric)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
+    if html_file is not None:
+        from speckd_bench.leaderboard_page import write_page
+
+        print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
+        return
     written = write_results_readme(
         sections,
         results_dir,
