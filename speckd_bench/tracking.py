@@ -88,6 +88,9 @@ class Tracking:
         """Open every tracker for the run and log its resolved config."""
         if not self.names:
             return
+        from accelerate import PartialState
+
+        PartialState()  # accelerate's trackers log through its logger, which needs the state set up
         folder = run_dir / "trackers"
         folder.mkdir(parents=True, exist_ok=True)
         values = {"run_id": run_id, **_hparams(config)}
