@@ -127,6 +127,22 @@ def run(
             "--results-dir (a grid stopped half way continues where it stopped).",
         ),
     ] = False,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            help="Experiment trackers, comma-separated (accelerate's: tensorboard, mlflow, wandb, trackio, "
+            "...; default none): config, training-log rows and final metrics; local files in <run>/trackers.",
+        ),
+    ] = None,
+    logging_steps: Annotated[
+        int,
+        typer.Option(
+            "--logging-steps",
+            min=1,
+            help="When stdout is not a terminal: a training progress line every N steps (and every 30 s).",
+        ),
+    ] = 10,
 ) -> None:
     """Train + evaluate + record one run per seed."""
     if launcher != "none" or num_processes is not None:
@@ -135,9 +151,13 @@ def run(
     if quiet:  # tqdm reads this when it is first imported (the one-time GGUF conversion bar)
         os.environ["TQDM_DISABLE"] = "1"
     from speckd_bench.config import parse_sets
+    from speckd_bench.progress import SETTINGS
     from speckd_bench.recipe import build_run_config, run_once
     from speckd_bench.results import find_complete
+    from speckd_bench.tracking import parse_report_to
 
+    trackers = parse_report_to(report_to)
+    SETTINGS.logging_steps = logging_steps
     _discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
     flags = {
@@ -152,7 +172,7 @@ def run(
     overrides.update({k: v for k, v in flags.items() if v is not None})
     overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
     if resume is not None:
-        _resume(resume, overrides, method, preset, config, seed, quiet)
+        _resume(resume, overrides, method, preset, config, seed, quiet, trackers)
         return
     configs = [  # every seed's config is checked before the first run starts
         build_run_config(method=method, preset=preset, config_file=config, overrides=per_seed)
@@ -163,7 +183,7 @@ def run(
         if done is not None:
             say(f"seed {cfg.seed}: already complete, skipped ({done})")
             continue
-        path = run_once(cfg, quiet=quiet)
+        path = run_once(cfg, quiet=quiet, report_to=trackers)
         if quiet and _is_main():
             print(path)
 
@@ -194,6 +214,7 @@ def _resume(
     config: Path | None,
     seed: list[int] | None,
     quiet: bool,
+    report_to: list[str],
 ) -> None:
     """`run --resume`: the run's own config; other options may only repeat it (or change paths)."""
     from speckd_bench.checkpoint import find_run, resume_config
@@ -207,7 +228,7 @@ def _resume(
     given.update({k: v for k, v in named.items() if v is not None})
     results_dir = Path(str(overrides.get("results_dir", "results")))
     run_dir = find_run(results_dir, which)
-    path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir)
+    path = run_once(resume_config(run_dir, given), quiet=quiet, resume=run_dir, report_to=report_to)
     if quiet and _is_main():
         print(path)
 
@@ -356,6 +377,13 @@ def report(
     sweep: Annotated[
         Path | None, typer.Option(help="Report exactly the runs of this sweep file (docs/sweeps.md).")
     ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write this self-contained HTML page instead of the README (sortable tables, plots inline).",
+        ),
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
     from speckd_bench.publish import write_results_readme
@@ -366,6 +394,11 @@ def report(
     sections = _sections(results_dir, task=task, baseline=baseline, metric=metric, runs=runs)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
+    if html_file is not None:
+        from speckd_bench.leaderboard_page import write_page
+
+        print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
+        return
     written = write_results_readme(
         sections,
         results_dir,
@@ -654,6 +687,30 @@ def eval_(
         path = evaluate_model(cfg, str(model), results_dir / "evals", None, quiet)
     if quiet:
         print(path)
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run id under --results-dir/runs, or a run directory.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the Hugging Face model.")],
+    results_dir: Annotated[Path, typer.Option(help="Where runs/ lives.")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT_DIR.")] = False,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Also upload the folder to this hub repo (user/name).")
+    ] = None,
+) -> None:
+    """Write a run's final student as a Hugging Face model folder with a model card (README.md)."""
+    from transformers.utils import logging as transformers_logging
+
+    from speckd_bench.export import export_run
+    from speckd_bench.export import push_to_hub as push
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    path = export_run(run, results_dir, out_dir, force=force, name=push_to_hub)
+    say(str(path))
+    if push_to_hub:
+        say(push(path, push_to_hub))
 
 
 @app.command()

@@ -149,11 +149,17 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     return path
 
 
-def eval_run(run: str, results_dir: Path, overrides: dict[str, Any], quiet: bool) -> Path:
-    """Score a recorded run's checkpoint; the eval record goes to runs/<run-id>/evals/."""
-    run_dir = run_dir_of(run, results_dir)
+def run_checkpoint(run_dir: Path) -> Path:
+    """The run's final student: a transformers directory (checkpoint.save_final)."""
     checkpoint = run_dir / "checkpoint"
     if not (checkpoint / "config.json").is_file():
         raise UserError(f"run {run_dir.name} has no checkpoint at {checkpoint}")
+    return checkpoint
+
+
+def eval_run(run: str, results_dir: Path, overrides: dict[str, Any], quiet: bool) -> Path:
+    """Score a recorded run's checkpoint; the eval record goes to runs/<run-id>/evals/."""
+    run_dir = run_dir_of(run, results_dir)
+    checkpoint = run_checkpoint(run_dir)
     cfg = config_of_run(run_dir, overrides)
     return evaluate_model(cfg, str(checkpoint), run_dir / "evals", run_dir.name, quiet)

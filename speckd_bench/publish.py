@@ -133,6 +133,25 @@ def significance(sections: list[Section], method: str, baseline: str) -> list[st
     return lines or [f"No section holds runs of both {method} and {baseline}: no comparison."]
 
 
+def setup_facts(sections: list[Section]) -> list[str]:
+    """Machine, versions, models, wall time and dates of the runs behind the sections, one fact a line."""
+    records = _records(sections)
+    wall = sum(r.timings.get("wall_s", 0.0) for r in records)
+    per_method = Counter()
+    for r in records:
+        per_method[str(r.method)] += r.timings.get("wall_s", 0.0)
+    created = sorted(r.created or "" for r in records)
+    return [
+        *(f"Machine: {m}" for m in _machines(records)),
+        *(f"Versions: {v}" for v in _versions(records)),
+        *(f"Models: {m}" for m in _models(records)),
+        "Sizes, decoding and eval seeds: the protocol line above each table below",
+        f"Wall time: {_minutes(wall)} in total over {len(records)} runs "
+        f"({', '.join(f'{m} {t / 60:.1f} min' for m, t in sorted(per_method.items()))})",
+        f"Runs created {created[0]} to {created[-1]}" if created else "No runs.",
+    ]
+
+
 def write_results_readme(
     sections: list[Section],
     results_dir: Path,
@@ -146,11 +165,6 @@ def write_results_readme(
     """Write the plots under results_dir/plots and the README at `out`; returns every file written."""
     plots = write_plots(sections, results_dir / "plots")
     records = _records(sections)
-    wall = sum(r.timings.get("wall_s", 0.0) for r in records)
-    per_method = Counter()
-    for r in records:
-        per_method[str(r.method)] += r.timings.get("wall_s", 0.0)
-    created = sorted(r.created or "" for r in records)
     lines = [
         "# Reference leaderboard",
         "",
@@ -176,13 +190,7 @@ def write_results_readme(
         *(line for s in sections for line in init_gains(s)),
         "## Setup",
         "",
-        *(f"- Machine: {m}" for m in _machines(records)),
-        *(f"- Versions: {v}" for v in _versions(records)),
-        *(f"- Models: {m}" for m in _models(records)),
-        "- Sizes, decoding and eval seeds: the protocol line above each table below",
-        f"- Wall time: {_minutes(wall)} in total over {len(records)} runs "
-        f"({', '.join(f'{m} {t / 60:.1f} min' for m, t in sorted(per_method.items()))})",
-        f"- Runs created {created[0]} to {created[-1]}" if created else "- No runs.",
+        *(f"- {fact}" for fact in setup_facts(sections)),
         "",
         "## Table",
         "",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
-from speckd_bench import teacher_cache
+from speckd_bench import teacher_cache, tracking
 from speckd_bench.caches import atomic_write_jsonl
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig, build_config
@@ -44,7 +44,7 @@ from speckd_bench.lmeval import run_lm_eval
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
 from speckd_bench.methods import DataPolicy, PolicyContext, method_config
 from speckd_bench.models import load_pair
-from speckd_bench.progress import console
+from speckd_bench.progress import console, stage
 from speckd_bench.record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import git_commit, hardware, new_run_id, read_log, summarize_log, versions
@@ -68,11 +68,18 @@ class RunRecipe:
     `resume`: the folder of an unfinished run with this config; its finished stages are reused and
     training continues from its newest checkpoint. Ctrl-C checkpoints, writes an 'interrupted' record
     and raises RunInterrupted. A non-finite loss stops training; the record of the last good weights is
-    written, then UserError says so.
+    written, then UserError says so. `report_to`: experiment trackers that get the config, every
+    training-log row and the final scores (tracking.py).
     """
 
-    def __init__(self, cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> None:
-        self.cfg, self.resume = cfg, resume
+    def __init__(
+        self,
+        cfg: RunConfig,
+        quiet: bool = False,
+        resume: Path | None = None,
+        report_to: list[str] | None = None,
+    ) -> None:
+        self.cfg, self.resume, self.report_to = cfg, resume, report_to or []
         self.dist = process_context()
         self.quiet = quiet or not self.dist.is_main
         self.wall0 = time.perf_counter()
@@ -126,6 +133,8 @@ class RunRecipe:
         self.say(
             f"[bold]{self.run_id}[/]: {len(self.train_ex)} train / {n_eval} eval rows, device {dist.device}"
         )
+        self.tracker = tracking.Tracking(self.report_to if dist.is_main else [])
+        self.tracker.start(self.run_id, cfg.to_dict(), self.state.dir)
         self.references: dict[str, dict[str, Any]] = {}
         self.view: TeacherView | None = None
         if self.with_reference:
@@ -142,7 +151,8 @@ class RunRecipe:
         method = self.method
         with_teacher = method.uses_teacher or method.policy is not None or self.with_reference
         cpu = torch.device("cpu") if sharded else None
-        self.pair = load_pair(cfg.model, dist.device, with_teacher, teacher_device=cpu)
+        with stage("load models", self.quiet):
+            self.pair = load_pair(cfg.model, dist.device, with_teacher, teacher_device=cpu)
         if sharded and self.pair.teacher is not None:
             self.pair.teacher = shard_teacher(self.pair.teacher, dist)
         self.timings["model_load_s"] = time.perf_counter() - t0
@@ -280,6 +290,7 @@ class RunRecipe:
         trainer = Trainer(
             Stage.kd(cfg, method), pair.student, self.teacher, self.train_ex, vocab_size=pair.vocab_size,
             pad_id=pair.tokenizer.pad_token_id, policy=self.policy, checkpoints=self.checkpoints,
+            on_step=self.tracker.log_step,
         )  # fmt: skip
         result = trainer.fit(self.log_path, self.quiet)
         self.state.put("trained", asdict(result))
@@ -336,6 +347,7 @@ class RunRecipe:
         record.resume = {"checkpoint_step": self.checkpoints.latest_step(), "command": command}
         if self.dist.is_main:
             record.write(self.state.dir / RECORD_FILE)
+        self.tracker.finish()
         raise RunInterrupted(
             f"run {self.run_id} {exc or 'interrupted'}; continue it with: {command}"
         ) from None
@@ -366,6 +378,8 @@ class RunRecipe:
         if dist.is_main:
             record.write(path)
             self.checkpoints.remove()  # the record is complete, nothing left to resume; weights stay
+        self.tracker.log_final(record.metrics, res.steps)
+        self.tracker.finish()
         self._summary(record, path)
         if res.diverged_at is not None:
             raise UserError(
@@ -406,6 +420,8 @@ def build_run_config(**kwargs: Any) -> RunConfig:
     return build_config(method_config=method_config, task_defaults=run_defaults, **kwargs)
 
 
-def run_once(cfg: RunConfig, quiet: bool = False, resume: Path | None = None) -> Path:
+def run_once(
+    cfg: RunConfig, quiet: bool = False, resume: Path | None = None, report_to: list[str] | None = None
+) -> Path:
     """Train, evaluate and record one seed; returns the record's path (see RunRecipe)."""
-    return RunRecipe(cfg, quiet, resume).run()
+    return RunRecipe(cfg, quiet, resume, report_to).run()

@@ -812,7 +812,7 @@ def _best(col: Column, rows: list[dict[str, Any]]) -> float | None:
     return max(values, key=lambda v: col.sign * v) if len(set(values)) > 1 else None
 
 
-def _cells(section: Section) -> tuple[list[str], list[list[tuple[str, str]]]]:
+def table_cells(section: Section) -> tuple[list[str], list[list[tuple[str, str]]]]:
     """Headers and (text, style) cells of one section, reference rows first; style is 'ref' for reference
     rows, 'best' for the best value of a metric column among the methods, else ''."""
     cols = _columns(section)
@@ -834,7 +834,7 @@ def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
     return wrap[style].format(text) if style in wrap and text else text
 
 
-def _section_lines(s: Section) -> list[str]:
+def section_lines(s: Section) -> list[str]:
     """The notes and floor verdict under a section's table."""
     return [*(f"note: {n}" for n in s.notes), *([s.floor_verdict] if s.floor_verdict else [])]
 
@@ -843,12 +843,12 @@ def _md(sections: list[Section]) -> str:
     out = []
     wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
-        headers, cells = _cells(s)
+        headers, cells = table_cells(s)
         esc = lambda t: t.replace("|", "\\|")  # noqa: E731
         out += [f"**{esc(s.eval_set)}**: {esc(s.description)}", ""]
         out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         out += ["| " + " | ".join(_styled(esc(t), st, wrap) for t, st in row) + " |" for row in cells]
-        out += [*(f"- {esc(line)}" for line in _section_lines(s)), ""]
+        out += [*(f"- {esc(line)}" for line in section_lines(s)), ""]
     return "\n".join([*out, LEGEND, ""])
 
 
@@ -882,7 +882,7 @@ def _latex(sections: list[Section]) -> str:
     out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
     wrap = {"best": "\\textbf{{{}}}", "ref": "\\textit{{{}}}"}
     for s in sections:
-        headers, cells = _cells(s)
+        headers, cells = table_cells(s)
         esc = lambda t: t.translate(_LATEX)  # noqa: E731
         spec = "l" * (2 if headers[1] == "settings" else 1)
         out += [
@@ -893,7 +893,7 @@ def _latex(sections: list[Section]) -> str:
             "\\midrule",
         ]
         out += [" & ".join(_styled(esc(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
-        out += ["\\bottomrule", "\\end{tabular}", *(f"% {line}" for line in _section_lines(s)), ""]
+        out += ["\\bottomrule", "\\end{tabular}", *(f"% {line}" for line in section_lines(s)), ""]
     out.append(f"% {LEGEND}")
     return "\n".join(out) + "\n"
 
@@ -902,7 +902,7 @@ def _html(sections: list[Section]) -> str:
     out = ['<div class="speckd-leaderboard">']
     wrap = {"best": "<strong>{}</strong>", "ref": "<em>{}</em>"}
     for s in sections:
-        headers, cells = _cells(s)
+        headers, cells = table_cells(s)
         out += [
             f"<table>\n<caption>{html.escape(s.eval_set)}: {html.escape(s.description)}</caption>",
             "<thead>",
@@ -914,7 +914,7 @@ def _html(sections: list[Section]) -> str:
                 "<tr>" + "".join(f"<td>{_styled(html.escape(t), st, wrap)}</td>" for t, st in row) + "</tr>"
             )
         out += ["</tbody>", "</table>"]
-        out += [f"<p>{html.escape(line)}</p>" for line in _section_lines(s)]
+        out += [f"<p>{html.escape(line)}</p>" for line in section_lines(s)]
     out += [f"<p>{html.escape(LEGEND)}</p>", "</div>"]
     return "\n".join(out) + "\n"
 
@@ -992,14 +992,14 @@ def _rich(sections: list[Section]) -> RichGroup:
     parts: list[Any] = []
     styles = {"best": "bold green", "ref": "italic cyan", "": ""}
     for s in sections:
-        headers, cells = _cells(s)
+        headers, cells = table_cells(s)
         table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
         for i, title in enumerate(headers):
             table.add_column(title, overflow="fold", justify="left" if i < 2 else "right")
         for row in cells:
             table.add_row(*(Text(t, style=styles[st]) for t, st in row))
         parts.append(table)
-        parts += [Text(line, style="yellow") for line in _section_lines(s)]
+        parts += [Text(line, style="yellow") for line in section_lines(s)]
     parts.append(Text(LEGEND, style="dim"))
     return RichGroup(*parts)
 

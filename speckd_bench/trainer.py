@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ class Trainer:
     N*B. Only the main process writes the log and the checkpoints; random streams (gate draws, rollouts)
     are offset by the process rank. With `checkpoints`, training resumes from the newest one and saves
     one when due, at the end, and on Ctrl-C (which then stops the loop after the current step with
-    KeyboardInterrupt).
+    KeyboardInterrupt). `on_step` gets every log row (and its step) once it is written (the trackers).
     """
 
     def __init__(
@@ -163,9 +163,10 @@ class Trainer:
         pad_id: int,
         policy: DataPolicy | None = None,
         checkpoints: Checkpoints | None = None,
+        on_step: Callable[[dict[str, Any], int], None] | None = None,
     ) -> None:
         self.stage, self.student, self.teacher, self.examples = stage, student, teacher, examples
-        self.vocab_size, self.checkpoints = vocab_size, checkpoints
+        self.vocab_size, self.checkpoints, self.on_step = vocab_size, checkpoints, on_step
         self.device = next(student.parameters()).device
         self.dist = process_context()
         seeds = run_seeds(stage.seed)
@@ -248,10 +249,10 @@ class Trainer:
         start = time.perf_counter() - progress.seconds
         with (
             open(log_path if dist.is_main else os.devnull, "a" if progress.step else "w") as log,
-            progress_bar(self.stage.label, self.total, quiet or not dist.is_main) as bar,
+            progress_bar(self.stage.label, self.total, quiet or not dist.is_main, log_steps=True) as bar,
             deferred_interrupt() as interrupt,
         ):
-            bar.advance(progress.step)
+            bar.start_at(progress.step)  # a resumed run's earlier steps are counted, not timed
             for step in range(progress.step + 1, self.total + 1):
                 done = self.step(step, batches)
                 if done is None:
@@ -263,7 +264,14 @@ class Trainer:
                 log.flush()
                 elapsed = time.perf_counter() - start
                 progress.advance(step, row["target_tokens"], seq_tokens, log.tell(), elapsed)
-                bar.advance(loss=row["loss"], tar=row["tar"], tok_s=row["tokens_per_s"])
+                bar.advance(
+                    loss=row["loss"],
+                    divergence=row["divergence"],
+                    tar=row["tar"],
+                    tokens_per_s=row["tokens_per_s"],
+                )
+                if self.on_step is not None:
+                    self.on_step(row, step)
                 interrupt.requested = dist.max(float(interrupt.requested)) > 0  # every process stops together
                 if self.checkpoints is not None and (self.checkpoints.due(step) or interrupt.requested):
                     self._save(log)

@@ -1,0 +1,115 @@
+"""`speckd-bench export`: a run's student as a plain Hugging Face folder that transformers and lm-eval load
+by path and that decodes as the harness's own evaluation did."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+from typer.testing import CliRunner
+
+from speckd_bench.cli import app, main
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    args = ["run", "--preset", "tiny", "--method", "fkl", "--quiet", "--data-dir", str(data_dir)]
+    args += ["--results-dir", str(out), "--set", "train.max_steps=4", "--set", "eval.eval_before=false"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return Path(res.stdout.strip()).parent
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "model"
+    res = runner.invoke(app, ["export", run_dir.name, str(out), "--results-dir", str(run_dir.parent.parent)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return out
+
+
+@pytest.mark.slow
+def test_folder_is_a_standard_model_with_a_card(exported, run_dir):
+    files = {p.name for p in exported.iterdir()}
+    expected = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"}
+    assert expected <= files
+    card = (exported / "README.md").read_text()
+    record = json.loads((run_dir / "record.json").read_text())
+    for text in ("library_name: transformers", record["run_id"], "tiny-random", "fkl", "## Scores"):
+        assert text in card
+    assert record["git_commit"] is None or record["git_commit"] in card
+    assert "| fkl | 1 |" in card  # the run's leaderboard row
+    generation = json.loads((exported / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == record["config"]["eval"]["max_new_tokens"]
+    assert generation.get("do_sample", False) is False
+
+
+@pytest.mark.slow
+def test_transformers_greedy_text_equals_the_runs_samples(exported, run_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(exported)
+    model = AutoModelForCausalLM.from_pretrained(exported)
+    record = json.loads((run_dir / "record.json").read_text())
+    keep = record["config"]["data"]["max_prompt_length"]  # the harness keeps a prompt's last tokens
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()][:4]
+    for sample in samples:
+        ids = tok(sample["prompt"], add_special_tokens=False, return_tensors="pt").input_ids[:, -keep:]
+        out = model.generate(ids)
+        assert tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == sample["output"]
+
+
+@pytest.mark.slow
+def test_lm_eval_runs_on_the_folder_by_path(exported, data_dir, tmp_path, monkeypatch):
+    import datasets
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from speckd_bench.config import DataConfig
+    from speckd_bench.lmeval import export_tasks
+    from speckd_bench.tasks import TASKS, discover_tasks
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+    discover_tasks()
+    export_tasks([TASKS.get("dolly")], tmp_path, DataConfig(data_dir=str(data_dir)), 8, 2)
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={exported},dtype=float32,device=cpu",
+        tasks=["speckd_dolly"],
+        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
+        bootstrap_iters=0,
+    )
+    assert 0.0 <= out["results"]["speckd_dolly"]["rougeL,none"] <= 100.0
+    assert out["n-samples"]["speckd_dolly"]["effective"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "is not empty; pass --force to replace its contents"),
+        (["--force", "--push-to-hub", "nobody/none"], "--push-to-hub nobody/none: upload failed"),
+    ],
+)
+@pytest.mark.slow
+def test_refusals_are_one_line_exit_2(exported, run_dir, monkeypatch, capsys, extra, message):
+    args = ["export", run_dir.name, str(exported), "--results-dir", str(run_dir.parent.parent), *extra]
+    monkeypatch.setenv("HF_TOKEN", "hf_invalid")  # never a real account's
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: fails at once
+    monkeypatch.setattr(sys, "argv", ["speckd-bench", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_run_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["speckd-bench", "export", "nope", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "no run 'nope'" in err and err.count("\n") == 1

@@ -1,0 +1,83 @@
+"""`report --html`: one self-contained page, checked as HTML and in a real headless chromium (sorting by
+a header click, no console errors, a non-blank screenshot)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from speckd_bench.cli import _sections, app
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without the networking flags chromium stalls on the closed network of CI machines.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+METRIC = "tf_top1 (mean ± std)"
+
+
+@pytest.fixture(scope="module")
+def page_file(tmp_path_factory) -> Path:
+    """The committed reference leaderboard, rendered as `make leaderboard-report` does."""
+    out = tmp_path_factory.mktemp("page") / "leaderboard.html"
+    args = ["report", "--results-dir", str(RESULTS), "--baseline", "fkl", "--method", "speckd"]
+    args += ["--command", "make leaderboard", "--metric", "tf_top1", "--metric", "rougeL", "--html", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return out
+
+
+def test_page_is_self_contained_with_every_group_and_the_protocol(page_file):
+    text = page_file.read_text()
+    sections = _sections(RESULTS, baseline="fkl", metric=["tf_top1", "rougeL"])
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from elsewhere
+    assert text.count("data:image/png;base64,") >= 3
+    for section in sections:
+        assert section.description in text.replace("&#x27;", "'")
+    groups = text.split('<tbody class="groups">')[1].split("</tbody>")[0]
+    assert groups.count("<tr>") == len(sections[0].groups) == 7
+    assert "<em>teacher</em>" not in text and ">teacher</td>" in text  # a reference row
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
+def test_page_in_headless_chromium_sorts_and_renders(page_file, tmp_path):
+    from matplotlib.image import imread
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_file.as_uri())
+        table = page.locator("table.leaderboard").first
+        assert table.locator("tbody.groups tr").count() == 7
+        column = [h.strip() for h in table.locator("thead th").all_inner_texts()].index(METRIC)
+
+        def values() -> list[float]:
+            cells = table.locator(f"tbody.groups tr td:nth-child({column + 1})").all_inner_texts()
+            return [float(c.split()[0]) for c in cells]
+
+        table.locator("thead th").nth(column).click()
+        assert values() == sorted(values(), reverse=True)
+        table.locator("thead th").nth(column).click()
+        assert values() == sorted(values())
+        assert table.locator("tbody.reference tr").first.inner_text().startswith("teacher")
+        shot = tmp_path / "page.png"
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert errors == []
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (900, 1280)
+    assert len({tuple(p) for p in pixels.reshape(-1, pixels.shape[-1])[::97]}) > 10  # not one colour

@@ -1,0 +1,76 @@
+"""Progress when stdout is a file: plain start/end lines per stage, a training line every N steps."""
+
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from speckd_bench import progress
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """`speckd-bench ARGS` in a subprocess: its stdout is what the caller makes it, never a terminal."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "speckd_bench", *args], env=env, **kwargs)
+
+
+@pytest.mark.slow
+def test_cli_to_a_file_prints_plain_progress_lines(tmp_path, data_dir):
+    out = tmp_path / "stdout.txt"
+    args = ["run", "--preset", "tiny", "--method", "speckd", "--data-dir", str(data_dir)]
+    args += ["--results-dir", str(tmp_path / "results"), "--set", "train.max_steps=4", "--logging-steps", "2"]
+    with out.open("w") as stdout:
+        proc = _cli(args, stdout=stdout, stderr=subprocess.PIPE)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    text = out.read_text()
+    assert "\x1b[" not in text  # no terminal control codes in a log file
+    lines = text.splitlines()
+    for stage in ("load models", "init SFT", "train speckd", "eval trained student (seed 10)"):
+        assert any(line.startswith(f"{stage}: start") for line in lines), stage
+        assert any(line.startswith(f"{stage}: done") for line in lines), stage
+    steps = [line for line in lines if line.startswith("train speckd: step ")]
+    assert [line.split()[3] for line in steps] == ["2/4", "4/4"]
+    pattern = (
+        r"train speckd: step \d/4  loss \S+  divergence \S+  tar \S+  tokens_per_s \S+  "
+        r"elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d$"
+    )
+    assert all(re.match(pattern, line) for line in steps), steps
+    assert "record: " in lines[-1]
+
+
+@pytest.mark.slow
+def test_quiet_prints_the_record_path_only(tmp_path, data_dir):
+    args = ["run", "--preset", "tiny", "--method", "sft", "--quiet", "--data-dir", str(data_dir)]
+    args += ["--results-dir", str(tmp_path), "--set", "train.max_steps=2", "--set", "eval.eval_before=false"]
+    proc = _cli(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("record.json") and proc.stdout.count("\n") == 1
+
+
+def test_a_line_at_least_every_max_silence_seconds(monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))  # stdout: not a tty
+    monkeypatch.setattr(progress.SETTINGS, "logging_steps", 100)
+    with progress.progress_bar("train x", 1000, quiet=False, log_steps=True) as bar:
+        bar.start_at(500)  # resumed: not timed
+        for _ in range(3):  # 20 s each
+            now[0] += 20.0
+            bar.advance(loss=1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "train x: start (1000 steps)"
+    # 30 s after the start, then 30 s after that line; 20 s per timed step for 498 steps
+    assert lines[1:] == [
+        "train x: step 502/1000  loss 1  elapsed 0:00:40  eta 2:46:00",
+        "train x: done 503/1000 in 0:01:00",
+    ]
+
+
+def test_quiet_and_terminal_print_no_lines(monkeypatch, capsys):
+    with progress.progress_bar("x", 3, quiet=True, log_steps=True) as bar:
+        bar.advance(loss=1.0)
+    with progress.stage("y", quiet=True):
+        pass
+    assert capsys.readouterr().out == ""
