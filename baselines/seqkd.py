@@ -5,7 +5,6 @@ task, the prompts' tokens, decoding settings), so later runs and other seeds reu
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 
 from speckd_bench import rollout
-from speckd_bench.caches import atomic_write_json, cache_dir, digest
+from speckd_bench.caches import atomic_write_json, building, cache_dir, digest, read_json
 from speckd_bench.data import Example
 from speckd_bench.method_config import MethodConfig, TeacherSamplingConfig
 from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
@@ -81,13 +80,13 @@ class TeacherResponses(DataPolicy):
     def prepare(self, examples: list[Example], total_steps: int) -> list[Example]:
         identity = self.identity(examples)
         path = self.cache_path(identity)
-        reused = path.is_file()
         t0 = time.perf_counter()
-        if reused:
-            responses = json.loads(path.read_text())["responses"]
-        else:
-            responses = self.generate(examples)
-            atomic_write_json(path, {"identity": identity, "responses": responses})
+        with building(path, lambda p: _entry_problem(p, len(examples))) as reused:
+            if reused:
+                responses = read_json(path)["responses"]
+            else:
+                responses = self.generate(examples)
+                atomic_write_json(path, {"identity": identity, "responses": responses})
         self.info = {
             "cache": str(path),
             "reused": reused,
@@ -99,6 +98,16 @@ class TeacherResponses(DataPolicy):
 
     def summary(self) -> dict[str, Any]:
         return self.info
+
+
+def _entry_problem(path: Path, rows: int) -> str | None:
+    """Why cached responses cannot be used (garbled, cut short, another number of rows), or None."""
+    try:
+        entry = read_json(path)
+    except ValueError as exc:
+        return str(exc)
+    responses = entry.get("responses") if isinstance(entry, dict) else None
+    return None if isinstance(responses, list) and len(responses) == rows else "not this cache entry"
 
 
 register_method(

@@ -1,7 +1,9 @@
 """Resumable runs. A run directory holds its resolved config (config.json), what its finished stages
 produced (state.json) and training checkpoints (checkpoints/step-NNNNNN/: student weights, optimizer,
 scheduler, every RNG, data position, training-log offset). Each is written to a temporary name and
-renamed into place, so a kill at any moment leaves the last complete checkpoint to resume from.
+renamed into place, so a kill at any moment leaves the last complete checkpoint to resume from; a
+checkpoint's state.json holds the SHA-256 of its weight files, checked before it is loaded. The main
+process of a run holds the folder's lock (.lock) for as long as it runs: one folder, one writer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +23,17 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_model, save_model
 
-from speckd_bench.caches import atomic_write_json, publish_dir
+from speckd_bench.caches import (
+    atomic_write_json,
+    checksum_problem,
+    checksums,
+    publish_dir,
+    read_json,
+    writing,
+)
 from speckd_bench.config import (
     NON_RESULT_KEYS,
     RunConfig,
@@ -38,6 +49,8 @@ from speckd_bench.results import load_records
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".lock"
+WEIGHT_FILES = ("student.safetensors", "trainer.pt")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -48,20 +61,75 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def _live_error(run_dir: Path) -> UserError:
+    owner = RunState.peek(run_dir).get("owner", {})
+    pid = f" (pid {owner['pid']} on {owner.get('host', '?')})" if "pid" in owner else ""
+    return UserError(
+        f"run {run_dir.name} is being trained by another process{pid}; wait for it or stop it "
+        f"(Ctrl-C, or kill -TERM), then resume it with: speckd-bench run --resume {run_dir.name}"
+    )
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a process holds the run folder's lock (is training it now)."""
+    lock = FileLock(run_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 class RunState:
     """What a run directory knows about itself: its config, and the results of its finished stages.
-    Not `writable`: kept in memory only (the non-main processes of a multi-process run)."""
+    A writable state holds the folder's lock until `release`; not `writable`: kept in memory only (the
+    non-main processes of a multi-process run)."""
 
     def __init__(self, run_dir: Path, writable: bool = True) -> None:
         self.dir, self.writable = run_dir, writable
+        self.lock = FileLock(run_dir / LOCK_FILE) if writable else None
+        if self.lock is not None:
+            try:
+                self.lock.acquire(timeout=0)
+            except Timeout:
+                raise _live_error(run_dir) from None
+        self._state = self.peek(run_dir)
+        if self.writable:
+            self.put("owner", {"pid": os.getpid(), "host": socket.gethostname()})
+
+    @staticmethod
+    def peek(run_dir: Path) -> dict[str, Any]:
+        """The stored state of a run folder (empty before its first stage); UserError when garbled."""
         path = run_dir / STATE_FILE
-        self._state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            state = read_json(path)
+        except ValueError as exc:
+            state = str(exc)
+        if not isinstance(state, dict):
+            raise UserError(
+                f"{path} is broken ({state if isinstance(state, str) else 'not a JSON object'}): run "
+                f"{run_dir.name} cannot be resumed; start a new run"
+            )
+        return state
 
     @classmethod
     def create(cls, run_dir: Path, cfg: RunConfig) -> RunState:
-        run_dir.mkdir(parents=True)
+        """A new run folder, locked before its config is written (so no resume ever picks it up)."""
+        with writing(run_dir.parent):
+            run_dir.mkdir(parents=True)
+        state = cls(run_dir)
         atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
-        return cls(run_dir)
+        return state
+
+    def release(self, complete: bool = False) -> None:
+        """Let another process resume this run folder; a `complete` run's folder keeps no lock file."""
+        if self.lock is not None and self.lock.is_locked:
+            if complete:
+                (self.dir / LOCK_FILE).unlink(missing_ok=True)
+            self.lock.release()
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._state.get(key, default)
@@ -73,21 +141,24 @@ class RunState:
 
 
 def _last_activity(run_dir: Path) -> float:
-    return max(p.stat().st_mtime for p in run_dir.iterdir())
+    return max(p.stat().st_mtime for p in run_dir.iterdir() if p.name != LOCK_FILE)
 
 
 def find_run(results_dir: Path, which: str) -> Path:
     """The directory of an unfinished run: its id under results_dir/runs, or 'last' (the most recently
-    active one)."""
+    active one that no process is training now)."""
     runs = results_dir / "runs"
     complete = {r.run_id for r in load_records(results_dir).records}
     unfinished = [p.parent for p in runs.glob(f"*/{CONFIG_FILE}") if p.parent.name not in complete]
     if which == "last":
-        if not unfinished:
+        stopped = [d for d in unfinished if not is_live(d)]
+        if not stopped:
+            live = f" ({len(unfinished)} being trained by other processes)" if unfinished else ""
             raise UserError(
-                f"no unfinished run under {runs} to resume; pass --results-dir DIR where the run was started"
+                f"no stopped unfinished run under {runs} to resume{live}; pass --results-dir DIR where the "
+                "run was started"
             )
-        return max(unfinished, key=_last_activity)
+        return max(stopped, key=_last_activity)
     if which in complete:
         raise UserError(f"run {which} under {runs} is already complete; there is nothing to resume")
     run_dir = runs / which
@@ -97,13 +168,20 @@ def find_run(results_dir: Path, which: str) -> Path:
             f"no unfinished run {which!r} under {runs}{did_you_mean(which, names)}; "
             "pass a run id from that folder, --resume last, or --results-dir DIR"
         )
+    if is_live(run_dir):
+        raise _live_error(run_dir)
     return run_dir
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's own resolved config; command-line overrides may change only paths and checkpointing."""
     path = run_dir / CONFIG_FILE
-    stored = json.loads(path.read_text())
+    try:
+        stored = read_json(path)
+    except ValueError as exc:
+        raise UserError(
+            f"{path} is broken ({exc}): run {run_dir.name} cannot be resumed; start a new run"
+        ) from None
     cfg = config_from_dict(stored, method_config, str(path))
     apply_overrides(cfg, overrides, "the command line")
     validate(cfg)
@@ -164,6 +242,7 @@ class Checkpoints:
     def __init__(self, root: Path, config: dict[str, Any], every: int, keep: int) -> None:
         self.root, self.config, self.every, self.keep = root, config, every, keep
         self._saved_step: int | None = None
+        self._verified: set[Path] = set()
 
     @classmethod
     def of_run(cls, run_dir: Path, cfg: RunConfig) -> Checkpoints:
@@ -185,12 +264,37 @@ class Checkpoints:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
+    def _problem(self, checkpoint: Path) -> str | None:
+        """Why a checkpoint cannot be trusted (garbled state.json, weights that fail their checksums)."""
+        try:
+            state = read_json(checkpoint / STATE_FILE)
+        except ValueError as exc:
+            return str(exc)
+        if not isinstance(state, dict) or not {"progress", "config"} <= state.keys():
+            return f"{STATE_FILE} lacks its progress or config"
+        return checksum_problem(checkpoint, state.get("sha256"))
+
+    def verified(self, checkpoint: Path) -> dict[str, Any]:
+        """The state of a checkpoint whose files match their checksums; else UserError naming the folder and
+        the fix (remove it, so the previous checkpoint is the newest)."""
+        if checkpoint not in self._verified:
+            why = self._problem(checkpoint)
+            if why is not None:
+                older = [p for p in self.all() if p < checkpoint]
+                then = f"resume from {older[-1].name}" if older else "restart training from its first step"
+                raise UserError(
+                    f"checkpoint {checkpoint} is broken ({why}); remove that folder to {then}, or start a "
+                    "new run"
+                )
+            self._verified.add(checkpoint)
+        return json.loads((checkpoint / STATE_FILE).read_text())
+
     def check(self) -> None:
-        """Fail when the newest checkpoint was written under settings other than this run's."""
+        """Fail when the newest checkpoint is broken or was written under settings other than this run's."""
         latest = self.latest()
         if latest is None:
             return
-        changes = config_changes(json.loads((latest / STATE_FILE).read_text())["config"], self.config)
+        changes = config_changes(self.verified(latest)["config"], self.config)
         if changes:
             raise UserError(
                 f"checkpoint {latest} was written with other settings ({'; '.join(changes)}); a run "
@@ -221,7 +325,12 @@ class Checkpoints:
                 "rng": _rng_states(gate_gen),
             }
             torch.save(trainer, tmp / "trainer.pt")
-            atomic_write_json(tmp / STATE_FILE, {"progress": asdict(progress), "config": self.config})
+            state = {
+                "progress": asdict(progress),
+                "config": self.config,
+                "sha256": checksums(tmp, WEIGHT_FILES),
+            }
+            atomic_write_json(tmp / STATE_FILE, state)
         self._saved_step = progress.step
         for old in self.all()[: -self.keep]:
             shutil.rmtree(old)
@@ -242,7 +351,7 @@ class Checkpoints:
         if latest is None:
             return TrainProgress()
         self.check()
-        progress = TrainProgress(**json.loads((latest / STATE_FILE).read_text())["progress"])
+        progress = TrainProgress(**self.verified(latest)["progress"])
         if not log_path.is_file() or log_path.stat().st_size < progress.log_offset:
             raise UserError(
                 f"{log_path} is shorter than checkpoint {latest} expects; it was edited or removed, "
@@ -262,6 +371,7 @@ class Checkpoints:
         path = checkpoint or self.latest()
         if path is None:
             raise UserError(f"no checkpoint under {self.root} to load; start a new run")
+        self.verified(path)
         load_model(student, str(path / "student.safetensors"), device=str(next(student.parameters()).device))
 
     def remove(self) -> None:
@@ -280,22 +390,30 @@ class InterruptFlag:
     requested = False
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and what a scheduler (SLURM) sends before it preempts or times out a job."""
+
+
 @contextmanager
 def deferred_interrupt() -> Iterator[InterruptFlag]:
-    """Inside the block a first Ctrl-C (SIGINT) only sets `requested`, so the training loop can finish
-    its step, checkpoint and stop cleanly; a second Ctrl-C acts at once."""
+    """Inside the block a first Ctrl-C (SIGINT) or SIGTERM only sets `requested`, so the training loop can
+    finish its step, checkpoint and stop cleanly; a second one acts at once."""
     flag = InterruptFlag()
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    caught = [sig for sig, handler in previous.items() if handler not in (signal.SIG_IGN, None)]
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         flag.requested = True
-        signal.signal(signal.SIGINT, previous)
+        for sig in caught:
+            signal.signal(sig, previous[sig])
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for sig in caught:
+        signal.signal(sig, on_signal)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig in caught:
+            signal.signal(sig, previous[sig])

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from speckd_bench.errors import RunInterrupted, UserError
+from speckd_bench.errors import RunInterrupted, UserError, sigterm_as_interrupt
 from speckd_bench.sweep_cli import sweep_app, sweep_run_ids
 
 app = typer.Typer(
@@ -747,6 +747,7 @@ def methods(
 
 
 def main() -> None:
+    sigterm_as_interrupt()  # a scheduler's SIGTERM stops a run like Ctrl-C: checkpointed, resumable
     try:
         code = app(standalone_mode=False)
     except UserError as exc:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import signal
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -11,7 +14,20 @@ class UserError(Exception):
 
 
 class RunInterrupted(Exception):
-    """A run stopped by Ctrl-C after saving what it had; the message says how to resume it (exit 130)."""
+    """A run stopped by Ctrl-C (or SIGTERM) after saving what it had; the message says how to resume it
+    (exit 130)."""
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM (what a scheduler such as SLURM sends before it preempts a job) stop this process the
+    way Ctrl-C does, with KeyboardInterrupt: a run then checkpoints, records 'interrupted' and says how to
+    resume, instead of dying without a word."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

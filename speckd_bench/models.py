@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from speckd_bench.caches import cache_dir, digest, publish_dir
+from speckd_bench.caches import (
+    atomic_write_json,
+    building,
+    cache_dir,
+    checksum_problem,
+    checksums,
+    digest,
+    file_sha256,
+    publish_dir,
+    read_json,
+)
 from speckd_bench.config import ModelConfig
 from speckd_bench.data import IGNORE, Batch
 from speckd_bench.errors import UserError
@@ -47,28 +57,48 @@ def gguf_path() -> Path:
 
 @functools.cache
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return file_sha256(path)[:12]
+
+
+CHECKSUMS = "checksums.json"
+"""Sizes and SHA-256 of a converted model's files, written with them."""
+
+
+def _conversion_problem(folder: Path) -> str | None:
+    """Why a converted model folder cannot be used (a cheap check, run every time it is used): files
+    missing or of the wrong size, garbled JSON, weights whose header does not parse."""
+    try:
+        problem = checksum_problem(folder, read_json(folder / CHECKSUMS), full=False)
+        for name in ("config.json", "tokenizer.json"):
+            read_json(folder / name)
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            f.keys()
+    except (ValueError, OSError) as exc:  # safetensors' errors are ValueErrors too
+        return str(exc)[:120]
+    return problem
 
 
 def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as safetensors in the cache, converted from the GGUF file on first use; the
-    folder is named after the GGUF file's digest, so another file never reuses a stale conversion."""
+    """SmolLM2-135M-Instruct as safetensors in the cache, converted from the GGUF file on first use (a
+    broken conversion is removed and converted again, once); the folder is named after the GGUF file's
+    digest, so another file never reuses a stale conversion."""
     src = gguf_path()
     target = cache_dir() / "models" / f"{SMOLLM2}-{_file_digest(src)}"
-    if (target / "config.json").is_file():
-        return target
+    with building(target, _conversion_problem, collective=False) as ready:
+        if not ready:
+            _convert(src, target)
+    return target
+
+
+def _convert(src: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    with publish_dir(target) as tmp:  # another process may convert it first
+    with publish_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return target
+        atomic_write_json(tmp / CHECKSUMS, checksums(tmp, sorted(p.name for p in tmp.iterdir())))
 
 
 def _tiny_teacher(vocab_size: int) -> LlamaForCausalLM:

@@ -24,7 +24,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from speckd_bench import teacher_cache, tracking
-from speckd_bench.caches import atomic_write_jsonl
+from speckd_bench.caches import atomic_write_jsonl, cache_dir, disk_error, probe_writable
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig, build_config
 from speckd_bench.data import build_examples, load_split
@@ -66,9 +66,11 @@ class RunRecipe:
     """Train, evaluate and record one seed of `cfg`; `run()` returns the record's path.
 
     `resume`: the folder of an unfinished run with this config; its finished stages are reused and
-    training continues from its newest checkpoint. Ctrl-C checkpoints, writes an 'interrupted' record
-    and raises RunInterrupted. A non-finite loss stops training; the record of the last good weights is
-    written, then UserError says so. `report_to`: experiment trackers that get the config, every
+    training continues from its newest checkpoint. Ctrl-C (or SIGTERM) checkpoints, writes an
+    'interrupted' record and raises RunInterrupted. The main process holds the run folder's lock
+    throughout; a disk that refuses a write ends the run with a UserError naming the folder. A
+    non-finite loss stops training; the record of the last good weights is written, then UserError says
+    so. `report_to`: experiment trackers that get the config, every
     training-log row and the final scores (tracking.py).
     """
 
@@ -89,20 +91,27 @@ class RunRecipe:
         self.after: dict[str, EvalResult] = {}
         self.policy: DataPolicy | None = None
         self.teacher: TeacherSource | None = None
+        self.locked: RunState | None = None
 
     def run(self) -> Path:
-        self.setup()
         try:
-            t0 = time.perf_counter()
-            self.score_before("raw")
-            self.warm_start()
-            self.score_before("init")
-            self.timings["before_s"] = time.perf_counter() - t0
-            result = self.train()
-            self.evaluate()
-        except KeyboardInterrupt as exc:
-            self.on_interrupt(exc)
-        return self.finish(result)
+            self.setup()
+            try:
+                t0 = time.perf_counter()
+                self.score_before("raw")
+                self.warm_start()
+                self.score_before("init")
+                self.timings["before_s"] = time.perf_counter() - t0
+                result = self.train()
+                self.evaluate()
+            except KeyboardInterrupt as exc:
+                self.on_interrupt(exc)
+            return self.finish(result)
+        except OSError as exc:  # a full disk while the log is written
+            raise disk_error(exc, self.locked.dir if self.locked else self.results_dir) from None
+        finally:
+            if self.locked is not None:
+                self.locked.release()
 
     def say(self, msg: str) -> None:
         if not self.quiet:
@@ -119,6 +128,8 @@ class RunRecipe:
         check_distributed(cfg, self.method, dist)
         self.results_dir = Path(cfg.results_dir)
         check_writable(self.results_dir)
+        probe_writable(self.results_dir / "runs")
+        probe_writable(cache_dir())
         if self.resume is not None:
             Checkpoints.of_run(self.resume, cfg).check()
         self.train_split = load_split(self.task, "train", cfg.data)
@@ -176,8 +187,10 @@ class RunRecipe:
             state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         elif dist.is_main:
             state = RunState(self.resume)
+        self.locked = state
         run_dir = dist.broadcast(state.dir if state else None)
         self.state = state or RunState(run_dir, writable=False)
+        self.wall_before = self.state.get("wall_s", 0.0)
         self.run_id = self.state.dir.name
         self.log_path = self.state.dir / "train_log.jsonl"
         self.checkpoints = Checkpoints.of_run(self.state.dir, cfg)
@@ -231,11 +244,12 @@ class RunRecipe:
         if not cfg.train.init_sft_epochs or self.checkpoints.latest() is not None:
             return
         built = {"enabled": True, "key": warm.key, "plan": warm.plan, "path": f"init/{warm.key}"}
-        built["reused"] = warm.exists()
-        if warm.exists():
-            warm.load_into(self.pair.student)
-        else:
-            self._build_init()
+        with warm.building() as reuse:
+            built["reused"] = reuse
+            if reuse:
+                warm.load_into(self.pair.student)
+            else:
+                self._build_init()
         built["training"] = summarize_log(read_log(warm.dir / "train_log.jsonl"), cfg.train.spike_factor)
         built["seconds_when_built"] = warm.meta()["seconds"]
         if "key" not in self.init:
@@ -342,7 +356,8 @@ class RunRecipe:
         record = self.record(INTERRUPTED, self.state.get("before", {}))
         rows = read_log(self.log_path) if self.log_path.is_file() else []
         record.training = summarize_log(rows, self.cfg.train.spike_factor)
-        record.timings["wall_s"] = time.perf_counter() - self.wall0
+        record.timings["wall_s"] = self.wall_s()
+        self.state.put("wall_s", record.timings["wall_s"])
         command = f"speckd-bench run --resume {self.run_id} --results-dir {self.results_dir}"
         record.resume = {"checkpoint_step": self.checkpoints.latest_step(), "command": command}
         if self.dist.is_main:
@@ -378,6 +393,7 @@ class RunRecipe:
         if dist.is_main:
             record.write(path)
             self.checkpoints.remove()  # the record is complete, nothing left to resume; weights stay
+            self.state.release(complete=True)
         self.tracker.log_final(record.metrics, res.steps)
         self.tracker.finish()
         self._summary(record, path)
@@ -389,6 +405,10 @@ class RunRecipe:
             )
         return path
 
+    def wall_s(self) -> float:
+        """Wall time of every session of this run: the earlier ones (interrupted) and this one."""
+        return self.wall_before + time.perf_counter() - self.wall0
+
     def _timings(self, res: TrainResult) -> dict[str, float]:
         stages = [b for per_set in self.before.values() for b in per_set.values()]
         after_tokens = sum(r.new_tokens for r in self.after.values())
@@ -396,7 +416,7 @@ class RunRecipe:
         eval_tokens = after_tokens + sum(b.get("new_tokens", 0) for b in stages)
         eval_seconds = after_seconds + sum(b.get("seconds", 0.0) for b in stages)
         return {
-            "wall_s": time.perf_counter() - self.wall0,
+            "wall_s": self.wall_s(),
             "train_s": res.seconds,
             "train_tokens_per_s": res.tokens_per_s,
             "train_target_tokens": res.target_tokens,

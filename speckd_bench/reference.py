@@ -3,11 +3,10 @@ then cached with its outputs) and the trivial floors of every eval set."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from speckd_bench.caches import atomic_write_json, cache_dir, digest
+from speckd_bench.caches import atomic_write_json, building, cache_dir, digest, read_json
 from speckd_bench.config import RunConfig
 from speckd_bench.data import DataUnavailable, load_rows
 from speckd_bench.distributed import process_context
@@ -32,13 +31,27 @@ def teacher_key(cfg: RunConfig, models: dict[str, Any], es: EvalSet) -> str:
     return digest({**eval_identity(cfg, models), **scored_identity(es.name, es.examples)})
 
 
+def _entry_problem(path: Path) -> str | None:
+    """Why a cached teacher score cannot be used (garbled or cut short), or None."""
+    try:
+        entry = read_json(path)
+    except ValueError as exc:
+        return str(exc)
+    fields = isinstance(entry, dict) and {"key", "summary", "outputs"} <= entry.keys()
+    return None if fields and isinstance(entry["outputs"], dict) else "not a teacher score entry"
+
+
 def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
     """{"key", "summary", "outputs": {eval seed: texts}}, from the cache or decoded now and cached."""
     key = teacher_key(cfg, pair.info, es)
-    teacher, tokenizer = pair.teacher, pair.tokenizer
     path: Path = cache_dir() / "teacher-eval" / f"{es.name}-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    with building(path, _entry_problem) as hit:
+        return read_json(path) if hit else _decode_teacher(cfg, pair, es, key, path, quiet)
+
+
+def _decode_teacher(cfg: RunConfig, pair: Any, es: EvalSet, key: str, path: Path, quiet: bool) -> dict:
+    """The teacher's scores and outputs on one eval set, decoded now and cached at `path`."""
+    teacher, tokenizer = pair.teacher, pair.tokenizer
     res = evaluate(
         teacher,
         tokenizer,

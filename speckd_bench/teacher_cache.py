@@ -5,7 +5,8 @@ forward pass in every later run, method and seed.
 It is an approximation and recorded as one: the k most likely tokens keep their exact log-probabilities
 and the remaining mass is spread over the other tokens in the student's own proportions (so every
 divergence stays finite and the tail only moves the student's total tail mass, not its shape); a SpecKD
-top-k gate with k <= teacher_cache_k is exact.
+top-k gate with k <= teacher_cache_k is exact. The file's metadata holds the SHA-256 of its tensors, checked
+when it is loaded; a file that fails it is rebuilt.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from speckd_bench.caches import cache_dir, digest, publish_file
+from speckd_bench.caches import building, cache_dir, digest, publish_file, sha256_of
 from speckd_bench.config import RunConfig
 from speckd_bench.data import IGNORE, Example, collate
 from speckd_bench.errors import UserError
@@ -91,16 +92,37 @@ class TopKTable:
         """Mean probability mass the top k hold: how good the approximation is."""
         return float((1 - self.rest.exp()).mean()) if self.rest.numel() else 1.0
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values, "indices": self.indices, "rest": self.rest, "offsets": self.offsets}
+
     def save(self, path: Path, meta: dict[str, Any]) -> None:
-        tensors = {"values": self.values, "indices": self.indices, "rest": self.rest, "offsets": self.offsets}
-        metadata = {"format": FORMAT, "keys": json.dumps(self.keys), **meta}
+        tensors = self.tensors()
+        sha256 = _tensors_sha256(tensors)
+        metadata = {"format": FORMAT, "keys": json.dumps(self.keys), "sha256": sha256, **meta}
         publish_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> TopKTable:
+        """The table in `path`; ValueError when the file is garbled or fails its checksum."""
         with safe_open(str(path), framework="pt") as f:
-            keys = json.loads(f.metadata()["keys"])
-        return cls(load_file(str(path)), keys)
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        if "sha256" not in meta or _tensors_sha256(tensors) != meta["sha256"]:
+            raise ValueError("its tensors do not match the checksum written with them")
+        return cls(tensors, json.loads(meta["keys"]))
+
+
+def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    return sha256_of(tensors[name].contiguous().numpy().tobytes() for name in sorted(tensors))
+
+
+def _problem(path: Path) -> str | None:
+    """Why a cached table cannot be used (garbled, cut short, failed checksum), or None."""
+    try:
+        TopKTable.load(path)
+    except (ValueError, OSError, KeyError) as exc:  # safetensors raises ValueError subclasses
+        return str(exc)[:120] or type(exc).__name__
+    return None
 
 
 @torch.no_grad()
@@ -196,14 +218,14 @@ def cached_teacher(
     """The cache of these training examples: loaded, or built with one teacher pass and stored."""
     identity = cache_identity(cfg, teacher, task, vocab_size, examples)
     path = cache_dir() / "teacher-topk" / f"{digest(identity)}.safetensors"
-    hit = path.is_file()
     t0 = time.perf_counter()
     k = cfg.train.teacher_cache_k
-    if hit:
-        table = TopKTable.load(path)
-    else:
-        table = build_table(teacher, examples, pad_id, vocab_size, k, cfg.train.batch_size)
-        table.save(path, {"identity": json.dumps(identity)})
+    with building(path, _problem) as hit:
+        if hit:
+            table = TopKTable.load(path)
+        else:
+            table = build_table(teacher, examples, pad_id, vocab_size, k, cfg.train.batch_size)
+            table.save(path, {"identity": json.dumps(identity)})
     info = {
         "used": True,
         "k": k,

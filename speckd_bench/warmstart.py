@@ -1,13 +1,15 @@
 """The shared starting point (MiniLLM's 'init' stage): a short SFT of the student, done once per
 (teacher, student recipe, task, seed, data and budget), cached on disk and reused by every method; plus
-cached scores of the raw and init students, so a comparison pays for them once.
+cached scores of the raw and init students, so a comparison pays for them once. An entry's meta.json holds
+the SHA-256 of its weights and log; one that fails them (or whose meta.json is garbled) is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,15 @@ from safetensors.torch import load_model, save_model
 
 from speckd_bench.caches import (
     atomic_write_json,
+    building,
     cache_dir,
+    checksum_problem,
+    checksums,
     digest,
+    discard_broken,
     examples_digest,
     publish_dir,
+    read_json,
     task_digest,
 )
 from speckd_bench.config import NON_RESULT_KEYS, RunConfig, TrainConfig
@@ -100,6 +107,23 @@ class WarmStart:
     def exists(self) -> bool:
         return self.weights.is_file()
 
+    @contextmanager
+    def building(self) -> Iterator[bool]:
+        """Whether a good entry is there to load (a broken one is removed first); the block loads it, or
+        trains and saves one while holding the entry's lock, so a second run waits and reuses it."""
+        with building(self.dir, self.problem) as ready:
+            yield ready
+
+    def problem(self, folder: Path) -> str | None:
+        """Why the entry in `folder` cannot be trusted, or None."""
+        try:
+            meta = read_json(folder / "meta.json")
+        except ValueError as exc:
+            return str(exc)
+        if not isinstance(meta, dict) or meta.get("identity") != self.identity or "seconds" not in meta:
+            return "meta.json is not this entry's"
+        return checksum_problem(folder, meta.get("sha256"))
+
     def load_into(self, student: Any) -> None:
         load_model(student, str(self.weights), device=str(next(student.parameters()).device))
 
@@ -115,17 +139,28 @@ class WarmStart:
         with publish_dir(self.dir) as tmp:  # a concurrent run may publish the same entry first
             save_model(student, str(tmp / "student.safetensors"))
             shutil.copy(train_log, tmp / "train_log.jsonl")
-            atomic_write_json(tmp / "meta.json", {"identity": self.identity, **meta})
+            sha256 = checksums(tmp, ["student.safetensors", "train_log.jsonl"])
+            atomic_write_json(tmp / "meta.json", {"identity": self.identity, **meta, "sha256": sha256})
 
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.dir / "meta.json").read_text())
+        return read_json(self.dir / "meta.json")
 
     def _eval_path(self, stage: str, key: str) -> Path:
         return self.dir / f"eval-{stage}-{key}.json"
 
     def cached_eval(self, stage: str, key: str) -> dict[str, Any] | None:
+        """A cached score; None when there is none (a garbled one is removed, so it is scored again)."""
         path = self._eval_path(stage, key)
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            summary = read_json(path)
+        except ValueError as exc:
+            summary = str(exc)
+        if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict):
+            return summary
+        discard_broken(path, summary if isinstance(summary, str) else "not a score summary")
+        return None
 
     def store_eval(self, stage: str, key: str, summary: dict[str, Any]) -> None:
         if self.dir.is_dir() and process_context().is_main:
