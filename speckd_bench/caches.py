@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -47,24 +48,36 @@ def cache_dir() -> Path:
     return base
 
 
-def disk_error(exc: OSError, directory: Path) -> UserError | OSError:
+def _errno_of(exc: Exception) -> int | None:
+    """The errno of an OSError, or of a library error that quotes one (safetensors: '(os error 28)')."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
+
+
+def disk_error(exc: Exception, directory: Path) -> Exception:
     """The one-line UserError for a disk that refuses a write into `directory`; other errors unchanged."""
-    if exc.errno not in DISK_ERRORS:
+    code = _errno_of(exc)
+    if code not in DISK_ERRORS:
         return exc
     in_cache = Path(directory).resolve().is_relative_to(_cache_root().resolve())
     fix = "set SPECKD_CACHE_DIR to another folder" if in_cache else "pass --results-dir DIR"
     return UserError(
-        f"cannot write to {directory} ({exc.strerror}): free space or fix its permissions, or {fix}"
+        f"cannot write to {directory} ({os.strerror(code)}): free space or fix its permissions, or {fix}"
     )
 
 
 @contextmanager
 def writing(directory: Path) -> Iterator[None]:
-    """Raise disk_error for an OSError of a write into `directory`."""
+    """Raise disk_error for an error of a write into `directory`."""
     try:
         yield
-    except OSError as exc:
-        raise disk_error(exc, directory) from None
+    except Exception as exc:
+        error = disk_error(exc, directory)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def probe_writable(directory: Path) -> None:

@@ -8,7 +8,6 @@ process of a run holds the folder's lock (.lock) for as long as it runs: one fol
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -72,6 +71,8 @@ def _live_error(run_dir: Path) -> UserError:
 
 def is_live(run_dir: Path) -> bool:
     """Whether a process holds the run folder's lock (is training it now)."""
+    if not (run_dir / LOCK_FILE).is_file():
+        return False
     lock = FileLock(run_dir / LOCK_FILE)
     try:
         lock.acquire(timeout=0)
@@ -83,20 +84,23 @@ def is_live(run_dir: Path) -> bool:
 
 class RunState:
     """What a run directory knows about itself: its config, and the results of its finished stages.
-    A writable state holds the folder's lock until `release`; not `writable`: kept in memory only (the
-    non-main processes of a multi-process run)."""
+    The process that runs it `hold`s the folder's lock until `release`; not `writable`: kept in memory
+    only (the non-main processes of a multi-process run)."""
 
     def __init__(self, run_dir: Path, writable: bool = True) -> None:
         self.dir, self.writable = run_dir, writable
-        self.lock = FileLock(run_dir / LOCK_FILE) if writable else None
-        if self.lock is not None:
-            try:
-                self.lock.acquire(timeout=0)
-            except Timeout:
-                raise _live_error(run_dir) from None
+        self.lock = FileLock(run_dir / LOCK_FILE)
         self._state = self.peek(run_dir)
-        if self.writable:
-            self.put("owner", {"pid": os.getpid(), "host": socket.gethostname()})
+
+    def hold(self) -> RunState:
+        """Take the folder's lock (UserError when another process holds it) and note who holds it."""
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise _live_error(self.dir) from None
+        self._state = self.peek(self.dir)
+        self.put("owner", {"pid": os.getpid(), "host": socket.gethostname()})
+        return self
 
     @staticmethod
     def peek(run_dir: Path) -> dict[str, Any]:
@@ -116,17 +120,17 @@ class RunState:
         return state
 
     @classmethod
-    def create(cls, run_dir: Path, cfg: RunConfig) -> RunState:
-        """A new run folder, locked before its config is written (so no resume ever picks it up)."""
+    def create(cls, run_dir: Path, cfg: RunConfig, hold: bool = False) -> RunState:
+        """A new run folder; with `hold`, locked before its config is written (so no resume picks it up)."""
         with writing(run_dir.parent):
             run_dir.mkdir(parents=True)
-        state = cls(run_dir)
+        state = cls(run_dir).hold() if hold else cls(run_dir)
         atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
         return state
 
     def release(self, complete: bool = False) -> None:
         """Let another process resume this run folder; a `complete` run's folder keeps no lock file."""
-        if self.lock is not None and self.lock.is_locked:
+        if self.lock.is_locked:
             if complete:
                 (self.dir / LOCK_FILE).unlink(missing_ok=True)
             self.lock.release()
@@ -264,42 +268,46 @@ class Checkpoints:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def _problem(self, checkpoint: Path) -> str | None:
-        """Why a checkpoint cannot be trusted (garbled state.json, weights that fail their checksums)."""
+    def _broken(self, checkpoint: Path, why: str) -> UserError:
+        """The error for a checkpoint that cannot be trusted, with the fix: remove it, so the previous one
+        is the newest."""
+        older = [p for p in self.all() if p < checkpoint]
+        then = f"resume from {older[-1].name}" if older else "restart training from its first step"
+        return UserError(
+            f"checkpoint {checkpoint} is broken ({why}); remove that folder to {then}, or start a new run"
+        )
+
+    def _state(self, checkpoint: Path) -> dict[str, Any]:
         try:
             state = read_json(checkpoint / STATE_FILE)
         except ValueError as exc:
-            return str(exc)
+            raise self._broken(checkpoint, str(exc)) from None
         if not isinstance(state, dict) or not {"progress", "config"} <= state.keys():
-            return f"{STATE_FILE} lacks its progress or config"
-        return checksum_problem(checkpoint, state.get("sha256"))
+            raise self._broken(checkpoint, f"{STATE_FILE} lacks its progress or config")
+        return state
 
     def verified(self, checkpoint: Path) -> dict[str, Any]:
-        """The state of a checkpoint whose files match their checksums; else UserError naming the folder and
-        the fix (remove it, so the previous checkpoint is the newest)."""
+        """The state of a checkpoint whose weight files match the checksums written with them."""
+        state = self._state(checkpoint)
         if checkpoint not in self._verified:
-            why = self._problem(checkpoint)
+            why = checksum_problem(checkpoint, state.get("sha256"))
             if why is not None:
-                older = [p for p in self.all() if p < checkpoint]
-                then = f"resume from {older[-1].name}" if older else "restart training from its first step"
-                raise UserError(
-                    f"checkpoint {checkpoint} is broken ({why}); remove that folder to {then}, or start a "
-                    "new run"
-                )
+                raise self._broken(checkpoint, why)
             self._verified.add(checkpoint)
-        return json.loads((checkpoint / STATE_FILE).read_text())
+        return state
 
     def check(self) -> None:
-        """Fail when the newest checkpoint is broken or was written under settings other than this run's."""
+        """Fail when the newest checkpoint was written under settings other than this run's, or is broken."""
         latest = self.latest()
         if latest is None:
             return
-        changes = config_changes(self.verified(latest)["config"], self.config)
+        changes = config_changes(self._state(latest)["config"], self.config)
         if changes:
             raise UserError(
                 f"checkpoint {latest} was written with other settings ({'; '.join(changes)}); a run "
                 "resumes only from its own checkpoints: remove that folder or start a new run"
             )
+        self.verified(latest)
 
     def save(
         self,
@@ -324,7 +332,8 @@ class Checkpoints:
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_states(gate_gen),
             }
-            torch.save(trainer, tmp / "trainer.pt")
+            with open(tmp / "trainer.pt", "wb") as fh:  # a full disk raises OSError, not RuntimeError
+                torch.save(trainer, fh)
             state = {
                 "progress": asdict(progress),
                 "config": self.config,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from speckd_bench.caches import (
@@ -73,7 +73,7 @@ def _conversion_problem(folder: Path) -> str | None:
             read_json(folder / name)
         with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
             f.keys()
-    except (ValueError, OSError) as exc:  # safetensors' errors are ValueErrors too
+    except (SafetensorError, ValueError, OSError) as exc:
         return str(exc)[:120]
     return problem
 

@@ -24,7 +24,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from speckd_bench import teacher_cache, tracking
-from speckd_bench.caches import atomic_write_jsonl, cache_dir, disk_error, probe_writable
+from speckd_bench.caches import atomic_write_jsonl, cache_dir, probe_writable, writing
 from speckd_bench.checkpoint import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.config import RunConfig, build_config
 from speckd_bench.data import build_examples, load_split
@@ -107,8 +107,9 @@ class RunRecipe:
             except KeyboardInterrupt as exc:
                 self.on_interrupt(exc)
             return self.finish(result)
-        except OSError as exc:  # a full disk while the log is written
-            raise disk_error(exc, self.locked.dir if self.locked else self.results_dir) from None
+        except OSError:  # a full disk while the training log is written: one line naming the folder
+            with writing(self.locked.dir if self.locked else self.results_dir):
+                raise
         finally:
             if self.locked is not None:
                 self.locked.release()
@@ -183,10 +184,10 @@ class RunRecipe:
         state = None
         if dist.is_main and self.resume is None:
             run_dir = self.results_dir / "runs" / new_run_id(cfg.task, cfg.method.name, cfg.seed)
-            state = RunState.create(run_dir, cfg)
+            state = RunState.create(run_dir, cfg, hold=True)
             state.put("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         elif dist.is_main:
-            state = RunState(self.resume)
+            state = RunState(self.resume).hold()
         self.locked = state
         run_dir = dist.broadcast(state.dir if state else None)
         self.state = state or RunState(run_dir, writable=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from speckd_bench.caches import building, cache_dir, digest, publish_file, sha256_of
@@ -120,7 +120,7 @@ def _problem(path: Path) -> str | None:
     """Why a cached table cannot be used (garbled, cut short, failed checksum), or None."""
     try:
         TopKTable.load(path)
-    except (ValueError, OSError, KeyError) as exc:  # safetensors raises ValueError subclasses
+    except (SafetensorError, ValueError, OSError, KeyError) as exc:
         return str(exc)[:120] or type(exc).__name__
     return None
 
