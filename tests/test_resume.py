@@ -207,3 +207,29 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoints(tmp_path, monke
     assert fresh.restore(model, opt, sched, gen, log_path).step == 3
     assert log_path.read_text().count("\n") == 3  # the log is cut back to the checkpoint
     assert not list((tmp_path / "ckpt").glob(".step-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sigterm_checkpoints_records_interrupted_and_resumes_to_the_same_result(
+    tmp_path, data_dir, reference
+):
+    proc = start_run(tmp_path, data_dir)
+    run_dir = wait_for_step(proc, tmp_path, 3)
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends before it preempts a job
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert err.count("\n") == 1 and err.startswith("interrupted: ") and "Traceback" not in err
+    assert f"continue it with: speckd-bench run --resume {run_dir.name}" in err
+    record = json.loads((run_dir / "record.json").read_text())
+    stopped = record["training"]["steps"]
+    assert record["status"] == "interrupted" and record["resume"]["checkpoint_step"] == stopped
+    first_wall = record["timings"]["wall_s"]
+
+    res = runner.invoke(app, ["run", "--resume", "last", "--results-dir", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert_same_results(run_dir, reference)
+    final = json.loads((run_dir / "record.json").read_text())
+    assert final["resumed_from_step"] == [stopped]
+    assert final["timings"]["wall_s"] > first_wall  # both sessions counted
+    assert not (run_dir / ".lock").exists()  # a complete run folder keeps no lock file
