@@ -157,10 +157,10 @@ def find_run(results_dir: Path, which: str) -> Path:
     if which == "last":
         stopped = [d for d in unfinished if not is_live(d)]
         if not stopped:
-            live = f" ({len(unfinished)} being trained by other processes)" if unfinished else ""
+            live = f" that no process trains ({len(unfinished)} being trained now)" if unfinished else ""
             raise UserError(
-                f"no stopped unfinished run under {runs} to resume{live}; pass --results-dir DIR where the "
-                "run was started"
+                f"no unfinished run under {runs} to resume{live}; pass --results-dir DIR where the run was "
+                "started"
             )
         return max(stopped, key=_last_activity)
     if which in complete:

@@ -45,7 +45,7 @@ def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path, data
     )
     run_dir = wait_for_log(proc, tmp_path, 2)
     code, err = cli(monkeypatch, capsys, ["run", "--resume", "last", "--results-dir", tmp_path])
-    assert_one_line_error(code, err, "no stopped unfinished run", "1 being trained by other processes")
+    assert_one_line_error(code, err, "no unfinished run", "that no process trains (1 being trained now)")
     code, err = cli(monkeypatch, capsys, ["run", "--resume", run_dir.name, "--results-dir", tmp_path])
     assert_one_line_error(
         code, err, f"run {run_dir.name} is being trained by another process (pid {proc.pid} on "
