@@ -746,9 +746,30 @@ def methods(
     out.print(t)
 
 
+def _wrong_place(exc: Exception) -> str:
+    """For an option given after a subcommand but owned by a command above it: where it belongs."""
+    ctx, name = getattr(exc, "ctx", None), getattr(exc, "option_name", None)
+    parent = ctx.parent if ctx is not None else None
+    while parent is not None and name:
+        if any(name in param.opts for param in parent.command.params):
+            sub = ctx.command_path.removeprefix(parent.command_path).strip()
+            return f"; {name} belongs to `{parent.command_path}`: put it before `{sub}`"
+        parent = parent.parent
+    return ""
+
+
+def usage_error_line(exc: Exception) -> str:
+    """A click/typer usage error as one line: what is wrong, for which command, and where its help is."""
+    text = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "speckd-bench"
+    return f"error: {text} for `{command}`{_wrong_place(exc)}; see {command} --help"
+
+
 def main() -> None:
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="speckd-bench")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -760,13 +781,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # typer's click usage errors (unknown option, missing argument)
+        print(usage_error_line(exc), file=sys.stderr)
+        sys.exit(2)
     if isinstance(code, int) and code:  # non-standalone typer returns exit codes; 130 is a bare Ctrl-C
         if code == 130:
             print("aborted", file=sys.stderr)

@@ -16,9 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
-from speckd_bench.config import RunConfig, apply_overrides
+from speckd_bench.config import RunConfig, apply_overrides, read_yaml
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import METRICS
 from speckd_bench.registry import Registry, import_file
@@ -393,14 +391,7 @@ def parse_suite(tree: dict[str, Any], path: Path) -> Suite:
 
 def load_plugin_file(path: Path) -> TaskSpec | Suite:
     """A task or (with a top-level `suite:` key) a suite from one YAML file."""
-    try:
-        tree = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read task file {path}: {exc.strerror}") from None
+    tree = read_yaml(path, "task file")
     if isinstance(tree, dict) and "suite" in tree:
         return parse_suite(tree, Path(path))
     return parse_task(tree, Path(path))
