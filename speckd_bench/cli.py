@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +29,11 @@ out = Console()
 def say(text: str) -> None:
     """One plain line on stdout (no markup, no wrapping)."""
     out.print(text, markup=False, soft_wrap=True, highlight=False)
+
+
+def warn(text: str) -> None:
+    """One plain line on stderr (no markup, no wrapping)."""
+    print(text, file=sys.stderr)
 
 
 PluginsOpt = Annotated[
@@ -233,6 +240,15 @@ def _resume(
         print(path)
 
 
+@contextmanager
+def _writing(hint: str) -> Iterator[None]:
+    """Outputs that cannot be written (a read-only folder, a full disk) fail as one line with a hint."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'the output'}: {exc.strerror}; {hint}") from None
+
+
 ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
 
 
@@ -252,8 +268,11 @@ def _sections(
 ):
     """Load the records (listing skipped ones on stderr) and build the leaderboard sections; `runs`: only
     these run ids."""
-    from speckd_bench.report import Filters, build_sections, parse_since
+    from speckd_bench.report import Filters, build_sections, parse_since, usable_records
     from speckd_bench.results import load_records
+
+    if not results_dir.is_dir():
+        raise UserError(f"results folder {results_dir} does not exist; pass --results-dir DIR")
 
     filters = Filters(
         tasks=task or [],
@@ -263,18 +282,17 @@ def _sections(
         since=parse_since(since) if since else None,
     )
     loaded = load_records(results_dir, include_interrupted=include_interrupted)
-    err = Console(stderr=True)
-    for path, reason in loaded.skipped:
-        err.print(f"skipped {path}: {reason}", markup=False)
-    if not loaded.records:
-        err.print(f"no complete run records under {results_dir}/runs", markup=False)
-    records = [r for r in loaded.records if runs is None or r.run_id in runs]
+    records, unusable = usable_records(loaded.records, results_dir)
+    for path, reason in [*loaded.skipped, *unusable]:
+        warn(f"skipped {path}: {reason}")
+    if not records:
+        warn(f"no complete run records under {results_dir}/runs")
+    records = [r for r in records if runs is None or r.run_id in runs]
     sections = build_sections(
         records, results_dir, filters=filters, metrics=metric, baseline=baseline, sort=sort
     )
-    for section in sections:
-        for note in section.notes:
-            err.print(f"note: {note}", markup=False)
+    for note in dict.fromkeys(note for section in sections for note in section.notes):
+        warn(f"note: {note}")
     return sections
 
 
@@ -348,8 +366,9 @@ def plot(
     sections = _sections(
         results_dir, task=task, method=method, teacher=teacher, student=student, since=since, metric=metric
     )
-    for path in write_plots(sections, out_dir or results_dir / "plots"):
-        print(path)
+    with _writing("pass --out DIR"):
+        for path in write_plots(sections, out_dir or results_dir / "plots"):
+            print(path)
 
 
 @app.command()
@@ -394,22 +413,31 @@ def report(
     sections = _sections(results_dir, task=task, baseline=baseline, metric=metric, runs=runs)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
-    if html_file is not None:
-        from speckd_bench.leaderboard_page import write_page
+    reading = _read_notes(notes) if notes else None
+    with _writing("pass --out FILE (or --html FILE) in a writable folder"):
+        if html_file is not None:
+            from speckd_bench.leaderboard_page import write_page
 
-        print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
-        return
-    written = write_results_readme(
-        sections,
-        results_dir,
-        out_file or results_dir / "README.md",
-        baseline=baseline,
-        method=method,
-        command=command,
-        notes=notes.read_text(encoding="utf-8") if notes else None,
-    )
+            print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
+            return
+        written = write_results_readme(
+            sections,
+            results_dir,
+            out_file or results_dir / "README.md",
+            baseline=baseline,
+            method=method,
+            command=command,
+            notes=reading,
+        )
     for path in written:
         print(path)
+
+
+def _read_notes(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--notes {path}: cannot read it ({exc}); pass a UTF-8 markdown file") from None
 
 
 tasks_app = typer.Typer(
