@@ -457,12 +457,13 @@ def tasks(ctx: typer.Context, plugins: PluginsOpt = None) -> None:
         return
     t = Table(title="tasks")
     t.add_column("name", no_wrap=True)
-    for col in ("kind", "metrics", "decoding", "description", "sources", "lm-eval"):
+    for col in ("from", "kind", "metrics", "decoding", "description", "sources", "lm-eval"):
         t.add_column(col, overflow="fold")
     for name, spec in TASKS.items():
         sources = "\n".join(f"{split}: {src.describe()}" for split, src in spec.splits.items())
+        origin = "built-in" if spec.plugin_dir is None else f"plugin {spec.plugin_dir}"
         t.add_row(
-            name, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
+            name, origin, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
             ", ".join(spec.lm_eval),
         )  # fmt: skip
     out.print(t)
@@ -501,17 +502,21 @@ def tasks_validate(
         say(f"ok: suite {spec.name} = {', '.join(spec.sets)}")
         return
     hook = f", hook {spec.hook}" if spec.hook else ""
-    say(f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})")
+    lines = [f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})"]
     cfg = DataConfig(data_dir=str(data_dir) if data_dir else None)
-    for split, src in spec.splits.items():
+    for split, src in spec.splits.items():  # every row is checked before anything is printed
         if _mirror_has(src.mirror_files, data_dir):
             rows = load_split(spec, split, cfg)
             row = rows.rows[0]
-            say(f"  {split}: {len(rows.rows)} rows from {rows.source}, all render")
-            say(f"    first prompt ends: {spec.render(row)[-120:]!r}")
-            say(f"    its references: {[r[:80] for r in spec.references(row)]!r}")
+            lines += [
+                f"  {split}: {len(rows.rows)} rows from {rows.source}, all render",
+                f"    first prompt ends: {spec.render(row)[-120:]!r}",
+                f"    its references: {[r[:80] for r in spec.references(row)]!r}",
+            ]
         else:
-            say(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+            lines.append(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+    for line in lines:
+        say(line)
 
 
 @tasks_app.command("export-lmeval")

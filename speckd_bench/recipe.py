@@ -49,7 +49,7 @@ from speckd_bench.record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, p
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import git_commit, hardware, new_run_id, read_log, summarize_log, versions
 from speckd_bench.run_checks import check_distributed, check_writable, distributed_info, resolve_names
-from speckd_bench.tasks import run_defaults
+from speckd_bench.tasks import run_defaults, task_sources
 from speckd_bench.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.warmstart import WarmStart, init_rows, init_stage
 
@@ -327,6 +327,7 @@ class RunRecipe:
                 "n_train": len(self.train_ex), "n_eval": len(self.sets[0].examples),
                 "train_target_tokens": sum(len(e.target_ids) for e in self.train_ex),
                 "eval_sets": eval_sets_info(self.sets, self.skipped),
+                "task_sources": task_sources([self.task.name, *(es.name for es in self.sets)]),
             },
             seeds={**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
             resumed_from_step=self.state.get("resumed_from_step", []),

@@ -62,6 +62,7 @@ _PROTOCOL_KEYS = {
     "train.spike_factor",
     "num_processes",
     "init",
+    "task_digest",
 }
 _PROTOCOL_SECTIONS = ("model.", "data.", "eval.")
 
@@ -104,9 +105,20 @@ def init_key(record: RunRecord) -> str | None:
     return init.get("key") if init.get("enabled") else None
 
 
-def _settings(record: RunRecord) -> dict[str, str]:
+def task_digests(record: RunRecord, eval_set: str) -> dict[str, str] | None:
+    """Digests of the task files (YAML, hook, metrics) a record's eval set and training task were
+    scored with; None for records older than task provenance."""
+    sources = record.data.get("task_sources")
+    if not isinstance(sources, dict):
+        return None
+    names = dict.fromkeys([record.task, eval_set])
+    return {n: s.get("digest") if isinstance(s := sources.get(n), dict) else None for n in names}
+
+
+def _settings(record: RunRecord, eval_set: str) -> dict[str, str]:
     flat = flatten(record.config)
     flat["init"] = init_key(record)
+    flat["task_digest"] = task_digests(record, eval_set)  # a changed task file is another protocol
     if not record.complete:  # interrupted runs (--include-interrupted) form their own rows
         flat["status"] = record.status
     if record.num_processes != 1:  # train.batch_size is per process: N processes are a protocol
@@ -645,7 +657,7 @@ def build_sections(
         for eval_set in record.metrics:
             if filters.keep_set(record, eval_set):
                 run = Run(record, results_dir / "runs" / str(record.run_id))
-                groups[(eval_set, json.dumps(_settings(record), sort_keys=True))].append(run)
+                groups[(eval_set, json.dumps(_settings(record, eval_set), sort_keys=True))].append(run)
     by_section: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for (eval_set, key), runs in groups.items():
         settings = json.loads(key)
@@ -744,12 +756,14 @@ def _section(
     if not shown:
         section.groups = []
         return section
+    recorded = sorted({m for r in runs for m in _after(r, eval_set).get("metrics", {})})
+    every = list(dict.fromkeys([*shown, *recorded]))  # rows carry every metric; columns show `shown`
     section.references = [
         {**r, "protocol": description, "protocol_config": protocol}
-        for r in _references(runs, eval_set, shown)
+        for r in _references(runs, eval_set, every)
     ]
     for g in groups:
-        g.row = {**_row(g, shown), "protocol": description, "protocol_config": protocol}
+        g.row = {**_row(g, every), "protocol": description, "protocol_config": protocol}
         seeds = [r.seed for r in g.runs]
         if len(set(seeds)) < len(seeds):
             section.notes.append(
