@@ -23,7 +23,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+
+
+def _stdout_console() -> Console:
+    """Rich output on stdout: lines stay whole (soft wrap); tables take a terminal's width, else $COLUMNS,
+    else 240 columns, so output piped to a file or a log is not folded at rich's default of 80."""
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(soft_wrap=True, width=240)
+
+
+out = _stdout_console()
 
 
 def say(text: str) -> None:
@@ -341,8 +350,8 @@ def table(
     rendered = render(sections, format)
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
-    else:  # a wide table folds badly at the 80 columns rich assumes when stdout is not a terminal
-        (out if out.is_terminal else Console(width=240)).print(rendered)
+    else:
+        out.print(rendered)
 
 
 @app.command()

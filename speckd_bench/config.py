@@ -23,6 +23,8 @@ from speckd_bench.settings import check_values, fields_of, finite, setting
 _UNIT = finite(0.0, 1.0)
 _UNIT_OPEN = finite(0.0, 1.0, open_low=True)
 _POSITIVE = finite(0.0, open_low=True)
+MAX_TOKENS = 32768
+"""Upper bound of sequence lengths and generation budgets (the longest context of the supported models)."""
 
 
 def _at_least(n: int) -> Callable[[Any], bool]:
@@ -56,7 +58,10 @@ class DataConfig:
     )
     max_train_examples: int = setting(256, check=_at_least(1), expected="max_train_examples >= 1")
     max_eval_examples: int = setting(100, check=_at_least(1), expected="max_eval_examples >= 1")
-    max_length: int = setting(256, "prompt + response tokens of a training sequence")
+    max_length: int = setting(
+        256, "prompt + response tokens of a training sequence", check=lambda v: v <= MAX_TOKENS,
+        expected=f"max_length <= {MAX_TOKENS}",
+    )  # fmt: skip
     max_prompt_length: int = setting(
         160, "prompts are cut to their last max_prompt_length tokens", check=_at_least(8),
         expected="max_prompt_length >= 8",
@@ -139,7 +144,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = setting(64, check=_at_least(1), expected="max_new_tokens >= 1")
+    max_new_tokens: int = setting(
+        64, check=lambda v: 1 <= v <= MAX_TOKENS, expected=f"max_new_tokens in [1, {MAX_TOKENS}]"
+    )
     batch_size: int = setting(25, check=_at_least(1), expected="eval batch_size >= 1")
     decoding: str = setting(
         "greedy",

@@ -42,6 +42,7 @@ from speckd_bench.evaluate import (
 )
 from speckd_bench.lmeval import run_lm_eval
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
+from speckd_bench.method_config import check_vocabulary
 from speckd_bench.methods import DataPolicy, PolicyContext, method_config
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console, stage
@@ -127,6 +128,7 @@ class RunRecipe:
         if dist.device.type == "cpu":
             torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
         self._load_models()
+        check_vocabulary(cfg.method, self.pair.vocab_size)
         self._build_examples()
         self._open_run_folder()
         n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in self.sets)

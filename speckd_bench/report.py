@@ -927,15 +927,32 @@ def table_cells(section: Section) -> tuple[list[str], list[list[tuple[str, str]]
     cols = _columns(section)
     rows = [g.row for g in section.groups]
     best = [_best(col, rows) for col in cols]
-    references = [[(col.text(r) if col.reference else "", "ref") for col in cols] for r in section.references]
+    references = [
+        [(one_line(col.text(r)) if col.reference else "", "ref") for col in cols] for r in section.references
+    ]
     methods = [
         [
-            (col.text(r), "best" if b is not None and col.value(r) == b else "")
+            (one_line(col.text(r)), "best" if b is not None and col.value(r) == b else "")
             for col, b in zip(cols, best, strict=True)
         ]
         for r in rows
     ]
-    return [c.title for c in cols], references + methods
+    return [one_line(c.title) for c in cols], references + methods
+
+
+def one_line(text: str) -> str:
+    """Text with every run of whitespace (newlines included) as one space: a cell or a line stays one."""
+    return " ".join(str(text).split())
+
+
+_MD_SPECIAL = "\\`*_<>|"
+"""Characters that markdown would read as emphasis, code, HTML or a cell boundary."""
+
+
+def md_escape(text: str) -> str:
+    """Markdown text that renders as written: one line, its punctuation backslash-escaped (names from
+    plugins may hold `|`, `_`, `<`, ...)."""
+    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in one_line(text))
 
 
 def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
@@ -953,11 +970,10 @@ def _md(sections: list[Section]) -> str:
     wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
         headers, cells = table_cells(s)
-        esc = lambda t: t.replace("|", "\\|")  # noqa: E731
-        out += [f"**{esc(s.eval_set)}**: {esc(s.description)}", ""]
-        out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        out += ["| " + " | ".join(_styled(esc(t), st, wrap) for t, st in row) + " |" for row in cells]
-        out += [*(f"- {esc(line)}" for line in section_lines(s)), ""]
+        out += [f"**{md_escape(s.eval_set)}**: {md_escape(s.description)}", ""]
+        out += ["| " + " | ".join(map(md_escape, headers)) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells]
+        out += [*(f"- {md_escape(line)}" for line in section_lines(s)), ""]
     return "\n".join([*out, LEGEND, ""])
 
 
@@ -973,6 +989,9 @@ _LATEX = str.maketrans(
         "}": r"\}",
         "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}",
+        "<": r"\textless{}",
+        ">": r"\textgreater{}",
+        "|": r"\textbar{}",
         "±": r"$\pm$",
         "×": r"$\times$",
         "→": r"$\to$",
@@ -995,14 +1014,14 @@ def _latex(sections: list[Section]) -> str:
         esc = lambda t: t.translate(_LATEX)  # noqa: E731
         spec = "l" * (2 if headers[1] == "settings" else 1)
         out += [
-            f"% {s.eval_set}: {s.description}",
+            f"% {one_line(s.eval_set)}: {one_line(s.description)}",
             "\\begin{tabular}{" + spec + "r" * (len(headers) - len(spec)) + "}",
             "\\toprule",
             " & ".join(esc(h) for h in headers) + " \\\\",
             "\\midrule",
         ]
         out += [" & ".join(_styled(esc(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
-        out += ["\\bottomrule", "\\end{tabular}", *(f"% {line}" for line in section_lines(s)), ""]
+        out += ["\\bottomrule", "\\end{tabular}", *(f"% {one_line(line)}" for line in section_lines(s)), ""]
     out.append(f"% {LEGEND}")
     return "\n".join(out) + "\n"
 
@@ -1083,6 +1102,13 @@ def _csv_line(r: dict[str, Any], metrics: list[str]) -> list[Any]:
     return line + [r.get(k) for k in _CSV_TAIL]
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for no value; text that a spreadsheet would run as a formula gets a quote."""
+    if value is None:
+        return ""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _csv(sections: list[Section]) -> str:
     """One flat, numeric table over every section, reference rows included (empty cell = no value)."""
     metrics = list(dict.fromkeys(m for s in sections for m in s.metrics))
@@ -1093,7 +1119,7 @@ def _csv(sections: list[Section]) -> str:
     writer = csv.writer(buf)
     writer.writerow(head)
     for r in _rows(sections):
-        writer.writerow(["" if v is None else v for v in _csv_line(r, metrics)])
+        writer.writerow([_csv_cell(v) for v in _csv_line(r, metrics)])
     return buf.getvalue()
 
 
