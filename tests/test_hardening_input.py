@@ -100,3 +100,53 @@ def test_alias_bomb_in_a_task_or_sweep_file_is_refused(tmp_path, monkeypatch, ca
     for args in (["tasks", "--plugins", tmp_path / "plugins"], ["sweep", "status", tmp_path / "sweep.yaml"]):
         code, err = cli(monkeypatch, capsys, args)
         assert_one_line_error(code, err, "bomb.yaml:2" if args[0] == "tasks" else "sweep.yaml:2", "aliases")
+
+
+BOUNDS = {
+    "max_new_tokens": (["--set", "eval.max_new_tokens=1000000"], "max_new_tokens in [1, 32768]"),
+    "max_length": (["--set", "data.max_length=1000000"], "max_length <= 32768"),
+}
+
+
+@pytest.mark.parametrize(("extra", "fragment"), BOUNDS.values(), ids=BOUNDS.keys())
+def test_values_past_their_bound_fail_before_a_run_folder(
+    extra, fragment, tmp_path, monkeypatch, capsys, data_dir
+):
+    args = [*TINY, *extra, "--data-dir", data_dir, "--results-dir", tmp_path / "results"]
+    code, err = cli(monkeypatch, capsys, args)
+    assert_one_line_error(code, err, fragment)
+    assert not list((tmp_path / "results" / "runs").glob("*"))
+
+
+@pytest.mark.slow
+def test_k_beyond_the_vocabulary_fails_once_the_models_are_loaded(tmp_path, monkeypatch, capsys, data_dir):
+    args = [*TINY, "--method", "speckd", "--set", "method.k=100000", "--data-dir", data_dir]
+    code, err = cli(monkeypatch, capsys, [*args, "--results-dir", tmp_path / "results"])
+    last = err.splitlines()[-1] + "\n"  # a first run in a fresh cache shows the teacher's conversion bar
+    assert_one_line_error(code, last, "method.k=100000 exceeds the vocabulary of 49152 tokens", "N <= 49152")
+    assert not list((tmp_path / "results" / "runs").glob("*"))
+
+
+@pytest.mark.parametrize("name", ["my task", "dolly\n", "Dolly", "a.b"])
+def test_task_names_are_plain_identifiers(tmp_path, name):
+    from speckd_bench.errors import UserError
+    from speckd_bench.tasks import parse_task
+
+    tree = {
+        "name": name,
+        "kind": "instruction",
+        "description": "d",
+        "splits": {"eval": {"mirror": "x.jsonl"}},
+    }
+    tree |= {"prompt": {"template": "{instruction}"}, "reference": "output"}
+    with pytest.raises(UserError, match="use a-z, 0-9, _ and -"):
+        parse_task(tree, tmp_path / "t.yaml")
+
+
+def test_tasks_validate_prints_nothing_before_a_bad_row(tmp_path, monkeypatch, capsys):
+    root = mirror(tmp_path / "m", GOOD_ROW.encode() + row(output=None) + b"\n")
+    task = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()
+    (tmp_path / "dolly.yaml").write_text(task)
+    code, err = cli(monkeypatch, capsys, ["tasks", "validate", tmp_path / "dolly.yaml", "--data-dir", root])
+    assert_one_line_error(code, err, "dev.jsonl:2: field 'output' is null")
+    assert capsys.readouterr().out == ""
