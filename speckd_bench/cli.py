@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,12 +23,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+
+
+def _stdout_console() -> Console:
+    """Rich output on stdout: lines stay whole (soft wrap); tables take a terminal's width, else $COLUMNS,
+    else 240 columns, so output piped to a file or a log is not folded at rich's default of 80."""
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(soft_wrap=True, width=240)
+
+
+out = _stdout_console()
 
 
 def say(text: str) -> None:
     """One plain line on stdout (no markup, no wrapping)."""
     out.print(text, markup=False, soft_wrap=True, highlight=False)
+
+
+def warn(text: str) -> None:
+    """One plain line on stderr (no markup, no wrapping)."""
+    print(text, file=sys.stderr)
 
 
 PluginsOpt = Annotated[
@@ -233,6 +249,15 @@ def _resume(
         print(path)
 
 
+@contextmanager
+def _writing(hint: str) -> Iterator[None]:
+    """Outputs that cannot be written (a read-only folder, a full disk) fail as one line with a hint."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'the output'}: {exc.strerror}; {hint}") from None
+
+
 ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
 
 
@@ -252,8 +277,11 @@ def _sections(
 ):
     """Load the records (listing skipped ones on stderr) and build the leaderboard sections; `runs`: only
     these run ids."""
-    from speckd_bench.report import Filters, build_sections, parse_since
+    from speckd_bench.report import Filters, build_sections, parse_since, usable_records
     from speckd_bench.results import load_records
+
+    if not results_dir.is_dir():
+        raise UserError(f"results folder {results_dir} does not exist; pass --results-dir DIR")
 
     filters = Filters(
         tasks=task or [],
@@ -263,18 +291,17 @@ def _sections(
         since=parse_since(since) if since else None,
     )
     loaded = load_records(results_dir, include_interrupted=include_interrupted)
-    err = Console(stderr=True)
-    for path, reason in loaded.skipped:
-        err.print(f"skipped {path}: {reason}", markup=False)
-    if not loaded.records:
-        err.print(f"no complete run records under {results_dir}/runs", markup=False)
-    records = [r for r in loaded.records if runs is None or r.run_id in runs]
+    records, unusable = usable_records(loaded.records, results_dir)
+    for path, reason in [*loaded.skipped, *unusable]:
+        warn(f"skipped {path}: {reason}")
+    if not records:
+        warn(f"no complete run records under {results_dir}/runs")
+    records = [r for r in records if runs is None or r.run_id in runs]
     sections = build_sections(
         records, results_dir, filters=filters, metrics=metric, baseline=baseline, sort=sort
     )
-    for section in sections:
-        for note in section.notes:
-            err.print(f"note: {note}", markup=False)
+    for note in dict.fromkeys(note for section in sections for note in section.notes):
+        warn(f"note: {note}")
     return sections
 
 
@@ -323,8 +350,8 @@ def table(
     rendered = render(sections, format)
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
-    else:  # a wide table folds badly at the 80 columns rich assumes when stdout is not a terminal
-        (out if out.is_terminal else Console(width=240)).print(rendered)
+    else:
+        out.print(rendered)
 
 
 @app.command()
@@ -348,8 +375,9 @@ def plot(
     sections = _sections(
         results_dir, task=task, method=method, teacher=teacher, student=student, since=since, metric=metric
     )
-    for path in write_plots(sections, out_dir or results_dir / "plots"):
-        print(path)
+    with _writing("pass --out DIR"):
+        for path in write_plots(sections, out_dir or results_dir / "plots"):
+            print(path)
 
 
 @app.command()
@@ -394,22 +422,31 @@ def report(
     sections = _sections(results_dir, task=task, baseline=baseline, metric=metric, runs=runs)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")
-    if html_file is not None:
-        from speckd_bench.leaderboard_page import write_page
+    reading = _read_notes(notes) if notes else None
+    with _writing("pass --out FILE (or --html FILE) in a writable folder"):
+        if html_file is not None:
+            from speckd_bench.leaderboard_page import write_page
 
-        print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
-        return
-    written = write_results_readme(
-        sections,
-        results_dir,
-        out_file or results_dir / "README.md",
-        baseline=baseline,
-        method=method,
-        command=command,
-        notes=notes.read_text(encoding="utf-8") if notes else None,
-    )
+            print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
+            return
+        written = write_results_readme(
+            sections,
+            results_dir,
+            out_file or results_dir / "README.md",
+            baseline=baseline,
+            method=method,
+            command=command,
+            notes=reading,
+        )
     for path in written:
         print(path)
+
+
+def _read_notes(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--notes {path}: cannot read it ({exc}); pass a UTF-8 markdown file") from None
 
 
 tasks_app = typer.Typer(
@@ -429,12 +466,13 @@ def tasks(ctx: typer.Context, plugins: PluginsOpt = None) -> None:
         return
     t = Table(title="tasks")
     t.add_column("name", no_wrap=True)
-    for col in ("kind", "metrics", "decoding", "description", "sources", "lm-eval"):
+    for col in ("from", "kind", "metrics", "decoding", "description", "sources", "lm-eval"):
         t.add_column(col, overflow="fold")
     for name, spec in TASKS.items():
         sources = "\n".join(f"{split}: {src.describe()}" for split, src in spec.splits.items())
+        origin = "built-in" if spec.plugin_dir is None else f"plugin {spec.plugin_dir}"
         t.add_row(
-            name, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
+            name, origin, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
             ", ".join(spec.lm_eval),
         )  # fmt: skip
     out.print(t)
@@ -473,17 +511,21 @@ def tasks_validate(
         say(f"ok: suite {spec.name} = {', '.join(spec.sets)}")
         return
     hook = f", hook {spec.hook}" if spec.hook else ""
-    say(f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})")
+    lines = [f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})"]
     cfg = DataConfig(data_dir=str(data_dir) if data_dir else None)
-    for split, src in spec.splits.items():
+    for split, src in spec.splits.items():  # every row is checked before anything is printed
         if _mirror_has(src.mirror_files, data_dir):
             rows = load_split(spec, split, cfg)
             row = rows.rows[0]
-            say(f"  {split}: {len(rows.rows)} rows from {rows.source}, all render")
-            say(f"    first prompt ends: {spec.render(row)[-120:]!r}")
-            say(f"    its references: {[r[:80] for r in spec.references(row)]!r}")
+            lines += [
+                f"  {split}: {len(rows.rows)} rows from {rows.source}, all render",
+                f"    first prompt ends: {spec.render(row)[-120:]!r}",
+                f"    its references: {[r[:80] for r in spec.references(row)]!r}",
+            ]
         else:
-            say(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+            lines.append(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+    for line in lines:
+        say(line)
 
 
 @tasks_app.command("export-lmeval")
@@ -746,10 +788,31 @@ def methods(
     out.print(t)
 
 
+def _wrong_place(exc: Exception) -> str:
+    """For an option given after a subcommand but owned by a command above it: where it belongs."""
+    ctx, name = getattr(exc, "ctx", None), getattr(exc, "option_name", None)
+    parent = ctx.parent if ctx is not None else None
+    while parent is not None and name:
+        if any(name in param.opts for param in parent.command.params):
+            sub = ctx.command_path.removeprefix(parent.command_path).strip()
+            return f"; {name} belongs to `{parent.command_path}`: put it before `{sub}`"
+        parent = parent.parent
+    return ""
+
+
+def usage_error_line(exc: Exception) -> str:
+    """A click/typer usage error as one line: what is wrong, for which command, and where its help is."""
+    text = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "speckd-bench"
+    return f"error: {text} for `{command}`{_wrong_place(exc)}; see {command} --help"
+
+
 def main() -> None:
     sigterm_as_interrupt()  # a scheduler's SIGTERM stops a run like Ctrl-C: checkpointed, resumable
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="speckd-bench")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -761,13 +824,9 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # typer's click usage errors (unknown option, missing argument)
+        print(usage_error_line(exc), file=sys.stderr)
+        sys.exit(2)
     if isinstance(code, int) and code:  # non-standalone typer returns exit codes; 130 is a bare Ctrl-C
         if code == 130:
             print("aborted", file=sys.stderr)

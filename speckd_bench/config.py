@@ -23,6 +23,8 @@ from speckd_bench.settings import check_values, fields_of, finite, setting
 _UNIT = finite(0.0, 1.0)
 _UNIT_OPEN = finite(0.0, 1.0, open_low=True)
 _POSITIVE = finite(0.0, open_low=True)
+MAX_TOKENS = 32768
+"""Upper bound of sequence lengths and generation budgets (the longest context of the supported models)."""
 
 
 def _at_least(n: int) -> Callable[[Any], bool]:
@@ -56,7 +58,10 @@ class DataConfig:
     )
     max_train_examples: int = setting(256, check=_at_least(1), expected="max_train_examples >= 1")
     max_eval_examples: int = setting(100, check=_at_least(1), expected="max_eval_examples >= 1")
-    max_length: int = setting(256, "prompt + response tokens of a training sequence")
+    max_length: int = setting(
+        256, "prompt + response tokens of a training sequence", check=lambda v: v <= MAX_TOKENS,
+        expected=f"max_length <= {MAX_TOKENS}",
+    )  # fmt: skip
     max_prompt_length: int = setting(
         160, "prompts are cut to their last max_prompt_length tokens", check=_at_least(8),
         expected="max_prompt_length >= 8",
@@ -139,7 +144,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = setting(64, check=_at_least(1), expected="max_new_tokens >= 1")
+    max_new_tokens: int = setting(
+        64, check=lambda v: 1 <= v <= MAX_TOKENS, expected=f"max_new_tokens in [1, {MAX_TOKENS}]"
+    )
     batch_size: int = setting(25, check=_at_least(1), expected="eval batch_size >= 1")
     decoding: str = setting(
         "greedy",
@@ -340,8 +347,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert a YAML- or string-given value to the field's type, or fail naming the key."""
     if isinstance(value, str) and hint is not str:
         try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
+            value = parse_yaml(value, key)
+        except UserError:
             raise UserError(f"{key}: cannot parse {value!r}") from None
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -397,16 +404,47 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def load_yaml_config(path: Path) -> dict[str, Any]:
-    """Read a YAML run config into flat dotted overrides; errors name the file and line."""
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a few bytes of nested aliases expand to billions of nodes
+    (and a self-referencing alias to a cycle), so config, task and sweep files write every value out."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text without aliases; a syntax error, an alias or nesting too deep fails as one line."""
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+        at = f"{where}:{mark.line + 1}" if mark else where
+        raise UserError(f"{at}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise UserError(f"{where}: malformed YAML (nested too deeply)") from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file (`what` names it in errors: config, task, sweep file) as parse_yaml reads it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}); wrong file?") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if "\0" in text:
+        raise UserError(f"{what} {path} is a binary file, not YAML; is it the right file?")
+    return parse_yaml(text, str(path))
+
+
+def load_yaml_config(path: Path) -> dict[str, Any]:
+    """Read a YAML run config into flat dotted overrides; errors name the file and line."""
+    tree = read_yaml(path, "config file") or {}
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a run config must be a mapping of sections (method:, train:, ...)")
     return flatten(tree)

@@ -33,21 +33,34 @@ def mirror_dir(cfg: DataConfig) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _json_row(path: Path, number: int, raw: bytes) -> dict[str, Any] | None:
+    """One line of a JSON Lines file as a row (None for a blank line); a bad line fails naming it."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}:{number}: JSON nested too deeply") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{number}: expected a JSON object per line")
+    return row
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON Lines file; a bad line fails naming the file and line number."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object per line")
-            row["_source"] = f"{path}:{number}"
-            rows.append(row)
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            row = _json_row(path, number, raw)
+            if row is not None:
+                row["_source"] = f"{path}:{number}"
+                rows.append(row)
     return rows
 
 
@@ -59,6 +72,8 @@ def read_columns(base: Path, columns: dict[str, str]) -> list[dict[str, Any]]:
             texts[name] = (base / rel).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UserError(f"cannot read {base / rel}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{base / rel}: not UTF-8 text (byte {exc.start})") from None
     sizes = {columns[name]: len(lines) for name, lines in texts.items()}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{f} has {n}" for f, n in sizes.items())
@@ -133,6 +148,29 @@ def _source_rows(task: TaskSpec, split: str, cfg: DataConfig) -> tuple[list[dict
         ) from None
 
 
+def _check_text(row: dict[str, Any], name: str) -> None:
+    """A reference or target field holds a string or a list of strings, each encodable as UTF-8."""
+    value = row[name]
+    items = value if isinstance(value, list) else [value]
+    bad = next((v for v in items if not isinstance(v, str)), None)
+    if bad is not None or value is None:
+        raise UserError(
+            f"{row['_source']}: field {name!r} is {json.dumps(bad)[:40]}; a reference or target must be a "
+            "string or a list of strings"
+        )
+    for text in items:
+        _check_utf8(row, name, text)
+
+
+def _check_utf8(row: dict[str, Any], name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"{row['_source']}: {name} holds a lone surrogate at character {exc.start} (not valid text)"
+        ) from None
+
+
 def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec]) -> None:
     """Apply the field mapping in place; a row that cannot feed the prompt or the references fails."""
     for name, spec in mapping.items():
@@ -143,13 +181,17 @@ def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec
                 f"{row['_source']}: row lacks field {exc.args[0]!r} (mapped to {name!r}) of task {task.name}"
             ) from None
     missing = [f for f in task.required_fields if f not in row]
+    prompt = ""
     if not missing:
         try:
-            task.render(row)
+            prompt = task.render(row)
         except KeyError as exc:
             missing.append(str(exc.args[0]))
     if missing:
         raise UserError(f"{row['_source']}: row lacks field {missing[0]!r} required by task {task.name}")
+    _check_utf8(row, "the prompt", prompt)
+    for name in task.required_fields:
+        _check_text(row, name)
     if not task.references(row):
         raise UserError(f"{row['_source']}: row has no reference (fields {', '.join(task.reference_fields)})")
 

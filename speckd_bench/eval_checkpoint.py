@@ -40,7 +40,7 @@ from speckd_bench.results import (
     new_run_id,
     versions,
 )
-from speckd_bench.tasks import DECODING_PRESETS, SUITES, TASKS
+from speckd_bench.tasks import DECODING_PRESETS, SUITES, TASKS, task_sources
 
 
 def run_dir_of(run: str, results_dir: Path) -> Path:
@@ -51,6 +51,16 @@ def run_dir_of(run: str, results_dir: Path) -> Path:
     raise UserError(f"no run {run!r}: neither {run}/record.json nor {results_dir}/runs/{run}/record.json")
 
 
+def _check_plugin_task(record: RunRecord) -> None:
+    """A run of a plugin task that is not registered now: name the plugin directory the run used."""
+    source = (record.data.get("task_sources") or {}).get(record.task)
+    if record.task not in TASKS and isinstance(source, dict) and source.get("plugin_dir"):
+        raise UserError(
+            f"run {record.run_id} used task {record.task} from plugin directory {source['plugin_dir']}; "
+            f"pass --plugins {source['plugin_dir']}"
+        )
+
+
 def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's recorded config (decoding, lengths; not its suite or lm-eval tasks: an eval scores what it
     is asked), then the suite's decoding preset unless the run already used that suite (its config holds
@@ -59,6 +69,7 @@ def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         record = RunRecord.read(run_dir / RECORD_FILE)
     except RecordError as exc:
         raise UserError(f"{run_dir}/{RECORD_FILE} cannot be used: {exc}") from None
+    _check_plugin_task(record)
     cfg = config_from_dict(record.config, method_config, f"{run_dir}/{RECORD_FILE}")
     run_suite = cfg.eval.suite
     cfg.eval.suite, cfg.lm_eval.tasks = "", []
@@ -127,7 +138,10 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
         versions=versions(),
         git_commit=git_commit(),
         hardware=hardware(),
-        data={"eval_sets": eval_sets_info(sets, skipped)},
+        data={
+            "eval_sets": eval_sets_info(sets, skipped),
+            "task_sources": task_sources([s.name for s in sets]),
+        },
         seeds={"eval": eval_seeds(cfg.eval)},
         timings={
             "wall_s": time.perf_counter() - wall0,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -77,19 +79,27 @@ def corpus_aggregation(name: str) -> Callable[[list[tuple[str, list[str]]]], flo
     return aggregate
 
 
-def _task_yaml(task: TaskSpec, data_file: Path, max_new_tokens: int, datasets_cache: Path | None) -> str:
+def exported_dataset(data_file: str) -> Callable[..., Any]:
+    """lm-eval `custom_dataset` for an exported task: its rows, read from the JSON Lines file beside the
+    scoring module (dataset_kwargs such as cache_dir pass through; lm-eval's metadata does not)."""
+
+    def load(cache_dir: str | None = None, **_metadata: Any) -> Any:
+        import datasets
+
+        return datasets.load_dataset("json", data_files={"test": data_file}, cache_dir=cache_dir)
+
+    return load
+
+
+def _task_yaml(task: TaskSpec, max_new_tokens: int, datasets_cache: Path | None) -> str:
     metrics = []
     for name in task.metrics:
         per_example = METRICS.get(name).per_example is not None
         aggregation = "mean" if per_example else _Function(f"{SCORING_MODULE}.{_identifier(name)}_corpus")
         metrics.append({"metric": name, "aggregation": aggregation, "higher_is_better": True})
-    dataset_kwargs: dict[str, Any] = {"data_files": {"test": str(data_file.resolve())}}
-    if datasets_cache is not None:
-        dataset_kwargs["cache_dir"] = str(datasets_cache)
-    config = {
+    config: dict[str, Any] = {
         "task": exported_name(task.name),
-        "dataset_path": "json",
-        "dataset_kwargs": dataset_kwargs,
+        "custom_dataset": _Function(f"{SCORING_MODULE}.{_identifier(task.name)}_dataset"),
         "test_split": "test",
         "output_type": "generate_until",
         "doc_to_text": "prompt",
@@ -99,7 +109,24 @@ def _task_yaml(task: TaskSpec, data_file: Path, max_new_tokens: int, datasets_ca
         "metric_list": metrics,
         "metadata": {"version": 1.0},
     }
+    if datasets_cache is not None:  # a private datasets cache for in-process runs (run_lm_eval)
+        config["dataset_kwargs"] = {"cache_dir": str(datasets_cache)}
     return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
+def _copy_task_files(task: TaskSpec, out_dir: Path) -> str:
+    """Copy a task's YAML as out_dir/tasks/<name>/task.yml (not *.yaml: lm-eval would read it as one of
+    its own) and its hook beside it; the copy's path relative to out_dir."""
+    folder = out_dir / "tasks" / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(task.path, folder / "task.yml")
+    if task.hook:
+        relative = Path(os.path.relpath(task.hook, Path(task.path).parent))
+        if ".." in relative.parts:
+            raise UserError(f"task {task.name}: hook {task.hook} is not beside {task.path}; move it there")
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(task.hook, folder / relative)
+    return f"tasks/{task.name}/task.yml"
 
 
 def export_tasks(
@@ -111,13 +138,19 @@ def export_tasks(
     datasets_cache: Path | None = None,
 ) -> list[tuple[str, Rows]]:
     """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens,
-    else the task's eval.max_new_tokens) and `speckd_scoring.py` to out_dir; returns (name, rows) pairs."""
+    else the task's eval.max_new_tokens), a copy of each task file and `speckd_scoring.py` to out_dir;
+    returns (name, rows) pairs. Every path in the folder is relative to it: it can be moved or shared.
+    Scores are on this package's scale (0-100 for rougeL, exact match, accuracy), as in run records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = []
     scoring = [
         '"""Scoring of the lm-eval tasks exported by speckd-bench: its own metrics and answer extraction."""',
         "",
-        "from speckd_bench.lmeval import corpus_aggregation, results_processor",
+        "from pathlib import Path",
+        "",
+        "from speckd_bench.lmeval import corpus_aggregation, exported_dataset, results_processor",
+        "",
+        "HERE = Path(__file__).resolve().parent",
         "",
     ]
     corpus_metrics: set[str] = set()
@@ -126,7 +159,6 @@ def export_tasks(
         if max_rows:
             rows = Rows(rows.rows[:max_rows], rows.source)
         name = exported_name(task.name)
-        data_file = out_dir / f"{name}.jsonl"
         docs = [
             {
                 "prompt": task.render(row),
@@ -136,15 +168,18 @@ def export_tasks(
             }
             for row in rows.rows
         ]
-        atomic_write_jsonl(data_file, docs)
+        atomic_write_jsonl(out_dir / f"{name}.jsonl", docs)
+        task_file = _copy_task_files(task, out_dir)
         header = (
-            f"# lm-eval task exported by speckd-bench from task {task.name} ({task.path});\n"
-            f"# {len(docs)} rows from {rows.source}. Run: lm-eval --include_path {out_dir} --tasks {name}\n"
+            f"# lm-eval task exported by speckd-bench from task {task.name} ({task_file}); {len(docs)} rows "
+            f"from {rows.source}.\n# Scores are on speckd-bench's scale (0-100 for rougeL, exact match and "
+            f"accuracy), as in its run records. Run: lm-eval --include_path THIS_FOLDER --tasks {name}\n"
         )
         new_tokens = max_new_tokens or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
-        text = _task_yaml(task, data_file, new_tokens, datasets_cache)
-        atomic_write_text(out_dir / f"{name}.yaml", header + text)
-        scoring.append(f"{_identifier(task.name)} = results_processor({str(Path(task.path).resolve())!r})")
+        atomic_write_text(out_dir / f"{name}.yaml", header + _task_yaml(task, new_tokens, datasets_cache))
+        ident = _identifier(task.name)
+        scoring.append(f"{ident} = results_processor(str(HERE / {task_file!r}))")
+        scoring.append(f"{ident}_dataset = exported_dataset(str(HERE / {name + '.jsonl'!r}))")
         corpus_metrics.update(m for m in task.metrics if METRICS.get(m).per_example is None)
         exported.append((name, rows))
     scoring += [f"{_identifier(m)}_corpus = corpus_aggregation({m!r})" for m in sorted(corpus_metrics)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speckd_bench.errors import UserError
 from speckd_bench.settings import finite, setting
 
 _UNIT = finite(0.0, 1.0)
@@ -101,3 +102,12 @@ class TeacherSamplingConfig(RolloutLengthConfig):
     teacher_top_p: float = setting(
         1.0, "nucleus of the teacher's samples", check=finite(0.0, 1.0, open_low=True), expected="(0, 1]"
     )
+
+
+def check_vocabulary(mcfg: MethodConfig, vocab_size: int) -> None:
+    """Settings bounded by the models' shared vocabulary, checked once the models are loaded."""
+    if isinstance(mcfg, KDConfig) and mcfg.k > vocab_size:
+        raise UserError(
+            f"method.k={mcfg.k} exceeds the vocabulary of {vocab_size} tokens the models share; "
+            f"use --set method.k=N with N <= {vocab_size}"
+        )

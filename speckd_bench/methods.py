@@ -25,7 +25,7 @@ from speckd_bench.data import Batch, Example, collate
 from speckd_bench.errors import UserError
 from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.registry import Registry, import_file
-from speckd_bench.tasks import TaskSpec
+from speckd_bench.tasks import TaskSpec, env_plugin_dirs
 
 
 @dataclass
@@ -107,11 +107,12 @@ def _load_builtins() -> None:
 
 
 def discover_methods(plugin_dirs: list[Path] | None = None) -> Registry[Method]:
-    """Import the built-in methods, entry points and *.py files of plugin dirs; return the registry."""
+    """Import the built-in methods, entry points and the *.py files of $SPECKD_PLUGINS and --plugins
+    directories (as discover_tasks reads their YAML files); return the registry."""
     _load_builtins()
     for ep in entry_points(group="speckd_bench.methods"):
         ep.load()
-    for directory in plugin_dirs or []:
+    for directory in [*env_plugin_dirs(), *(plugin_dirs or [])]:
         for path in sorted(Path(directory).glob("*.py")):
             import_file(path, "speckd_plugin")
     return METHODS

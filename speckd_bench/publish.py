@@ -13,7 +13,7 @@ from typing import Any
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.plot import write_plots
 from speckd_bench.record import RunRecord
-from speckd_bench.report import Group, Section, render
+from speckd_bench.report import Group, Section, md_escape, render
 from speckd_bench.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 
 
@@ -66,8 +66,9 @@ def _verdict(section: Section, group: Group, base: Group, metric: str) -> str:
     row, base_row = group.row, base.row
     a, b = row["metrics"][metric], base_row["metrics"][metric]
     head = (
-        f"On {section.eval_set} ({metric}), {group.label} scores {a['mean']:.2f} ± {a['std']:.2f} "
-        f"(n={row['n_seeds']}) against {base.label}'s {b['mean']:.2f} ± {b['std']:.2f} "
+        f"On {md_escape(section.eval_set)} ({md_escape(metric)}), {md_escape(group.label)} scores "
+        f"{a['mean']:.2f} ± {a['std']:.2f} "
+        f"(n={row['n_seeds']}) against {md_escape(base.label)}'s {b['mean']:.2f} ± {b['std']:.2f} "
         f"(n={base_row['n_seeds']})"
     )
     delta = row["delta"].get(metric)
@@ -108,8 +109,8 @@ def init_gains(section: Section) -> list[str]:
         return []
     family = [(*_paired_with_init(g, section.eval_set, metric), True) for g in groups]
     lines = [
-        f"Change of {metric} from the init student, {section.eval_set} (paired t over training seeds, "
-        "Holm-corrected across the methods):",
+        f"Change of {md_escape(metric)} from the init student, {md_escape(section.eval_set)} (paired t over "
+        "training seeds, Holm-corrected across the methods):",
         "",
         "| method | n | after − init | Holm interval | Holm p | |",
         "|---|---|---|---|---|---|",
@@ -118,7 +119,7 @@ def init_gains(section: Section) -> list[str]:
         interval = "-" if cmp.low is None else f"[{cmp.low:+.2f}, {cmp.high:+.2f}] ({cmp.confidence:.1%})"
         p = "-" if cmp.p_holm is None else f"{cmp.p_holm:.3g}"
         verdict = "significant" if cmp.significant else "not significant"
-        lines.append(f"| {g.label} | {cmp.n} | {cmp.diff:+.2f} | {interval} | {p} | {verdict} |")
+        lines.append(f"| {md_escape(g.label)} | {cmp.n} | {cmp.diff:+.2f} | {interval} | {p} | {verdict} |")
     return [*lines, ""]
 
 
@@ -147,7 +148,7 @@ def setup_facts(sections: list[Section]) -> list[str]:
         *(f"Models: {m}" for m in _models(records)),
         "Sizes, decoding and eval seeds: the protocol line above each table below",
         f"Wall time: {_minutes(wall)} in total over {len(records)} runs "
-        f"({', '.join(f'{m} {t / 60:.1f} min' for m, t in sorted(per_method.items()))})",
+        f"({', '.join(f'{md_escape(m)} {t / 60:.1f} min' for m, t in sorted(per_method.items()))})",
         f"Runs created {created[0]} to {created[-1]}" if created else "No runs.",
     ]
 
@@ -181,7 +182,7 @@ def write_results_readme(
         "",
         f"The runs were made by: `{command}`" if command else "The command that made the runs was not given.",
         "",
-        f"## {method} against {baseline}",
+        f"## {md_escape(method)} against {md_escape(baseline)}",
         "",
         *significance(sections, method, baseline),
         "",

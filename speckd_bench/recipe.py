@@ -42,6 +42,7 @@ from speckd_bench.evaluate import (
 )
 from speckd_bench.lmeval import run_lm_eval
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
+from speckd_bench.method_config import check_vocabulary
 from speckd_bench.methods import DataPolicy, PolicyContext, method_config
 from speckd_bench.models import load_pair
 from speckd_bench.progress import console, stage
@@ -49,7 +50,7 @@ from speckd_bench.record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, p
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import git_commit, hardware, new_run_id, read_log, summarize_log, versions
 from speckd_bench.run_checks import check_distributed, check_writable, distributed_info, resolve_names
-from speckd_bench.tasks import run_defaults
+from speckd_bench.tasks import run_defaults, task_sources
 from speckd_bench.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.warmstart import WarmStart, init_rows, init_stage
 
@@ -139,6 +140,7 @@ class RunRecipe:
         if dist.device.type == "cpu":
             torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
         self._load_models()
+        check_vocabulary(cfg.method, self.pair.vocab_size)
         self._build_examples()
         self._open_run_folder()
         n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in self.sets)
@@ -342,6 +344,7 @@ class RunRecipe:
                 "n_train": len(self.train_ex), "n_eval": len(self.sets[0].examples),
                 "train_target_tokens": sum(len(e.target_ids) for e in self.train_ex),
                 "eval_sets": eval_sets_info(self.sets, self.skipped),
+                "task_sources": task_sources([self.task.name, *(es.name for es in self.sets)]),
             },
             seeds={**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
             resumed_from_step=self.state.get("resumed_from_step", []),

@@ -32,7 +32,6 @@ from speckd_bench.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2, d
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import FIDELITY_METRICS, LOWER_IS_BETTER
 from speckd_bench.record import RunRecord
-from speckd_bench.results import read_log
 from speckd_bench.stats import (
     ALPHA,
     CONFIDENCE,
@@ -63,6 +62,7 @@ _PROTOCOL_KEYS = {
     "train.spike_factor",
     "num_processes",
     "init",
+    "task_digest",
 }
 _PROTOCOL_SECTIONS = ("model.", "data.", "eval.")
 
@@ -105,14 +105,54 @@ def init_key(record: RunRecord) -> str | None:
     return init.get("key") if init.get("enabled") else None
 
 
-def _settings(record: RunRecord) -> dict[str, str]:
+def task_digests(record: RunRecord, eval_set: str) -> dict[str, str] | None:
+    """Digests of the task files (YAML, hook, metrics) a record's eval set and training task were
+    scored with; None for records older than task provenance."""
+    sources = record.data.get("task_sources")
+    if not isinstance(sources, dict):
+        return None
+    names = dict.fromkeys([record.task, eval_set])
+    return {n: s.get("digest") if isinstance(s := sources.get(n), dict) else None for n in names}
+
+
+def _settings(record: RunRecord, eval_set: str) -> dict[str, str]:
     flat = flatten(record.config)
     flat["init"] = init_key(record)
+    flat["task_digest"] = task_digests(record, eval_set)  # a changed task file is another protocol
     if not record.complete:  # interrupted runs (--include-interrupted) form their own rows
         flat["status"] = record.status
     if record.num_processes != 1:  # train.batch_size is per process: N processes are a protocol
         flat["num_processes"] = record.num_processes
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The JSON objects of a run's JSONL file (training log, samples). A line that is not one (garbled,
+    not UTF-8) is left out and counted in `problems`; a last line without its newline (torn by a kill)
+    is left out silently."""
+    rows, bad = [], []
+    try:
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n") or not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    row = None
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    bad.append(number)
+    except OSError as exc:
+        problems.append(f"{path}: unreadable ({exc.strerror}); left out")
+    if bad:
+        problems.append(f"{path}: {len(bad)} line(s) not a JSON object (first: line {bad[0]}); left out")
+    return rows
 
 
 @dataclass
@@ -121,6 +161,8 @@ class Run:
 
     record: RunRecord
     dir: Path
+    problems: list[str] = field(default_factory=list)
+    """Lines or files of the run left out while reading it (shown as notes)."""
 
     @property
     def seed(self) -> int:
@@ -129,7 +171,7 @@ class Run:
     @cached_property
     def log(self) -> list[dict[str, Any]]:
         path = self.dir / self.record.paths.get("train_log", "train_log.jsonl")
-        return read_log(path) if path.is_file() else []
+        return read_rows(path, self.problems) if path.is_file() else []
 
     def samples_file(self, eval_set: str) -> Path:
         entry = self.record.paths.get("samples", "samples.jsonl")
@@ -144,13 +186,14 @@ class Run:
         if not path.is_file():
             return None
         per_index: dict[int, list[float]] = defaultdict(list)
-        for sample in read_log(path):
+        for sample in read_rows(path, self.problems):
             if sample.get("eval_set", self.record.task) != eval_set:
                 continue
-            value = sample.get("scores", {}).get(metric)
-            if value is None:
+            scores, index = sample.get("scores"), sample.get("index")
+            value = scores.get(metric) if isinstance(scores, dict) else None
+            if not _number(value) or not isinstance(index, int):
                 return None
-            per_index[sample["index"]].append(value)
+            per_index[index].append(value)
         return {i: float(np.mean(v)) for i, v in per_index.items()} or None
 
 
@@ -191,6 +234,87 @@ class Section:
     """Reference rows: teacher, raw and init student, floors."""
     floor_verdict: str | None = None
     """Whether the best method beats every floor on the first metric."""
+
+
+# protocol keys the description always shows; other keys are named when they differ between sections
+_DESCRIBED = {
+    "task",
+    "preset",
+    "model.teacher",
+    "model.student",
+    "eval.decoding",
+    "eval.seeds",
+    "eval.max_new_tokens",
+    "data.max_length",
+    "data.max_prompt_length",
+    "train.epochs",
+    "train.max_steps",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.init_sft_epochs",
+}
+
+_NUMBER_MAPS = ("metrics", "std_over_eval_seeds", "degeneracy")
+"""Keys of a record's per-set summaries whose values map names to numbers."""
+_OBJECTS = ("after", "before", "reference", "raw", "init", "teacher", "floors", "per_seed")
+"""Keys of a record's per-set summaries that hold an object where present."""
+_CONFIG_KEYS = (
+    *sorted(_DESCRIBED),
+    *(f"eval.{k}" for k in ("temperature", "top_p", "top_k", "no_repeat_ngram_size")),
+    *(f"data.max_{k}_examples" for k in ("train", "eval")),
+)
+
+
+def _summary_problem(value: Any, where: str) -> str | None:
+    """What makes a per-set block of a record unusable (a name that should be an object and is not, a
+    metric value that is not a number), or None."""
+    if not isinstance(value, dict):
+        return f"{where} is {json.dumps(value)[:30]}, expected an object"
+    for key, sub in value.items():
+        at = f"{where}.{key}"
+        if key in _NUMBER_MAPS and sub is not None:
+            if not isinstance(sub, dict):
+                return f"{at} is {json.dumps(sub)[:30]}, expected an object of numbers"
+            bad = next((k for k, v in sub.items() if v is not None and not _number(v)), None)
+            if bad is not None:
+                return f"{at}.{bad} is {json.dumps(sub[bad])[:30]}, not a number"
+        elif key in _OBJECTS or isinstance(sub, dict):
+            problem = None if sub is None else _summary_problem(sub, at)
+            if problem or (key == "floors" and sub and not all(isinstance(f, dict) for f in sub.values())):
+                return problem or f"{at} holds a floor that is not an object"
+    return None
+
+
+def record_problem(record: RunRecord) -> str | None:
+    """Why a record cannot be tabulated (no eval set, a malformed metric, a config without the protocol
+    keys), or None. RunRecord.from_json has checked its top-level fields."""
+    if not record.metrics:
+        return "its metrics hold no eval set"
+    config = flatten(record.config)
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if missing:
+        return f"its config lacks {', '.join(missing)}"
+    if not all(isinstance(config[f"model.{k}"], str) for k in ("teacher", "student")):
+        return "its config.model names no teacher or student"
+    for eval_set, block in record.metrics.items():
+        problem = _summary_problem(block, f"metrics.{eval_set}")
+        if problem:
+            return problem
+    return None
+
+
+def usable_records(
+    records: list[RunRecord], results_dir: Path
+) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """The records a leaderboard can use, and (record path, reason) of those it leaves out."""
+    kept, skipped = [], []
+    for record in records:
+        problem = record_problem(record)
+        if problem is None:
+            kept.append(record)
+        else:
+            skipped.append((str(results_dir / "runs" / str(record.run_id) / "record.json"), problem))
+    return kept, skipped
 
 
 @dataclass
@@ -271,9 +395,10 @@ def _metric_block(group: Group, metric: str) -> dict[str, Any]:
     after = [v for r in runs if (v := _after_metric(r, eval_set, metric)) is not None]
     stats = mean_std(after)
     eval_seed_spread = [
-        _after(r, eval_set)["std_over_eval_seeds"][metric]
+        v
         for r in runs
-        if len(_after(r, eval_set).get("per_seed", {})) > 1
+        if len(_after(r, eval_set).get("per_seed") or {}) > 1
+        and (v := (_after(r, eval_set).get("std_over_eval_seeds") or {}).get(metric)) is not None
     ]
     return {
         "mean": stats.mean if stats else None,
@@ -467,25 +592,6 @@ def _floor_verdict(section: Section) -> str | None:
     )
 
 
-# protocol keys the description always shows; other keys are named when they differ between sections
-_DESCRIBED = {
-    "task",
-    "preset",
-    "model.teacher",
-    "model.student",
-    "eval.decoding",
-    "eval.seeds",
-    "eval.max_new_tokens",
-    "data.max_length",
-    "data.max_prompt_length",
-    "train.epochs",
-    "train.max_steps",
-    "train.batch_size",
-    "train.grad_accum",
-    "train.init_sft_epochs",
-}
-
-
 def _init_text(record: RunRecord, epochs: Any) -> str:
     """The SFT warm start a section's runs began from."""
     init = record.init
@@ -518,7 +624,7 @@ def _describe(protocol: dict[str, Any], runs: list[Run], eval_set: str, varying:
         p["task"] if p["task"] == eval_set else f"trained on {p['task']}, evaluated on {eval_set}",
         f"teacher {p['model.teacher']} → student {p['model.student']}",
         f"preset {p['preset']}",
-        f"{decoding}, {p['eval.max_new_tokens']} new tokens, eval seeds {runs[0].record.seeds['eval']}",
+        f"{decoding}, {p['eval.max_new_tokens']} new tokens, eval seeds {runs[0].record.seeds.get('eval')}",
         f"{data.get('n_train', p['data.max_train_examples'])} train rows, "
         f"{data.get('n_eval', p['data.max_eval_examples'])} eval rows, "
         f"≤{p['data.max_length']} tokens (prompt ≤{p['data.max_prompt_length']})",
@@ -551,7 +657,7 @@ def build_sections(
         for eval_set in record.metrics:
             if filters.keep_set(record, eval_set):
                 run = Run(record, results_dir / "runs" / str(record.run_id))
-                groups[(eval_set, json.dumps(_settings(record), sort_keys=True))].append(run)
+                groups[(eval_set, json.dumps(_settings(record, eval_set), sort_keys=True))].append(run)
     by_section: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for (eval_set, key), runs in groups.items():
         settings = json.loads(key)
@@ -650,12 +756,14 @@ def _section(
     if not shown:
         section.groups = []
         return section
+    recorded = sorted({m for r in runs for m in _after(r, eval_set).get("metrics", {})})
+    every = list(dict.fromkeys([*shown, *recorded]))  # rows carry every metric; columns show `shown`
     section.references = [
         {**r, "protocol": description, "protocol_config": protocol}
-        for r in _references(runs, eval_set, shown)
+        for r in _references(runs, eval_set, every)
     ]
     for g in groups:
-        g.row = {**_row(g, shown), "protocol": description, "protocol_config": protocol}
+        g.row = {**_row(g, every), "protocol": description, "protocol_config": protocol}
         seeds = [r.seed for r in g.runs]
         if len(set(seeds)) < len(seeds):
             section.notes.append(
@@ -663,6 +771,7 @@ def _section(
             )
     if baseline:
         _compare_with_baseline(section, baseline)
+    section.notes += dict.fromkeys(problem for r in runs for problem in r.problems)
     kept = [g for g in groups if not filters.methods or g.method in filters.methods]
     section.groups = _sort(kept, sort, shown[0])
     section.floor_verdict = _floor_verdict(section)
@@ -818,15 +927,32 @@ def table_cells(section: Section) -> tuple[list[str], list[list[tuple[str, str]]
     cols = _columns(section)
     rows = [g.row for g in section.groups]
     best = [_best(col, rows) for col in cols]
-    references = [[(col.text(r) if col.reference else "", "ref") for col in cols] for r in section.references]
+    references = [
+        [(one_line(col.text(r)) if col.reference else "", "ref") for col in cols] for r in section.references
+    ]
     methods = [
         [
-            (col.text(r), "best" if b is not None and col.value(r) == b else "")
+            (one_line(col.text(r)), "best" if b is not None and col.value(r) == b else "")
             for col, b in zip(cols, best, strict=True)
         ]
         for r in rows
     ]
-    return [c.title for c in cols], references + methods
+    return [one_line(c.title) for c in cols], references + methods
+
+
+def one_line(text: str) -> str:
+    """Text with every run of whitespace (newlines included) as one space: a cell or a line stays one."""
+    return " ".join(str(text).split())
+
+
+_MD_SPECIAL = "\\`*_<>|"
+"""Characters that markdown would read as emphasis, code, HTML or a cell boundary."""
+
+
+def md_escape(text: str) -> str:
+    """Markdown text that renders as written: one line, its punctuation backslash-escaped (names from
+    plugins may hold `|`, `_`, `<`, ...)."""
+    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in one_line(text))
 
 
 def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
@@ -844,11 +970,10 @@ def _md(sections: list[Section]) -> str:
     wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
         headers, cells = table_cells(s)
-        esc = lambda t: t.replace("|", "\\|")  # noqa: E731
-        out += [f"**{esc(s.eval_set)}**: {esc(s.description)}", ""]
-        out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        out += ["| " + " | ".join(_styled(esc(t), st, wrap) for t, st in row) + " |" for row in cells]
-        out += [*(f"- {esc(line)}" for line in section_lines(s)), ""]
+        out += [f"**{md_escape(s.eval_set)}**: {md_escape(s.description)}", ""]
+        out += ["| " + " | ".join(map(md_escape, headers)) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells]
+        out += [*(f"- {md_escape(line)}" for line in section_lines(s)), ""]
     return "\n".join([*out, LEGEND, ""])
 
 
@@ -864,6 +989,9 @@ _LATEX = str.maketrans(
         "}": r"\}",
         "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}",
+        "<": r"\textless{}",
+        ">": r"\textgreater{}",
+        "|": r"\textbar{}",
         "±": r"$\pm$",
         "×": r"$\times$",
         "→": r"$\to$",
@@ -886,14 +1014,14 @@ def _latex(sections: list[Section]) -> str:
         esc = lambda t: t.translate(_LATEX)  # noqa: E731
         spec = "l" * (2 if headers[1] == "settings" else 1)
         out += [
-            f"% {s.eval_set}: {s.description}",
+            f"% {one_line(s.eval_set)}: {one_line(s.description)}",
             "\\begin{tabular}{" + spec + "r" * (len(headers) - len(spec)) + "}",
             "\\toprule",
             " & ".join(esc(h) for h in headers) + " \\\\",
             "\\midrule",
         ]
         out += [" & ".join(_styled(esc(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
-        out += ["\\bottomrule", "\\end{tabular}", *(f"% {line}" for line in section_lines(s)), ""]
+        out += ["\\bottomrule", "\\end{tabular}", *(f"% {one_line(line)}" for line in section_lines(s)), ""]
     out.append(f"% {LEGEND}")
     return "\n".join(out) + "\n"
 
@@ -974,6 +1102,13 @@ def _csv_line(r: dict[str, Any], metrics: list[str]) -> list[Any]:
     return line + [r.get(k) for k in _CSV_TAIL]
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for no value; text that a spreadsheet would run as a formula gets a quote."""
+    if value is None:
+        return ""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _csv(sections: list[Section]) -> str:
     """One flat, numeric table over every section, reference rows included (empty cell = no value)."""
     metrics = list(dict.fromkeys(m for s in sections for m in s.metrics))
@@ -984,7 +1119,7 @@ def _csv(sections: list[Section]) -> str:
     writer = csv.writer(buf)
     writer.writerow(head)
     for r in _rows(sections):
-        writer.writerow(["" if v is None else v for v in _csv_line(r, metrics)])
+        writer.writerow([_csv_cell(v) for v in _csv_line(r, metrics)])
     return buf.getvalue()
 
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from speckd_bench.config import read_yaml
 from speckd_bench.errors import UserError
 
 RESERVED = ("name", "set", "variants", "cluster", "num_processes")
@@ -113,14 +112,7 @@ def _variant(name: Any, body: Any, path: Path) -> Variant:
 
 def load_sweep(path: Path) -> Sweep:
     """Read and check a sweep file; every error is one line naming the file."""
-    if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    tree = read_yaml(path, "sweep file")
     if not isinstance(tree, dict):
         raise UserError(f"{path}: a sweep file is a mapping (name:, method: [...], seed: [...], ...)")
     name = tree.get("name", path.stem)

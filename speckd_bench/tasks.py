@@ -5,6 +5,7 @@ expected. A YAML file with a top-level `suite:` key defines a suite: named eval 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import string
@@ -16,9 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
-from speckd_bench.config import RunConfig, apply_overrides
+from speckd_bench.config import RunConfig, apply_overrides, read_yaml
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.metrics import METRICS
 from speckd_bench.registry import Registry, import_file
@@ -38,7 +37,8 @@ DECODING_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 HOOK_FUNCTIONS = ("extract_prediction", "extract_reference")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+"""Task and suite names: they become file names, record keys and table labels."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ class TaskSpec:
     """lm-evaluation-harness tasks that measure the same skill (`--lm-eval @task` runs them)."""
     hook: str | None = None
     path: str = ""
+    plugin_dir: str | None = None
+    """The plugin directory the task file came from (as given); None for a built-in task."""
 
     def render(self, row: dict[str, Any]) -> str:
         has_input = bool(self.input_field and str(row.get(self.input_field) or "").strip())
@@ -187,7 +189,7 @@ TASKS: Registry[TaskSpec] = Registry("task")
 SUITES: Registry[Suite] = Registry("suite")
 
 _TASK_KEYS = {
-    "name": "the task name (letters, digits, _ . -)",
+    "name": "the task name (a-z, 0-9, _ and -)",
     "kind": f"one of {', '.join(KINDS)}",
     "description": "one line on what the task measures",
     "splits": "a mapping of split name to source (`eval` required)",
@@ -335,7 +337,7 @@ def parse_task(tree: Any, path: Path) -> TaskSpec:
         check.need(key in tree, key, "is missing")
     for key in ("name", "kind", "description", "target", "input_field", "decoding", "hook"):
         check.string(tree, key)
-    check.need(bool(_NAME.match(tree["name"])), "name", "must be letters, digits, _ . - (no spaces)")
+    check.need(bool(_NAME.fullmatch(tree["name"])), "name", f"is {tree['name']!r}: use a-z, 0-9, _ and -")
     check.need(tree["kind"] in KINDS, "kind", f"is {tree['kind']!r}{did_you_mean(tree['kind'], KINDS)}")
     check.need(isinstance(tree["splits"], dict) and "eval" in tree["splits"], "splits", "needs an eval split")
     splits = {str(k): _parse_split(v, check, f"splits.{k}") for k, v in tree["splits"].items()}
@@ -372,7 +374,7 @@ def parse_task(tree: Any, path: Path) -> TaskSpec:
         extract_prediction=getattr(hook, "extract_prediction", None),
         extract_reference=getattr(hook, "extract_reference", None),
         lm_eval=check.names(tree["lm_eval"], "lm_eval") if "lm_eval" in tree else (),
-        hook=str(path.parent / tree["hook"]) if hook else None,
+        hook=str((path.parent / tree["hook"]).absolute()) if hook else None,
         path=str(path),
     )
 
@@ -382,7 +384,9 @@ def parse_suite(tree: dict[str, Any], path: Path) -> Suite:
     check.keys(tree, "", _SUITE_KEYS)
     for key in ("suite", "description", "decoding"):
         check.string(tree, key)
-    check.need(bool(_NAME.match(str(tree["suite"]))), "suite", "must be letters, digits, _ . - (no spaces)")
+    check.need(
+        bool(_NAME.fullmatch(str(tree["suite"]))), "suite", f"is {tree['suite']!r}: use a-z, 0-9, _ and -"
+    )
     check.need("sets" in tree, "sets", "is missing")
     decoding = tree.get("decoding")
     check.need(decoding is None or decoding in DECODING_PRESETS, "decoding", f"is {decoding!r}")
@@ -393,14 +397,7 @@ def parse_suite(tree: dict[str, Any], path: Path) -> Suite:
 
 def load_plugin_file(path: Path) -> TaskSpec | Suite:
     """A task or (with a top-level `suite:` key) a suite from one YAML file."""
-    try:
-        tree = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read task file {path}: {exc.strerror}") from None
+    tree = read_yaml(path, "task file")
     if isinstance(tree, dict) and "suite" in tree:
         return parse_suite(tree, Path(path))
     return parse_task(tree, Path(path))
@@ -424,18 +421,32 @@ def _entry_point_dir(value: Any, name: str) -> Path:
     raise UserError(f"entry point {name} (group speckd_bench.tasks) must name a package or a directory")
 
 
-def _task_files(plugin_dirs: list[Path]) -> list[Path]:
-    """Built-in task files first, then entry points, $SPECKD_PLUGINS and --plugins directories."""
-    builtin = resources.files("speckd_bench.builtin_tasks")
-    files = sorted(
-        (Path(str(p)) for p in builtin.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name
-    )
+def env_plugin_dirs() -> list[Path]:
+    """The directories listed in $SPECKD_PLUGINS (os.pathsep-separated)."""
+    return [Path(d) for d in os.environ.get("SPECKD_PLUGINS", "").split(os.pathsep) if d]
+
+
+def _plugin_dirs(plugin_dirs: list[Path]) -> list[Path]:
+    """Task entry points, $SPECKD_PLUGINS, then --plugins directories; each must exist."""
     dirs = [_entry_point_dir(ep.load(), ep.name) for ep in entry_points(group="speckd_bench.tasks")]
-    dirs += [Path(d) for d in os.environ.get("SPECKD_PLUGINS", "").split(os.pathsep) if d]
-    for directory in [*dirs, *plugin_dirs]:
+    dirs += [*env_plugin_dirs(), *plugin_dirs]
+    for directory in dirs:
         if not Path(directory).is_dir():
             raise UserError(f"plugin directory {directory} does not exist")
-        files.extend(sorted(Path(directory).glob("*.yaml")))
+    return [Path(d) for d in dirs]
+
+
+def _task_files(plugin_dirs: list[Path]) -> list[tuple[Path, Path | None]]:
+    """(file, its plugin directory or None): built-in task files first, then entry points,
+    $SPECKD_PLUGINS and --plugins directories."""
+    builtin = resources.files("speckd_bench.builtin_tasks")
+    files: list[tuple[Path, Path | None]] = [
+        (Path(str(p)), None)
+        for p in sorted(builtin.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    ]
+    for directory in _plugin_dirs(plugin_dirs):
+        files.extend((path, directory) for path in sorted(directory.glob("*.yaml")))
     return files
 
 
@@ -450,12 +461,13 @@ def check_suite(suite: Suite) -> None:
 
 def discover_tasks(plugin_dirs: list[Path] | None = None) -> Registry[TaskSpec]:
     """Register built-in and plugin tasks and suites (a plugin may replace a built-in of the same name)."""
-    for path in _task_files(list(plugin_dirs or [])):
+    for path, directory in _task_files(list(plugin_dirs or [])):
         spec = load_plugin_file(path)
         if isinstance(spec, Suite):
             SUITES.register(spec.name, spec, replace=True)
         else:
-            TASKS.register(spec.name, spec, replace=True)
+            origin = None if directory is None else str(directory)
+            TASKS.register(spec.name, dataclasses.replace(spec, plugin_dir=origin), replace=True)
     for _, suite in SUITES.items():
         check_suite(suite)
     return TASKS
@@ -478,3 +490,33 @@ def run_defaults(task: str, suite: str) -> dict[str, Any]:
         decoding = SUITES.get(suite).decoding
         out.update(DECODING_PRESETS[decoding] if decoding else {})
     return out
+
+
+def _relative(path: str | None, directory: str | None) -> str | None:
+    """`path` relative to `directory` (a task's plugin dir), else its file name."""
+    if path is None:
+        return None
+    inside = directory is not None and Path(path).absolute().is_relative_to(Path(directory).absolute())
+    return str(Path(path).absolute().relative_to(Path(directory).absolute())) if inside else Path(path).name
+
+
+def provenance(task: TaskSpec) -> dict[str, Any]:
+    """Where a task came from and what it was, for run records: built-in or plugin (its files relative to
+    the plugin directory), a digest of its YAML, hook and metrics, the prompt templates and metrics."""
+    from speckd_bench.caches import task_digest
+
+    return {
+        "source": "builtin" if task.plugin_dir is None else "plugin",
+        "plugin_dir": task.plugin_dir,
+        "file": _relative(task.path, task.plugin_dir),
+        "hook": _relative(task.hook, task.plugin_dir),
+        "digest": task_digest(task),
+        "prompt": task.prompt,
+        "prompt_with_input": task.prompt_with_input,
+        "metrics": list(task.metrics),
+    }
+
+
+def task_sources(names: list[str]) -> dict[str, dict[str, Any]]:
+    """provenance() of each named registered task (a run's eval sets)."""
+    return {name: provenance(TASKS.get(name)) for name in names}

@@ -62,7 +62,7 @@ def test_a_minimal_task_parses_with_defaults(tmp_path):
         ({"reference": None}, r"key 'reference' is missing"),
         ({"kind": "instruct"}, r"key 'kind' is 'instruct' \(did you mean instruction\?\)"),
         ({"promt": {"template": "x"}}, r"key 'promt' is not a known field \(did you mean prompt\?\)"),
-        ({"name": "my task"}, r"key 'name' must be letters, digits"),
+        ({"name": "my task"}, r"key 'name' is 'my task': use a-z, 0-9, _ and -"),
         ({"splits": {"train": {"mirror": "a.jsonl"}}}, r"key 'splits' needs an eval split"),
         ({"splits": {"eval": {}}}, r"key 'splits.eval' needs `mirror`.* or `hub`"),
         ({"splits": {"eval": {"hub": {"repo": "x/y"}}}}, r"'splits.eval.hub' needs either `repo` and `file`"),
