@@ -110,7 +110,7 @@ def evaluate(
         gen = generate(model, tokenizer, prompts, cfg, seed, f"{label} (seed {seed})", quiet)
         texts = dist.gather(gen.texts)
         answers = [extract(t) for t in texts] if extract else texts
-        scored = score(metric_names, answers, references)
+        scored = score(metric_names, answers, references, outputs=texts)
         per_seed[seed] = scored["corpus"]
         new_tokens += int(dist.sum([gen.new_tokens])[0])
         seconds += dist.max(gen.seconds)

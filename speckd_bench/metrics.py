@@ -17,7 +17,7 @@ from speckd_bench.registry import Registry
 
 # rouge-score and sacrebleu load when a metric is computed, not when this module is imported: the train
 # loop (through tasks -> metrics) then runs where only torch and transformers are installed (the GPU
-# smoke check, benchmarks/gpu_smoke.py).
+# smoke check, `speckd-bench bench gpu-smoke`).
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Metric:
     per_example: Callable[[str, list[str]], float] | None
     """Score of one output against its references; None for corpus-level metrics."""
     corpus: Callable[[list[str], list[list[str]]], float]
+    raw: bool = False
+    """Score the model's whole output instead of the answer the task's hook extracts from it (a format
+    metric: did the model follow the asked-for layout)."""
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -120,11 +123,13 @@ def register_metric(
     description: str,
     per_example: Callable[[str, list[str]], float] | None = None,
     corpus: Callable[[list[str], list[list[str]]], float] | None = None,
+    raw: bool = False,
 ) -> Metric:
-    """Register a metric (task hooks may add their own): per example (averaged) or corpus level."""
+    """Register a metric (task hooks may add their own): per example (averaged) or corpus level; `raw`
+    scores the whole output rather than the extracted answer."""
     if per_example is None and corpus is None:
         raise ValueError(f"metric {name} needs a per_example or a corpus function")
-    metric = Metric(name, description, per_example, corpus or _mean_of(per_example))
+    metric = Metric(name, description, per_example, corpus or _mean_of(per_example), raw)
     return METRICS.register(name, metric, replace=True)
 
 
@@ -137,15 +142,22 @@ register_metric("bleu", "corpus BLEU (sacrebleu defaults)", corpus=bleu)
 register_metric("chrf", "corpus chrF (sacrebleu defaults)", corpus=chrf)
 
 
-def score(names: list[str] | tuple[str, ...], predictions: list[str], references: list[list[str]]) -> dict:
-    """{metric: corpus score} and per-example scores for the metrics that have them."""
+def score(
+    names: list[str] | tuple[str, ...],
+    predictions: list[str],
+    references: list[list[str]],
+    outputs: list[str] | None = None,
+) -> dict:
+    """{metric: corpus score} and per-example scores for the metrics that have them. `predictions` are
+    the extracted answers; `outputs` the whole outputs they came from, which raw metrics score."""
     corpus, per_example = {}, {}
     for name in names:
         metric = METRICS.get(name)
+        scored = outputs if metric.raw and outputs is not None else predictions
         if metric.per_example is None:
-            corpus[name] = metric.corpus(predictions, references)
+            corpus[name] = metric.corpus(scored, references)
             continue
-        values = [metric.per_example(p, r) for p, r in zip(predictions, references, strict=True)]
+        values = [metric.per_example(p, r) for p, r in zip(scored, references, strict=True)]
         per_example[name] = values
         corpus[name] = sum(values) / len(values) if values else 0.0
     return {"corpus": corpus, "per_example": per_example}

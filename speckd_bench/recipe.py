@@ -14,6 +14,7 @@ them, and only the main process writes the run folder and says anything.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -400,7 +401,8 @@ class RunRecipe:
             self.state.release(complete=True)
         self.tracker.log_final(record.metrics, res.steps)
         self.tracker.finish()
-        self._summary(record, path)
+        if res.diverged_at is None:  # a divergence is reported by its error line instead
+            self._summary(record, path)
         if res.diverged_at is not None:
             raise UserError(
                 f"run {self.run_id} diverged: non-finite loss at training step {res.diverged_at}; its "
@@ -429,14 +431,22 @@ class RunRecipe:
         }
 
     def _summary(self, record: RunRecord, path: Path) -> None:
+        """The result in a few lines: on stdout, or with --quiet on stderr (its stdout is the record's
+        path alone, for scripts)."""
+        lines = []
         for es in self.sets:
             metric = es.task.metrics[0]
             before = self.before[es.name]
             raw = before.get("raw", {}).get("metrics", {}).get(metric)
             init = before.get("init", {}).get("metrics", {}).get(metric)
             after = self.after[es.name].metrics[metric]
-            self.say(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(after)}")
-        self.say(f"{record.timings['wall_s']:.0f} s, record: {path}")
+            lines.append(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(after)}")
+        lines.append(f"{record.timings['wall_s']:.0f} s, record: {path}")
+        for line in lines if self.dist.is_main else []:
+            if self.quiet:
+                print(line, file=sys.stderr)
+            else:
+                console.print(line, markup=False)
 
 
 def build_run_config(**kwargs: Any) -> RunConfig:

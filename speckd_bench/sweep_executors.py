@@ -304,6 +304,9 @@ def cluster_options(block: dict[str, Any], flags: dict[str, Any], where: str) ->
 
 
 def _executor(folder: Path, options: dict[str, Any]) -> Any:
+    # submitit configures logging on import with dictConfig, which closes every handler the process
+    # already has (absl's, which rouge-score installs, closes sys.stderr with it): keep our logging.
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
     try:
         import submitit
     except ImportError:

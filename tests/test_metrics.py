@@ -94,3 +94,17 @@ def test_gsm8k_task_scores_accuracy_of_the_extracted_answers():
 def test_a_registered_metric_is_scored_by_name():
     register_metric("test_length", "output length in words", per_example=lambda p, r: float(len(p.split())))
     assert score(["test_length"], ["a b c", "d"], [["x"], ["y"]])["corpus"]["test_length"] == 2.0
+
+
+def test_a_raw_metric_scores_the_whole_output_and_the_others_the_extracted_answer():
+    register_metric(
+        "has_answer_line_probe",
+        "output has an 'Answer:' line",
+        lambda out, refs: 100.0 * ("Answer:" in out),
+        raw=True,
+    )
+    outputs = ["Reasoning...\nAnswer: 4", "4"]
+    answers = ["4", "4"]  # what a hook's extract_prediction made of them
+    scored = score(["has_answer_line_probe", "exact_match"], answers, [["4"], ["4"]], outputs=outputs)
+    assert scored["per_example"] == {"has_answer_line_probe": [100.0, 0.0], "exact_match": [100.0, 100.0]}
+    assert scored["corpus"] == {"has_answer_line_probe": 50.0, "exact_match": 100.0}

@@ -42,12 +42,15 @@ def test_cli_to_a_file_prints_plain_progress_lines(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_quiet_prints_the_record_path_only(tmp_path, data_dir):
+def test_quiet_prints_the_record_path_and_keeps_only_the_summary(tmp_path, data_dir):
     args = ["run", "--preset", "tiny", "--method", "sft", "--quiet", "--data-dir", str(data_dir)]
     args += ["--results-dir", str(tmp_path), "--set", "train.max_steps=2", "--set", "eval.eval_before=false"]
     proc = _cli(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("record.json") and proc.stdout.count("\n") == 1
+    summary = proc.stderr.strip().splitlines()[-2:]  # no stage or step lines before it
+    assert summary[0].startswith("dolly rougeL: raw - -> init ") and summary[1].endswith(proc.stdout.strip())
+    assert "step" not in proc.stderr and ": start" not in proc.stderr
 
 
 def test_a_line_at_least_every_max_silence_seconds(monkeypatch, capsys):

@@ -457,8 +457,9 @@ def test_degenerate_outputs_are_flagged(new_board):
 def test_fidelity_columns_and_their_direction(new_board):
     md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
     header = next(line for line in _sections(md)[0].splitlines() if line.startswith("| method"))
-    assert "| rougeL (mean ± std) |" in header and "| tf_fkl ↓ (mean ± std) |" in header
-    assert "| tf_top1 (mean ± std) |" in header and "Δ tf_fkl vs fkl [seed t-CI, Holm]" in header
+    # markdown escapes names: tf\_fkl renders as tf_fkl
+    assert "| rougeL (mean ± std) |" in header and "| tf\\_fkl ↓ (mean ± std) |" in header
+    assert "| tf\\_top1 (mean ± std) |" in header and "Δ tf\\_fkl vs fkl [seed t-CI, Holm]" in header
     rows = _md_rows(md, "sft")
     assert "| **0.40 ± 0.05** |" in rows["speckd 3"]  # lowest tf_fkl is best
     speckd = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "speckd")
