@@ -123,6 +123,7 @@ def test_a_garbled_teacher_topk_file_is_detected_and_rebuilt(tmp_path, monkeypat
     assert _problem(path) is not None
 
 
+@pytest.mark.slow  # converts the GGUF teacher again (about 15 s)
 def test_a_converted_model_without_config_is_converted_once_and_repaired(tmp_path, monkeypatch, capsys):
     good = models.smollm2_dir()
     monkeypatch.setenv("SPECKD_CACHE_DIR", str(tmp_path))
