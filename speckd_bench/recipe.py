@@ -50,7 +50,13 @@ from speckd_bench.progress import console, stage
 from speckd_bench.record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
 from speckd_bench.reference import reference_rows
 from speckd_bench.results import git_commit, hardware, new_run_id, read_log, summarize_log, versions
-from speckd_bench.run_checks import check_distributed, check_writable, distributed_info, resolve_names
+from speckd_bench.run_checks import (
+    check_distributed,
+    check_lengths,
+    check_writable,
+    distributed_info,
+    resolve_names,
+)
 from speckd_bench.tasks import run_defaults, task_sources
 from speckd_bench.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.warmstart import WarmStart, init_rows, init_stage
@@ -142,6 +148,7 @@ class RunRecipe:
             torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
         self._load_models()
         check_vocabulary(cfg.method, self.pair.vocab_size)
+        check_lengths(cfg, [self.pair.student, self.pair.teacher])
         self._build_examples()
         self._open_run_folder()
         n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in self.sets)

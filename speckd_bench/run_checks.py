@@ -1,5 +1,6 @@
-"""Checks a run makes before anything heavy loads: names, settings that contradict each other, a
-writable results folder, and the facts of a multi-process launch."""
+"""Checks a run makes before anything heavy loads (names, settings that contradict each other, a writable
+results folder, the facts of a multi-process launch) and, once the models are loaded, the lengths they can
+take."""
 
 from __future__ import annotations
 
@@ -63,3 +64,25 @@ def distributed_info(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
         "global_batch": dist.world * cfg.train.batch_size * cfg.train.grad_accum,
         "teacher_sharding": "fsdp2" if cfg.train.fsdp and dist.world > 1 else "replicated",
     }
+
+
+def context_length(model: Any) -> int | None:
+    """The positions a model's config allows (max_position_embeddings, or n_positions for GPT-2)."""
+    config = model.config
+    value = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(value) if value else None
+
+
+def check_lengths(cfg: RunConfig, models: list[Any]) -> None:
+    """Training sequences (data.max_length) and decoded ones (a prompt of data.max_prompt_length tokens
+    plus eval.max_new_tokens) must fit every loaded model's context."""
+    limits = [n for n in (context_length(m) for m in models if m is not None) if n is not None]
+    if not limits:
+        return
+    limit, d = min(limits), cfg.data
+    decoded = d.max_prompt_length + cfg.eval.max_new_tokens
+    if d.max_length > limit or decoded > limit:
+        raise UserError(
+            f"the models take at most {limit} positions, but data.max_length={d.max_length} and "
+            f"data.max_prompt_length + eval.max_new_tokens = {decoded}; lower them to fit {limit}"
+        )

@@ -127,6 +127,20 @@ def test_k_beyond_the_vocabulary_fails_once_the_models_are_loaded(tmp_path, monk
     assert not list((tmp_path / "results" / "runs").glob("*"))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting", ["data.max_length=600", "eval.max_new_tokens=500"], ids=["training", "decoding"]
+)
+def test_lengths_beyond_the_models_context_fail_once_the_models_are_loaded(
+    setting, tmp_path, monkeypatch, capsys, data_dir
+):
+    args = [*TINY, "--method", "fkl", "--set", setting, "--data-dir", data_dir]
+    code, err = cli(monkeypatch, capsys, [*args, "--results-dir", tmp_path / "results"])
+    last = err.splitlines()[-1] + "\n"  # a first run in a fresh cache shows the teacher's conversion bar
+    assert_one_line_error(code, last, "the models take at most 512 positions", "lower them to fit 512")
+    assert not list((tmp_path / "results" / "runs").glob("*"))
+
+
 @pytest.mark.parametrize("name", ["my task", "dolly\n", "Dolly", "a.b"])
 def test_task_names_are_plain_identifiers(tmp_path, name):
     from speckd_bench.errors import UserError
