@@ -177,10 +177,9 @@ def examples_digest(examples: list[Example]) -> str:
 
 
 def task_digest(task: TaskSpec) -> str:
-    """The task file and its hook: a changed extraction or metric list changes cached scores."""
-    files = [Path(task.path)] if task.path else []
-    if task.hook and task.path:
-        files.append(Path(task.path).parent / task.hook)
+    """The task file and its hook (an absolute path, as the loader stores it): a changed extraction or
+    metric list changes cached scores."""
+    files = [Path(p) for p in (task.path, task.hook) if p]
     return digest([f.read_text(encoding="utf-8") for f in files if f.is_file()] + list(task.metrics))
 
 

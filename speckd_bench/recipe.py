@@ -137,7 +137,6 @@ class RunRecipe:
         check_distributed(cfg, self.method, dist)
         self.results_dir = Path(cfg.results_dir)
         check_writable(self.results_dir)
-        probe_writable(self.results_dir / "runs")
         probe_writable(cache_dir())
         if self.resume is not None:
             Checkpoints.of_run(self.resume, cfg).check()
@@ -162,6 +161,7 @@ class RunRecipe:
         if self.with_reference:
             self.references, self.view = reference_rows(cfg, self.pair, self.sets, self.quiet)
         self.warm = WarmStart(cfg, self.init_ex, self.pair.info)
+        self.score_keys = {es.name: self.warm.eval_key(es.name, es.examples) for es in self.sets}
         self.init = self.state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
         self.before = self.state.get("before", {es.name: {} for es in self.sets})
 
@@ -226,7 +226,7 @@ class RunRecipe:
         if stage == "init" and not with_init:
             return
         if cfg.eval.eval_before and not all(stage in self.before[n] for n in names):
-            keys = {n: self._score_key(n) for n in names}
+            keys = self.score_keys
             cached = {n: self.warm.cached_eval(stage, keys[n]) for n in names} if with_init else {}
             if not cached or any(v is None for v in cached.values()):
                 cached = {n: r.summary() for n, r in self.score(f"eval {stage} student").items()}
@@ -239,14 +239,11 @@ class RunRecipe:
             self.init["scores"] = {name: self.before[name]["init"]["metrics"] for name in names}
             self.state.put("init", self.init)
 
-    def _score_key(self, name: str) -> str:
-        return self.warm.eval_key(name, next(es.examples for es in self.sets if es.name == name))
-
     def _store_before(self, stage: str) -> None:
         """Keep the scores of `stage` with the warm start (once its folder exists)."""
         if all(stage in per_set for per_set in self.before.values()):
             for name, per_set in self.before.items():
-                self.warm.store_eval(stage, self._score_key(name), per_set[stage])
+                self.warm.store_eval(stage, self.score_keys[name], per_set[stage])
 
     def warm_start(self) -> None:
         """Load the cached SFT init into the student, or build it and cache it; skipped when training

@@ -4,11 +4,11 @@ take."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from speckd_bench import teacher_cache
+from speckd_bench.caches import probe_writable
 from speckd_bench.config import RunConfig
 from speckd_bench.distributed import Dist
 from speckd_bench.errors import UserError
@@ -20,14 +20,14 @@ from speckd_bench.tasks import TASKS
 
 
 def check_writable(results_dir: Path) -> None:
+    """results_dir/runs can be created and written (a real write: permissions, a full or read-only disk)."""
     try:
         (results_dir / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(
             f"results directory {results_dir} cannot be created ({exc.strerror}); pass --results-dir"
         ) from None
-    if not os.access(results_dir / "runs", os.W_OK):
-        raise UserError(f"results directory {results_dir / 'runs'} is not writable; pass --results-dir DIR")
+    probe_writable(results_dir / "runs")
 
 
 def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:

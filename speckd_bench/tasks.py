@@ -145,6 +145,7 @@ class TaskSpec:
     lm_eval: tuple[str, ...] = ()
     """lm-evaluation-harness tasks that measure the same skill (`--lm-eval @task` runs them)."""
     hook: str | None = None
+    """Absolute path of the task's hook file (the YAML names it relative to itself)."""
     path: str = ""
     plugin_dir: str | None = None
     """The plugin directory the task file came from (as given); None for a built-in task."""

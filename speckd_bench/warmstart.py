@@ -104,9 +104,6 @@ class WarmStart:
     def weights(self) -> Path:
         return self.dir / "student.safetensors"
 
-    def exists(self) -> bool:
-        return self.weights.is_file()
-
     @contextmanager
     def building(self) -> Iterator[bool]:
         """Whether a good entry is there to load (a broken one is removed first); the block loads it, or
