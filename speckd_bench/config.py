@@ -91,9 +91,22 @@ class TrainConfig:
         "same values and gradients, without ever holding the [tokens x vocabulary] logits at once",
     )
     fused_chunk_rows: int = setting(
-        0, "target rows per chunk of the fused loss; 0 = about 32M logits per chunk", check=_at_least(0),
-        expected="fused_chunk_rows >= 0 (0: automatic)",
+        0, "target rows per chunk of the fused loss; 0 = about 32M logits per chunk, fewer when the device's "
+        "free memory is short", check=_at_least(0), expected="fused_chunk_rows >= 0 (0: automatic)",
     )  # fmt: skip
+    compile_loss: str = setting(
+        "auto",
+        "torch.compile the fused loss's per-chunk body (log-softmax, divergence, gate weights: a few fused "
+        "kernels instead of many), once per chunk shape; auto = on CUDA only (on a CPU it needs a C++ "
+        "compiler and its first step waits for the compile)",
+        choices=("auto", "on", "off"),
+    )
+    cpu_bf16_autocast: bool = setting(
+        False,
+        "on a CPU, run the student's forward and backward of the KD stage under bfloat16 autocast (the warm "
+        "start stays float32; CUDA always trains under bfloat16 autocast). Only worth it where the CPU "
+        "computes bfloat16 natively (AVX-512 BF16 or AMX): docs/performance.md",
+    )
     teacher_cache: bool = setting(
         False,
         "off-policy methods read the teacher's top-k log-probabilities from a disk cache built by the first "
@@ -305,8 +318,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # Keys that never change a run's results: where files live, how often training state is saved, how the
-# loss is laid out in memory (fused or not: the same math), where the teacher's weights live (FSDP) and
-# the decoding backend (the same greedy tokens); fused loss and backend agree up to float rounding.
+# loss is laid out in memory (fused or not, compiled or not: the same math), where the teacher's weights
+# live (FSDP) and the decoding backend (the same greedy tokens); all agree up to float rounding.
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
@@ -314,6 +327,7 @@ NON_RESULT_KEYS = (
     "train.keep_checkpoints",
     "train.fused_loss",
     "train.fused_chunk_rows",
+    "train.compile_loss",
     "eval.backend",
     "train.fsdp",
 )

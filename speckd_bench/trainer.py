@@ -121,8 +121,7 @@ def accumulate(
     for mb in micro:
         if mb is None:
             continue
-        fused, chunk = train_cfg.fused_loss, train_cfg.fused_chunk_rows
-        out = micro_batch_loss(student, teacher, mb, mcfg, vocab_size, fused, chunk, generator)
+        out = micro_batch_loss(student, teacher, mb, mcfg, vocab_size, train_cfg, generator)
         out.loss_sum.backward()
         loss_sum += float(out.loss_sum.detach())
         n_tok, n_acc, div_sum = n_tok + out.n_tokens, n_acc + out.n_accepted, div_sum + out.divergence_sum

@@ -44,8 +44,9 @@ def init_rows(cfg: RunConfig, available: int) -> int:
 
 def init_train_config(cfg: RunConfig) -> TrainConfig:
     """The warm start's own training settings: the KD stage's optimiser settings, but never its step
-    budget (train.max_steps belongs to the KD stage, so a probe with max_steps=1 shares the real init)."""
-    return dataclasses.replace(cfg.train, max_steps=0)
+    budget (train.max_steps belongs to the KD stage, so a probe with max_steps=1 shares the real init)
+    nor its CPU autocast (the init is trained in float32 on a CPU)."""
+    return dataclasses.replace(cfg.train, max_steps=0, cpu_bf16_autocast=False)
 
 
 def init_stage(cfg: RunConfig) -> Stage:

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -21,9 +22,16 @@ def test_kd_step_bench_times_every_variant_against_the_naive_baseline(tmp_path):
     assert res.exit_code == 0, (res.output, res.exception)
     table = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
     rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in table)}
-    for variant in ("naive full-logit fkl", "fkl, plain (target rows)", "fkl, fused", "speckd top-5, fused"):
-        ms, ratio, peak, tok_s = rows[variant]
+    floor_ms = float(rows["student SFT step (plain)"][0]) + float(rows["teacher forward"][0])
+    gated = [name for name in rows if name.startswith("speckd top-5, fused")]
+    sizes = [name for name in gated if name.endswith(" rows")]
+    auto = int(re.search(r"fused chunk: (\d+) target rows", out.read_text()).group(1))
+    assert sizes == [f"speckd top-5, fused, {auto // 4} rows", f"speckd top-5, fused, {2 * auto} rows"]
+    assert "speckd top-5, fused, bf16 autocast" in gated  # a CPU shows bf16 autocast against float32
+    for variant in ("naive full-logit fkl", "fkl, plain (target rows)", "fkl, fused", *gated):
+        ms, ratio, floor, peak, tok_s = rows[variant]
         assert float(ms) > 0 and math.isfinite(float(tok_s)) and peak == "n/a"  # peak memory is CUDA-only
+        assert float(floor) == pytest.approx(float(ms) / floor_ms, abs=0.01)
     assert rows["naive full-logit fkl"][1] == "1.00"
     assert "machine: CPU" in out.read_text() and "vocabulary: 49152" in out.read_text()
 

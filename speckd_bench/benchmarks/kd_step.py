@@ -2,9 +2,10 @@
 
 Variants: the floor (a student SFT step; a teacher forward), the naive full-logit forward KL (both
 models' logits at every position, as a from-scratch script would do), the harness's plain path (logits
-only at target rows) and its fused chunked path, each with and without SpecKD's gate, and Liger-Kernel's
-fused linear JSD(beta=0) when liger_kernel is installed (CUDA only). Random-init models from configs,
-random token ids: nothing is downloaded.
+only at target rows) and its fused chunked path, each with and without SpecKD's gate; the gated fused
+step at three chunk sizes, with the per-chunk body compiled and not, and on a CPU under bf16 autocast;
+Liger-Kernel's fused linear JSD(beta=0) when liger_kernel is installed (CUDA only). Random-init models
+from configs, random token ids: nothing is downloaded.
 
     python -m speckd_bench.benchmarks.kd_step --size qwen      # Qwen2.5 1.5B -> 0.5B shapes (GPU)
     speckd-bench bench kd-step --size smollm2                  # the default CPU pair's shapes
@@ -15,10 +16,11 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -99,27 +101,53 @@ def _liger_jsd(student: Any, teacher: Any, batch: Batch, vocab: int) -> tuple[to
     return loss * n, n
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One of the harness's own steps: the method's settings and the loss layout."""
+
+    kd: KDConfig | None
+    """None: a student SFT step."""
+    train: TrainConfig
+
+
+def harness_variants(device: torch.device, vocab: int, chunk_rows: int) -> dict[str, Variant]:
+    """Every layout of the harness's step: plain and fused (default: automatic chunk rows, compiled on
+    CUDA), the gated fused step at three chunk sizes and with the other compile setting, and on a CPU
+    with bf16 autocast."""
+    gated = KDConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
+    rows = chunk_rows_of(vocab, chunk_rows, device)
+    plain = TrainConfig(fused_loss=False)
+    fused = TrainConfig(fused_loss=True, fused_chunk_rows=rows)
+    # the other compile setting than auto's; on a CPU only where inductor finds a C++ compiler
+    other = "off" if device.type == "cuda" else "on" if shutil.which("g++") or shutil.which("clang++") else ""
+    variants = {
+        "student SFT step (plain)": Variant(None, plain),
+        "student SFT step (fused)": Variant(None, fused),
+        "fkl, plain (target rows)": Variant(KDConfig(), plain),
+        "fkl, fused": Variant(KDConfig(), fused),
+        "speckd top-5, plain": Variant(gated, plain),
+        "speckd top-5, fused": Variant(gated, fused),
+        f"speckd top-5, fused, {max(1, rows // 4)} rows": Variant(
+            gated, replace(fused, fused_chunk_rows=max(1, rows // 4))
+        ),
+        f"speckd top-5, fused, {2 * rows} rows": Variant(gated, replace(fused, fused_chunk_rows=2 * rows)),
+    }
+    if other:
+        variants[f"speckd top-5, fused, compile {other}"] = Variant(gated, replace(fused, compile_loss=other))
+    if device.type == "cpu":
+        bf16 = replace(fused, cpu_bf16_autocast=True)
+        variants["fkl, fused, bf16 autocast"] = Variant(KDConfig(), bf16)
+        variants["speckd top-5, fused, bf16 autocast"] = Variant(gated, bf16)
+    return variants
+
+
 def _step_fn(
-    name: str, student: Any, teacher: Any, batch: Batch, vocab: int, chunk_rows: int
+    name: str, student: Any, teacher: Any, batch: Batch, vocab: int, harness: dict[str, Variant]
 ) -> Callable[[], None]:
     """One optimiser step of variant `name` (a fresh AdamW per variant: its state counts in the peak)."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.input_ids.is_cuda)
-    gated = KDConfig(divergence="fkl", gate="speckd", rule="topk", k=5)
-    plain, fused = TrainConfig(fused_loss=False), TrainConfig(fused_loss=True, fused_chunk_rows=chunk_rows)
     live, micro, dist = LiveTeacher(teacher), [MicroBatch(batch, [])], process_context()
-
-    def step(source: Any, mcfg: Any, train_cfg: TrainConfig) -> Callable[[], Any]:
-        return lambda: accumulate(student, source, micro, mcfg, train_cfg, dist, vocab, None)
-
-    harness: dict[str, Callable[[], Any]] = {
-        "student SFT step (plain)": step(None, MethodConfig(), plain),
-        "student SFT step (fused)": step(None, MethodConfig(), fused),
-        "fkl, plain (target rows)": step(live, KDConfig(), plain),
-        "fkl, fused": step(live, KDConfig(), fused),
-        "speckd top-5, plain": step(live, gated, plain),
-        "speckd top-5, fused": step(live, gated, fused),
-    }
     scripted = {"naive full-logit fkl": _naive_fkl, "liger fused linear JSD(beta=0)": _liger_jsd}
 
     def step() -> None:
@@ -129,7 +157,9 @@ def _step_fn(
                 teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             return
         if name in harness:
-            harness[name]()
+            v = harness[name]
+            source, mcfg = (None, MethodConfig()) if v.kd is None else (live, v.kd)
+            accumulate(student, source, micro, mcfg, v.train, dist, vocab, None)
         else:
             with autocast:
                 loss, n = scripted[name](student, teacher, batch, vocab)
@@ -139,17 +169,8 @@ def _step_fn(
     return step
 
 
-def variants(device: torch.device) -> list[str]:
-    names = [
-        "teacher forward",
-        "student SFT step (plain)",
-        "student SFT step (fused)",
-        "naive full-logit fkl",
-        "fkl, plain (target rows)",
-        "fkl, fused",
-        "speckd top-5, plain",
-        "speckd top-5, fused",
-    ]
+def variants(device: torch.device, harness: dict[str, Variant]) -> list[str]:
+    names = ["teacher forward", *list(harness)[:2], "naive full-logit fkl", *list(harness)[2:]]
     try:
         import liger_kernel  # noqa: F401
     except ImportError:
@@ -201,22 +222,18 @@ def main(
     batch = random_batch(shapes, dev)
     vocab = shapes.student.vocab_size
     tokens = shapes.batch * shapes.seq
+    harness = harness_variants(dev, vocab, chunk_rows)
     rows: list[dict] = []
-    baseline = None
-    for name in variants(dev):
+    for name in variants(dev, harness):
         model = copy.deepcopy(student)
         try:
-            seconds, peak = measure(
-                _step_fn(name, model, teacher, batch, vocab, chunk_rows), dev, warmup, steps
-            )
+            seconds, peak = measure(_step_fn(name, model, teacher, batch, vocab, harness), dev, warmup, steps)
         except torch.OutOfMemoryError:
             seconds, peak = float("nan"), float("nan")
         del model
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-        if name == "naive full-logit fkl":
-            baseline = seconds
         rows.append(
             {
                 "variant": name,
@@ -225,8 +242,11 @@ def main(
                 "tokens_per_s": tokens / seconds,
             }
         )
+    ms = {row["variant"]: row["ms_per_step"] for row in rows}
+    floor = ms["student SFT step (plain)"] + ms["teacher forward"]
     for row in rows:
-        row["vs_naive"] = row["ms_per_step"] / (1000 * baseline) if baseline else float("nan")
+        row["vs_naive"] = row["ms_per_step"] / ms["naive full-logit fkl"]
+        row["vs_floor"] = row["ms_per_step"] / floor
     facts = {
         "teacher": f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.0f}M params, "
         f"{shapes.teacher.num_hidden_layers} layers",
@@ -235,9 +255,11 @@ def main(
         "vocabulary": vocab,
         "batch": f"{shapes.batch} x {shapes.seq} tokens, all targets",
         "dtype": f"parameters {str(param_dtype).removeprefix('torch.')}"
-        + (", bf16 autocast" if dev.type == "cuda" else "")
+        + (", bf16 autocast" if dev.type == "cuda" else " (bf16 autocast where a variant says so)")
         + ", loss math float32",
-        "fused chunk": f"{chunk_rows_of(vocab, chunk_rows)} target rows",
+        "fused chunk": f"{chunk_rows_of(vocab, chunk_rows, dev)} target rows unless a variant says otherwise",
+        "compiled loss body": "on CUDA, unless a variant says otherwise",
+        "floor": f"student SFT step (plain) + teacher forward = {floor:.1f} ms",
         "timing": f"median of {steps} steps after {warmup} warm-up steps, one process",
     }
     return rows, facts
@@ -249,6 +271,7 @@ def format_table(rows: list[dict], facts: dict[str, Any], size: str) -> str:
         ("variant", "variant", "{}"),
         ("ms_per_step", "ms/step", "{:.1f}"),
         ("vs_naive", "x naive", "{:.2f}"),
+        ("vs_floor", "x floor", "{:.2f}"),
         ("peak_gib", "peak GiB", "{:.2f}"),
         ("tokens_per_s", "tokens/s", "{:.0f}"),
     ]

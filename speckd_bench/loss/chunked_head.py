@@ -21,12 +21,32 @@ ChunkLoss = Callable[[torch.Tensor, slice], torch.Tensor]
 """(float32 logits of the chunk's rows [c, V], the rows' slice) -> the chunk's scalar loss sum."""
 
 LOGITS_PER_CHUNK = 1 << 25
-"""About 128 MiB of float32 logits per chunk: small next to a model, big enough to keep matmuls fast."""
+"""At most about 128 MiB of float32 logits per chunk: big enough to keep the matmuls fast."""
+MEMORY_SHARE = 1 / 4
+"""A chunk and its temporaries may take this share of the memory free when the loss starts."""
+LOGIT_COPIES = 10
+"""[rows, vocabulary] float32 tensors alive at once per chunk: the student's and the teacher's logits, the
+logits' gradient, the log-probabilities and the divergence's temporaries (about 9 measured on an H200)."""
 
 
-def chunk_rows(vocab_size: int, requested: int = 0) -> int:
-    """Rows per chunk: `requested` when positive, else about LOGITS_PER_CHUNK logits per chunk."""
-    return requested if requested > 0 else max(1, LOGITS_PER_CHUNK // vocab_size)
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors: on CUDA the driver's free memory, on a CPU the available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil  # here, not at the top: a bare GPU machine may lack it and never gets here
+
+    return psutil.virtual_memory().available
+
+
+def chunk_rows(vocab_size: int, requested: int = 0, device: torch.device | None = None) -> int:
+    """Rows per chunk: `requested` when positive; else about LOGITS_PER_CHUNK logits, fewer when a chunk's
+    LOGIT_COPIES float32 copies would take more than MEMORY_SHARE of the device's free memory."""
+    if requested > 0:
+        return requested
+    rows = LOGITS_PER_CHUNK // vocab_size
+    if device is not None:
+        rows = min(rows, int(free_memory(device) * MEMORY_SHARE) // (4 * LOGIT_COPIES * vocab_size))
+    return max(1, rows)
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -41,7 +61,8 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     ) -> torch.Tensor:
         needs_grad = ctx.needs_input_grad
         grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if needs_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_grad[1] else None
+        # the weights' own dtype, like autograd's; float32 for float32 weights under autocast
+        grad_weight = torch.zeros_like(weight) if needs_grad[1] else None
         grad_bias = (
             torch.zeros_like(bias, dtype=torch.float32) if bias is not None and needs_grad[2] else None
         )
@@ -59,7 +80,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             grad_logits = grad_logits.to(h.dtype)  # one cast, shared by both products
             if grad_hidden is not None:
                 grad_hidden[part] = grad_logits @ weight.to(h.dtype)
-            if grad_weight is not None:
+            if grad_weight is not None and grad_weight.dtype == h.dtype:
+                grad_weight.addmm_(grad_logits.T, h)  # in place: no [vocabulary, hidden] temporary
+            elif grad_weight is not None:
                 grad_weight += grad_logits.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)

@@ -8,6 +8,7 @@ chunked by chunked_head.chunked_head_loss); both run the same per-chunk code, so
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,10 +16,12 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from speckd_bench.config import TrainConfig
 from speckd_bench.data import IGNORE, Batch, Example
+from speckd_bench.loss.chunk_body import TemperedLogProbs, chunk_body, pad_rows
 from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
-from speckd_bench.loss.divergences import per_token_divergence
-from speckd_bench.loss.gate import speckd_gate
+from speckd_bench.loss.divergences import DIVERGENCES
+from speckd_bench.loss.gate import GateDraws, speckd_gate
 from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.models import fusable, output_head, target_hidden, target_logits
 
@@ -48,35 +51,57 @@ class OutputHead:
     bias: torch.Tensor | None
     rows: int
     """Rows per chunk of the fused loss."""
+    compile_backend: str | None = None
+    """torch.compile backend of the per-chunk KD body (None: eager)."""
 
 
 class _KDChunks:
-    """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way."""
+    """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way.
 
-    def __init__(self, teacher: TeacherLogits, cfg: KDConfig, generator: torch.Generator | None):
-        self.teacher, self.cfg, self.generator = teacher, cfg, generator
+    The teacher's log-probabilities of a chunk are computed once per temperature and shared by the gate
+    and the divergence. `compile_backend` compiles the divergence body, padded to `rows` rows per chunk.
+    """
+
+    def __init__(
+        self,
+        teacher: TeacherLogits,
+        cfg: KDConfig,
+        generator: torch.Generator | None,
+        compile_backend: str | None = None,
+        rows: int = 0,
+    ):
+        self.teacher, self.cfg, self.generator, self.rows = teacher, cfg, generator, rows
+        self.draws: GateDraws | None = None
+        params = tuple((k, float(getattr(cfg, k))) for k in DIVERGENCES.get(cfg.divergence).params)
+        self.body = chunk_body(cfg.divergence, cfg.temperature, params, compile_backend)
+        self.padded = compile_backend is not None
         self.accepted: torch.Tensor | int = 0
         self.divergence: torch.Tensor | float = 0.0
 
     def __call__(self, student_logits: torch.Tensor, part: slice) -> torch.Tensor:
         cfg = self.cfg
-        teacher_logits = self.teacher(part, student_logits.detach())
-        per_token = per_token_divergence(
-            cfg.divergence,
-            student_logits,
-            teacher_logits,
-            cfg.temperature,
-            beta=cfg.beta,
-            alpha=cfg.alpha,
-            mu=cfg.mu,
-        )
-        self.divergence = self.divergence + per_token.detach().sum()
-        if cfg.gate != "speckd":
-            self.accepted = self.accepted + per_token.numel()
-            return per_token.sum()
-        gate = speckd_gate(student_logits.detach(), teacher_logits, cfg, self.generator)
-        self.accepted = self.accepted + gate.accepted.sum()
-        return (gate.weights * per_token).sum()
+        teacher = TemperedLogProbs(self.teacher(part, student_logits.detach()))
+        valid = torch.ones(student_logits.shape[0], device=student_logits.device)
+        weights = valid
+        if cfg.gate == "speckd":
+            draws = self.draws.rows(part) if self.draws else None
+            gate = speckd_gate(student_logits.detach(), teacher, cfg, draws=draws)
+            self.accepted = self.accepted + gate.accepted.sum()
+            weights = gate.weights
+        else:
+            self.accepted = self.accepted + student_logits.shape[0]
+        inputs = (student_logits, teacher.at(cfg.temperature), weights, valid)
+        if self.padded:
+            uniform = -math.log(student_logits.shape[-1])
+            inputs = tuple(pad_rows(t, self.rows, uniform if i == 1 else 0.0) for i, t in enumerate(inputs))
+        loss, divergence = self.body(*inputs)
+        self.divergence = self.divergence + divergence
+        return loss
+
+    def draw(self, n_rows: int, device: torch.device) -> None:
+        """The gate's random numbers for all n_rows rows of the micro-batch, before any chunk runs."""
+        if self.cfg.gate == "speckd":
+            self.draws = GateDraws.draw(n_rows, self.cfg, self.generator, device)
 
     def result(self, loss: torch.Tensor, n_tokens: int) -> LossSum:
         return LossSum(loss, n_tokens, int(self.accepted), float(self.divergence))
@@ -108,6 +133,7 @@ def kd_loss_sum(
 ) -> LossSum:
     """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
     chunks = _KDChunks(lambda part, _: teacher_logits[part], cfg, generator)
+    chunks.draw(student_logits.shape[0], student_logits.device)
     loss = chunks(student_logits.float(), slice(None))
     return chunks.result(loss, int(student_logits.shape[0]))
 
@@ -120,7 +146,8 @@ def fused_kd_loss_sum(
 ) -> LossSum:
     """kd_loss_sum from the student's hidden states, chunk by chunk; the teacher's logits are asked
     for one chunk at a time too."""
-    chunks = _KDChunks(teacher, cfg, generator)
+    chunks = _KDChunks(teacher, cfg, generator, head.compile_backend, head.rows)
+    chunks.draw(head.hidden.shape[0], head.hidden.device)
     loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunks, head.rows)
     return chunks.result(loss, int(head.hidden.shape[0]))
 
@@ -157,9 +184,24 @@ class LiveTeacher:
         return lambda part, _: F.linear(hidden[part], weight, bias).float()
 
 
-def _student_head(student: Any, batch: Batch, vocab: int, fused_chunk_rows: int) -> OutputHead:
+def compile_backend(train_cfg: TrainConfig, device: torch.device) -> str | None:
+    """train.compile_loss resolved on `device`: inductor when on (auto: on CUDA), else None (eager)."""
+    on = train_cfg.compile_loss == "on" or (train_cfg.compile_loss == "auto" and device.type == "cuda")
+    return "inductor" if on else None
+
+
+def autocast_for(train_cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, and on a CPU when train.cpu_bf16_autocast; else no autocast (float32)."""
+    if device.type == "cuda" or train_cfg.cpu_bf16_autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _student_head(student: Any, batch: Batch, vocab: int, train_cfg: TrainConfig) -> OutputHead:
     weight, bias = output_head(student, vocab)
-    return OutputHead(target_hidden(student, batch), weight, bias, chunk_rows(vocab, fused_chunk_rows))
+    device = batch.input_ids.device
+    rows = chunk_rows(vocab, train_cfg.fused_chunk_rows, device)
+    return OutputHead(target_hidden(student, batch), weight, bias, rows, compile_backend(train_cfg, device))
 
 
 def micro_batch_loss(
@@ -168,27 +210,23 @@ def micro_batch_loss(
     micro: MicroBatch,
     mcfg: MethodConfig,
     vocab: int,
-    fused: bool,
-    fused_chunk_rows: int,
+    train_cfg: TrainConfig,
     generator: torch.Generator | None,
 ) -> LossSum:
     """The loss sum of one micro-batch: cross-entropy without a teacher, else the (gated) divergence of
-    mcfg (a KDConfig); in bf16 autocast on CUDA. `fused` computes it chunk by chunk from the student's
-    hidden states (where the model allows it)."""
+    mcfg (a KDConfig), under autocast_for(train_cfg). train.fused_loss computes it chunk by chunk from the
+    student's hidden states (where the model allows it)."""
     batch = micro.batch
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if batch.input_ids.is_cuda else contextlib.nullcontext()
-    )
-    fused = fused and fusable(student)
-    with autocast:
+    fused = train_cfg.fused_loss and fusable(student)
+    with autocast_for(train_cfg, batch.input_ids.device):
         if teacher is None:
             targets = batch.labels[batch.labels != IGNORE]
             if fused:
-                return fused_sft_loss_sum(_student_head(student, batch, vocab, fused_chunk_rows), targets)
+                return fused_sft_loss_sum(_student_head(student, batch, vocab, train_cfg), targets)
             return sft_loss_sum(target_logits(student, batch, vocab), targets)
         teacher_logits = teacher.logits(micro, vocab)
         if fused:
-            head = _student_head(student, batch, vocab, fused_chunk_rows)
+            head = _student_head(student, batch, vocab, train_cfg)
             return fused_kd_loss_sum(head, teacher_logits, mcfg, generator)
         s_logits = target_logits(student, batch, vocab)
         return kd_loss_sum(s_logits, teacher_logits(slice(None), s_logits.detach()), mcfg, generator)
