@@ -6,7 +6,6 @@ Precedence, lowest first: dataclass defaults, preset, method defaults, `--config
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import types
 import typing
 from collections.abc import Callable
@@ -175,7 +174,7 @@ class EvalConfig:
         "auto",
         "how batches are decoded (see generate.py); auto = static on CUDA, dynamic on CPU. Greedy outputs "
         "agree across backends in float32; in bfloat16 near-ties may flip",
-        choices=("auto", "dynamic", "static", "vllm"),
+        choices=("auto", "dynamic", "static"),
     )
 
 
@@ -478,8 +477,6 @@ def validate(cfg: RunConfig) -> None:
         problems.extend(check_values(section, f"{name}."))
     if problems:
         raise UserError(problems[0])
-    if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
     for key in ("teacher", "student"):
         if not getattr(cfg.model, key):
             raise UserError(
