@@ -172,8 +172,10 @@ class EvalConfig:
     )
     backend: str = setting(
         "auto",
-        "how batches are decoded (see generate.py); auto = static on CUDA, dynamic on CPU. Greedy outputs "
-        "agree across backends in float32; in bfloat16 near-ties may flip",
+        "how batches are decoded (see generate.py): dynamic = transformers generate, static = our greedy "
+        "decoder on a static cache (compiled on CUDA); auto = dynamic on every device until static's greedy "
+        "outputs are shown to match it on a trained model on a GPU. Greedy outputs agree in float32; in "
+        "bfloat16 near-ties may flip",
         choices=("auto", "dynamic", "static"),
     )
 

@@ -7,10 +7,11 @@
   prefilled eagerly; the single-token step is compiled on CUDA (torch.compile with CUDA graphs) once per
   bucket and reused by every later batch, eval set and seed in the process. The loop only checks for EOS every
   CHECK_EVERY steps, so the GPU never waits for the host between steps. In float32 its greedy outputs equal
-  transformers generate's on the same inputs (tested); in bfloat16 on a GPU, other kernels can flip
+  transformers generate's on the same inputs (tested on CPU); in bfloat16 on a GPU, other kernels can flip
   near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the
   dynamic path.
-- auto: static on CUDA, dynamic on CPU.
+- auto: dynamic on every device. It stays so until static's greedy outputs are shown to match the dynamic
+  cache's on a trained model on a GPU; static is opt-in until then.
 """
 
 from __future__ import annotations
@@ -54,11 +55,9 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """`auto` -> static on CUDA, dynamic elsewhere; other names stay as they are."""
-    if backend == "auto":
-        return "static" if device.type == "cuda" else "dynamic"
-    return backend
+def resolve_backend(backend: str) -> str:
+    """`auto` -> dynamic (transformers generate) on every device; other names stay as they are."""
+    return "dynamic" if backend == "auto" else backend
 
 
 def cut_at_eos(tokens: list[int], eos_id: int | None) -> list[int]:
@@ -89,9 +88,8 @@ def decode(
 ) -> list[list[int]]:
     """New token ids of every prompt through its first EOS, in the prompts' order; eos_id None decodes
     eval.max_new_tokens for every prompt."""
-    device = next(model.parameters()).device
     model.eval()
-    backend = resolve_backend(cfg.backend, device)
+    backend = resolve_backend(cfg.backend)
     torch.manual_seed(seed)
     fast = backend == "static" and cfg.decoding == "greedy" and not cfg.no_repeat_ngram_size
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

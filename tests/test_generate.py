@@ -101,6 +101,12 @@ def test_compiled_step_traces_as_one_graph_and_matches_eager(model):
     assert tokens[0].tolist() == run(model, ps, "dynamic", eos=None, new_tokens=4)
 
 
+def test_auto_decodes_through_transformers_generate(model, monkeypatch):
+    monkeypatch.setattr(gen, "_decode_static", lambda *a: pytest.fail("auto took the static path"))
+    ps = prompts(5, seed=7)
+    assert run(model, ps, "auto", eos=None) == run(model, ps, "dynamic", eos=None)
+
+
 @pytest.mark.parametrize("value", ["bogus", "vllm"])
 def test_bad_backend_is_one_line(monkeypatch, capsys, value):
     args = ["speckd-bench", "run", "--preset", "tiny", "--set", f"eval.backend={value}"]
