@@ -11,7 +11,7 @@
   near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the
   dynamic path.
 - auto: dynamic on every device. It stays so until static's greedy outputs are shown to match the dynamic
-  cache's on a trained model on a GPU; static is opt-in until then.
+  cache's on a trained model on a GPU (`speckd-bench bench decode-parity`); static is opt-in until then.
 """
 
 from __future__ import annotations
