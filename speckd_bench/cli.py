@@ -637,6 +637,29 @@ def bench_generate(
     _bench_output(generate.format_table(generate.main(resolved, size)), out_file)
 
 
+@bench_app.command("decode-parity")
+def bench_decode_parity(
+    size: Annotated[
+        str,
+        typer.Option(
+            help="small (CPU, seconds); GPU: smollm2-student (the default student's shapes) or qwen-0.5b."
+        ),
+    ] = "small",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Training steps (default: the size's; 300 for the GPU sizes).")
+    ] = None,
+    device: BenchDeviceOpt = "auto",
+    out_file: BenchOutOpt = None,
+) -> None:
+    """Train a student on a synthetic task, then compare static and dynamic greedy outputs (fp32, bf16)."""
+    from speckd_bench.benchmarks import decode_parity
+
+    if size not in decode_parity.SIZES:
+        raise UserError(f"--size {size!r}: use one of {', '.join(decode_parity.SIZES)}")
+    rows, facts = decode_parity.main(size, _bench_device(device), steps)
+    _bench_output(decode_parity.format_table(rows, facts, size), out_file)
+
+
 @bench_app.command("default-run")
 def bench_default_run(
     task: Annotated[str, typer.Option(help="Task of the runs.")] = "dolly",

@@ -6,7 +6,6 @@ Precedence, lowest first: dataclass defaults, preset, method defaults, `--config
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import types
 import typing
 from collections.abc import Callable
@@ -186,9 +185,11 @@ class EvalConfig:
     )
     backend: str = setting(
         "auto",
-        "how batches are decoded (see generate.py); auto = static on CUDA, dynamic on CPU. Greedy outputs "
-        "agree across backends in float32; in bfloat16 near-ties may flip",
-        choices=("auto", "dynamic", "static", "vllm"),
+        "how batches are decoded (see generate.py): dynamic = transformers generate, static = our greedy "
+        "decoder on a static cache (compiled on CUDA); auto = dynamic on every device until static's greedy "
+        "outputs are shown to match it on a trained model on a GPU. Greedy outputs agree in float32; in "
+        "bfloat16 near-ties may flip",
+        choices=("auto", "dynamic", "static"),
     )
 
 
@@ -492,8 +493,6 @@ def validate(cfg: RunConfig) -> None:
         problems.extend(check_values(section, f"{name}."))
     if problems:
         raise UserError(problems[0])
-    if cfg.eval.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)")
     for key in ("teacher", "student"):
         if not getattr(cfg.model, key):
             raise UserError(

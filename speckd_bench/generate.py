@@ -1,4 +1,4 @@
-"""Batched decoding for evaluation: length-sorted, left-padded batches, decoded by one of three backends.
+"""Batched decoding for evaluation: length-sorted, left-padded batches, decoded by one of two backends.
 
 `eval.backend`:
 - dynamic: transformers generate with its dynamic KV cache.
@@ -7,18 +7,17 @@
   prefilled eagerly; the single-token step is compiled on CUDA (torch.compile with CUDA graphs) once per
   bucket and reused by every later batch, eval set and seed in the process. The loop only checks for EOS every
   CHECK_EVERY steps, so the GPU never waits for the host between steps. In float32 its greedy outputs equal
-  transformers generate's on the same inputs (tested); in bfloat16 on a GPU, other kernels can flip
+  transformers generate's on the same inputs (tested on CPU); in bfloat16 on a GPU, other kernels can flip
   near-ties, so rows may differ (docs/performance.md). Sampling and no_repeat_ngram_size decode through the
   dynamic path.
-- vllm: the student is written to a temp dir and decoded by vllm.LLM (only where vllm is installed).
-- auto: static on CUDA, dynamic on CPU.
+- auto: dynamic on every device. It stays so until static's greedy outputs are shown to match the dynamic
+  cache's on a trained model on a GPU (`speckd-bench bench decode-parity`); static is opt-in until then.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -29,15 +28,12 @@ import torch
 from transformers import StaticCache
 
 from speckd_bench.config import EvalConfig
-from speckd_bench.errors import UserError
 from speckd_bench.progress import progress_bar
 
 BUCKET = 64
 """Static cache lengths are multiples of this, so one compiled step serves many prompt widths."""
 CHECK_EVERY = 16
 """Decode steps between checks whether every row has emitted EOS (each check waits for the device)."""
-VLLM_GPU_MEMORY = 0.5
-"""Share of GPU memory vLLM may take; the teacher and student stay loaded beside it."""
 
 
 @dataclass
@@ -59,11 +55,9 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """`auto` -> static on CUDA, dynamic elsewhere; other names stay as they are."""
-    if backend == "auto":
-        return "static" if device.type == "cuda" else "dynamic"
-    return backend
+def resolve_backend(backend: str) -> str:
+    """`auto` -> dynamic (transformers generate) on every device; other names stay as they are."""
+    return "dynamic" if backend == "auto" else backend
 
 
 def cut_at_eos(tokens: list[int], eos_id: int | None) -> list[int]:
@@ -94,12 +88,9 @@ def decode(
 ) -> list[list[int]]:
     """New token ids of every prompt through its first EOS, in the prompts' order; eos_id None decodes
     eval.max_new_tokens for every prompt."""
-    device = next(model.parameters()).device
     model.eval()
-    backend = resolve_backend(cfg.backend, device)
+    backend = resolve_backend(cfg.backend)
     torch.manual_seed(seed)
-    if backend == "vllm":
-        return [cut_at_eos(t, eos_id) for t in _decode_vllm(model, prompts, cfg, seed, eos_id)]
     fast = backend == "static" and cfg.decoding == "greedy" and not cfg.no_repeat_ngram_size
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -247,41 +238,3 @@ def _decode_static(
             done |= token == eos_id
         steps += 1
     return out[:n, :steps].tolist()
-
-
-# --- vllm backend ---------------------------------------------------------------------------------------
-
-
-def _decode_vllm(
-    model: Any, prompts: list[list[int]], cfg: EvalConfig, seed: int, eos_id: int | None
-) -> list[list[int]]:
-    """Every prompt through vllm.LLM on a copy of the model written to a temp dir."""
-    try:
-        import vllm
-    except ImportError:
-        raise UserError("eval.backend=vllm needs vLLM: pip install vllm (or set eval.backend=auto)") from None
-    if cfg.no_repeat_ngram_size:
-        raise UserError("eval.backend=vllm has no no_repeat_ngram_size; use eval.backend=static or dynamic")
-    if cfg.decoding == "sample":
-        sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k or -1}
-    else:
-        sampling = {"temperature": 0.0}
-    params = vllm.SamplingParams(
-        max_tokens=cfg.max_new_tokens,
-        seed=seed,
-        stop_token_ids=[eos_id] if eos_id is not None else None,
-        detokenize=False,
-        **sampling,
-    )
-    with tempfile.TemporaryDirectory(prefix="speckd-vllm-") as tmp:
-        model.save_pretrained(tmp)
-        llm = vllm.LLM(
-            model=tmp,
-            skip_tokenizer_init=True,
-            dtype=str(model.dtype).removeprefix("torch."),
-            seed=seed,
-            gpu_memory_utilization=VLLM_GPU_MEMORY,
-        )
-        results = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    del llm
-    return [list(r.outputs[0].token_ids) for r in results]
