@@ -320,7 +320,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # Keys that never change a run's results: where files live, how often training state is saved, how the
 # loss is laid out in memory (fused or not, compiled or not: the same math), where the teacher's weights
-# live (FSDP) and the decoding backend (the same greedy tokens); all agree up to float rounding.
+# live (FSDP) and the decoding backend (the same greedy decoding). All agree up to float rounding, which in
+# bf16 can flip a near-tie between two greedy tokens (docs/performance.md).
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",

@@ -153,7 +153,7 @@ class _Bucket:
     logits_to_keep: bool
 
 
-_BUCKETS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], _Bucket]] = weakref.WeakKeyDictionary()
+_BUCKETS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Bucket]] = weakref.WeakKeyDictionary()
 _BUILT = [0]
 
 
@@ -164,15 +164,17 @@ def buckets_built() -> int:
 
 def _bucket(model: Any, rows: int, length: int) -> _Bucket:
     per_model = _BUCKETS.setdefault(model, {})
-    if (rows, length) not in per_model:
+    weights = next(model.parameters())
+    key = (rows, length, weights.dtype, weights.device)  # a model cast or moved in place gets new caches
+    if key not in per_model:
         params = inspect.signature(model.forward).parameters
-        per_model[(rows, length)] = _Bucket(
+        per_model[key] = _Bucket(
             cache=StaticCache(config=model.config, max_cache_len=length),
             cache_arg=cache_kwarg(model),
             logits_to_keep="logits_to_keep" in params,
         )
         _BUILT[0] += 1
-    return per_model[(rows, length)]
+    return per_model[key]
 
 
 def _greedy_step(

@@ -75,6 +75,15 @@ def test_bucket_is_built_once_and_reused(model):
     assert buckets_built() == built + 1
 
 
+def test_a_model_cast_in_place_gets_caches_of_its_new_dtype():
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    model = tiny_llama(0, vocab_size=VOCAB, pad_token_id=PAD, **shape).eval()
+    ps = prompts(4, seed=7)
+    run(model, ps, "static", eos=None)
+    model.to(torch.bfloat16)
+    assert run(model, ps, "static", eos=None) == run(model, ps, "dynamic", eos=None)
+
+
 def test_compiled_step_traces_as_one_graph_and_matches_eager(model):
     """The step CUDA runs compiled: dynamo must trace it whole (no graph breaks) and give the same tokens."""
     ps = prompts(3, seed=6)
