@@ -1,10 +1,12 @@
 """The fused, chunked loss gives the plain loss's values and gradients for every divergence, gated or not."""
 
+import copy
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import backward_step
 from tiny_models import tiny_llama
 from torch._dynamo.utils import counters
 
@@ -235,3 +237,27 @@ def test_cpu_bf16_autocast_runs_the_student_in_bf16_and_leaves_the_warm_start_in
     cfg = RunConfig()
     cfg.train.cpu_bf16_autocast = True
     assert init_train_config(cfg).cpu_bf16_autocast is False  # the shared init is trained in float32
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor on a CPU needs a C++ compiler (g++)")
+def test_train_compile_loss_on_gives_the_eager_step():
+    """train.compile_loss=on through the trainer's own step: the gated KD step's loss and gradients."""
+    student, teacher = tiny_llama(0), tiny_llama(1).eval()
+    rows = [Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in (3, 9, 5)]
+    cfg = KDConfig(divergence="jsd", **GATES["spec"])
+    steps = {}
+    torch._dynamo.reset()
+    counters.clear()
+    for compile_loss in ("off", "on"):
+        model = copy.deepcopy(student)
+        torch.manual_seed(SEED)  # the spec rule's draws come from the global generator here
+        train = TrainConfig(compile_loss=compile_loss, fused_chunk_rows=4)
+        stats = backward_step(model, LiveTeacher(teacher), [collate(rows, 0)], cfg, 40, train_cfg=train)
+        steps[compile_loss] = (stats, [p.grad for p in model.parameters() if p.grad is not None])
+    assert counters["stats"]["unique_graphs"] >= 1  # the step really ran compiled
+    (eager, eager_grads), (compiled, compiled_grads) = steps["off"], steps["on"]
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-4)
+    assert (compiled.n_tokens, compiled.n_accepted) == (eager.n_tokens, eager.n_accepted)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        assert torch.allclose(got, want, rtol=1e-3, atol=1e-6)

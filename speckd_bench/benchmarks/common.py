@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import Qwen2Config
+from transformers import LlamaConfig, Qwen2Config
 
 # Qwen2.5 sizes of the qwen2.5-1.5b-to-0.5b preset: (hidden, intermediate, layers, attention heads)
 QWEN25 = {"1.5b": (1536, 8960, 28, 12), "0.5b": (896, 4864, 24, 14)}
@@ -29,6 +29,19 @@ def qwen25_config(size: str) -> Qwen2Config:
         tie_word_embeddings=True,
         eos_token_id=151643,
         pad_token_id=151643,
+    )
+
+
+def llama_config(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int) -> LlamaConfig:
+    """A Llama config with tied embeddings (SmolLM2's layout), for random init."""
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=inter,
+        tie_word_embeddings=True,
     )
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from speckd_bench.benchmarks.common import machine_header, markdown_table, qwen25_config
+from speckd_bench.benchmarks.common import llama_config, machine_header, markdown_table, qwen25_config
 from speckd_bench.config import EvalConfig
 from speckd_bench.generate import decode
 
@@ -62,22 +62,10 @@ class Size:
     eval_batch: int
 
 
-def _llama(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        tie_word_embeddings=True,
-    )
-
-
 _GPU_EVAL = {"prompts": 64, "prompt_lengths": (16, 64), "new_tokens": 64, "eval_batch": 32}
 SIZES = {
     "small": Size(
-        lambda: _llama(64, 2, 4, 2, 256, 512),
+        lambda: llama_config(64, 2, 4, 2, 256, 512),
         steps=100,
         lr=1e-2,
         batch=32,
@@ -90,7 +78,7 @@ SIZES = {
     ),
     # the default student's shapes (SmolLM2-135M's, 6 layers)
     "smollm2-student": Size(
-        lambda: _llama(576, 6, 9, 3, 1536, 49152),
+        lambda: llama_config(576, 6, 9, 3, 1536, 49152),
         steps=300,
         lr=1e-3,
         batch=32,

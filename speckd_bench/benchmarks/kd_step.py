@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM
 
-from speckd_bench.benchmarks.common import machine_header, markdown_table, qwen25_config
+from speckd_bench.benchmarks.common import llama_config, machine_header, markdown_table, qwen25_config
 from speckd_bench.config import TrainConfig
 from speckd_bench.data import IGNORE, Batch
 from speckd_bench.distributed import process_context
@@ -45,21 +45,13 @@ class Shapes:
     seq: int
 
 
-def _llama(hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        tie_word_embeddings=True,
-    )
-
-
 SIZES: dict[str, Callable[[], Shapes]] = {
-    "small": lambda: Shapes(_llama(128, 4, 4, 2, 512, 49152), _llama(128, 1, 4, 2, 512, 49152), 4, 128),
-    "smollm2": lambda: Shapes(_llama(576, 30, 9, 3, 1536, 49152), _llama(576, 6, 9, 3, 1536, 49152), 8, 256),
+    "small": lambda: Shapes(
+        llama_config(128, 4, 4, 2, 512, 49152), llama_config(128, 1, 4, 2, 512, 49152), 4, 128
+    ),
+    "smollm2": lambda: Shapes(
+        llama_config(576, 30, 9, 3, 1536, 49152), llama_config(576, 6, 9, 3, 1536, 49152), 8, 256
+    ),
     "qwen": lambda: Shapes(qwen25_config("1.5b"), qwen25_config("0.5b"), 8, 512),
 }
 
