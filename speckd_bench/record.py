@@ -102,7 +102,7 @@ class RunRecord:
                 raise RecordError(f"field {name} is {type(value).__name__}, expected {expected.__name__}")
         if data["status"] not in (COMPLETE, INTERRUPTED):
             raise RecordError(f"status {data['status']}")
-        return cls(**data)
+        return cls(**{**data, "config": with_later_settings(data["config"])})
 
     @classmethod
     def read(cls, path: Path) -> RunRecord:
@@ -112,6 +112,19 @@ class RunRecord:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise RecordError(f"unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
         return cls.from_json(data)
+
+
+def with_later_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with every setting added to the harness after the record was written, at its default
+    (a setting is added with a default that does what runs did before it existed), so that old and new
+    records of the same run compare equal. Method settings are the method's own and are left as recorded."""
+    from speckd_bench.config import RunConfig
+
+    filled = json.loads(json.dumps(config))
+    for section, defaults in RunConfig().to_dict().items():
+        if section != "method" and isinstance(defaults, dict) and isinstance(filled.get(section), dict):
+            filled[section] = {**defaults, **filled[section]}
+    return filled
 
 
 def _required(f: dataclasses.Field) -> bool:

@@ -87,3 +87,21 @@ def test_the_committed_reference_records_load_and_hold_no_absolute_path():
         assert raw["schema_version"] == SCHEMA_VERSION
         strings = [v for v in flatten(raw).values() if isinstance(v, str)]
         assert not [s for s in strings if s.startswith("/") or " /" in s], path
+
+
+def test_the_reference_sweep_finds_every_committed_run_done(monkeypatch):
+    """Settings added after the records were written (here train.cpu_bf16_autocast, a result key) read
+    at their defaults, which do what those runs did: `make leaderboard` reruns nothing."""
+    import speckd_bench.config
+    from speckd_bench.sweep import config_keys, expand, load_sweep
+
+    # model.teacher_dtype=auto resolves as on the machine that ran them (bfloat16 there), whatever this is
+    monkeypatch.setattr(speckd_bench.config, "native_bf16", lambda: True)
+
+    if not (COMMITTED / "runs").is_dir():
+        pytest.skip("no committed records in this checkout")
+    raw = [json.loads(p.read_text()) for p in (COMMITTED / "runs").glob("*/record.json")]
+    assert not any("cpu_bf16_autocast" in r["config"]["train"] for r in raw)  # written before it existed
+    done = {config_keys(r.config)[0] for r in load_records(COMMITTED).records if r.complete}
+    points = expand(load_sweep(COMMITTED.parent / "sweeps" / "reference.yaml"), COMMITTED)
+    assert len(points) == 21 and {p.digest for p in points} <= done
