@@ -261,3 +261,19 @@ def test_train_compile_loss_on_gives_the_eager_step():
     assert (compiled.n_tokens, compiled.n_accepted) == (eager.n_tokens, eager.n_accepted)
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         assert torch.allclose(got, want, rtol=1e-3, atol=1e-6)
+
+
+def test_weight_gradient_sums_the_chunks_products_in_the_order_earlier_runs_used():
+    """Bitwise: an in-place addmm_ rounds differently from product-then-sum, and a warm start trained
+    either way is cached under the same key, so the order must not change silently."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1000, 64, generator=g, requires_grad=True)
+    weight = torch.randn(8192, 64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 8192, (1000,), generator=g)
+    fused_sft_loss_sum(OutputHead(hidden, weight, None, rows=682), targets).loss_sum.backward()
+    want = torch.zeros_like(weight)
+    for part in (slice(0, 682), slice(682, 1000)):
+        logits = (hidden[part] @ weight.T).detach().requires_grad_()
+        F.cross_entropy(logits, targets[part], reduction="sum").backward()
+        want += logits.grad.T @ hidden[part].detach()
+    assert torch.equal(weight.grad, want)

@@ -80,9 +80,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             grad_logits = grad_logits.to(h.dtype)  # one cast, shared by both products
             if grad_hidden is not None:
                 grad_hidden[part] = grad_logits @ weight.to(h.dtype)
-            if grad_weight is not None and grad_weight.dtype == h.dtype:
-                grad_weight.addmm_(grad_logits.T, h)  # in place: no [vocabulary, hidden] temporary
-            elif grad_weight is not None:
+            if grad_weight is not None:
+                # product then sum, not addmm_: that rounds differently, and every earlier run (and
+                # cached warm start, whose key cannot tell) was trained with this order
                 grad_weight += grad_logits.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
