@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from speckd_bench.checkpoint import Checkpoints, TrainProgress, deferred_interru
 from speckd_bench.config import RunConfig, TrainConfig
 from speckd_bench.data import Example, batch_order
 from speckd_bench.distributed import Dist, process_context
+from speckd_bench.loss.chunked_head import chunk_rows
 from speckd_bench.loss.objective import MicroBatch, TeacherSource, micro_batch_loss
 from speckd_bench.method_config import KDConfig, MethodConfig
 from speckd_bench.methods import DataPolicy, Method
@@ -182,6 +183,10 @@ class Trainer:
             num_warmup_steps=int(stage.train.warmup_ratio * self.total),
             num_training_steps=self.total,
         )
+        # the fused loss's chunk rows fixed once, from the free memory when the stage starts (per micro-batch
+        # they would cost a memory query each and could change mid-run as the allocator caches memory)
+        rows = chunk_rows(vocab_size, stage.train.fused_chunk_rows, self.device)
+        self.train_cfg = replace(stage.train, fused_chunk_rows=rows)
         self.progress = TrainProgress()
 
     def _restore(self, log_path: Path) -> Iterator[list[Example]]:
@@ -208,7 +213,14 @@ class Trainer:
             for rows in shards
         ]
         stats = accumulate(
-            self.student, self.teacher, micro, stage.mcfg, stage.train, dist, self.vocab_size, self.gate_gen
+            self.student,
+            self.teacher,
+            micro,
+            stage.mcfg,
+            self.train_cfg,
+            dist,
+            self.vocab_size,
+            self.gate_gen,
         )
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, stage.train.max_grad_norm))
         if not (math.isfinite(stats.loss) and math.isfinite(grad_norm)):

@@ -4,6 +4,8 @@ a markdown table."""
 from __future__ import annotations
 
 import platform
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,6 +45,16 @@ def llama_config(hidden: int, layers: int, heads: int, kv: int, inter: int, voca
         intermediate_size=inter,
         tie_word_embeddings=True,
     )
+
+
+def timed_decode(fn: Callable[[], list[list[int]]], device: torch.device) -> tuple[list[list[int]], float]:
+    """(fn's token lists, its wall seconds); the device is idle when the clock starts, and the token lists
+    are on the host when fn returns, so the time is the decode's own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
 
 
 def machine() -> str:

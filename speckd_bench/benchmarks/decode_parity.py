@@ -27,7 +27,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from speckd_bench.benchmarks.common import llama_config, machine_header, markdown_table, qwen25_config
+from speckd_bench.benchmarks.common import (
+    llama_config,
+    machine_header,
+    markdown_table,
+    qwen25_config,
+    timed_decode,
+)
 from speckd_bench.config import EvalConfig
 from speckd_bench.generate import decode
 
@@ -186,14 +192,6 @@ def held_out_prompts(chain: Chain, spec: Size) -> list[list[int]]:
     return [row[:k] for row, k in zip(rows, lengths, strict=True)]
 
 
-def _timed(fn: Callable[[], list[list[int]]], device: torch.device) -> tuple[list[list[int]], float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()  # token lists: already on the host
-    return out, time.perf_counter() - start
-
-
 def compare(reference: list[list[int]], other: list[list[int]]) -> dict[str, Any]:
     """Rows identical, rows whose first PREFIX tokens are identical, mean first differing token (1-based)."""
     firsts = [
@@ -238,8 +236,8 @@ def main(size: str, device: str = "auto", steps: int | None = None) -> tuple[lis
             def call(m: Any = cast, c: EvalConfig = cfg) -> list[list[int]]:
                 return decode(m, prompts, c, seed=0, pad_id=PAD, eos_id=None)
 
-            _, row[f"{backend}_first_s"] = _timed(call, dev)
-            outputs[backend], row[f"{backend}_steady_s"] = _timed(call, dev)
+            _, row[f"{backend}_first_s"] = timed_decode(call, dev)
+            outputs[backend], row[f"{backend}_steady_s"] = timed_decode(call, dev)
         row.update(compare(outputs["dynamic"], outputs["static"]))
         row["speedup"] = row["dynamic_steady_s"] / row["static_steady_s"]
         rows.append(row)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
-from speckd_bench.benchmarks.common import machine, qwen25_config
+from speckd_bench.benchmarks.common import machine, qwen25_config, timed_decode
 from speckd_bench.config import EvalConfig
 from speckd_bench.errors import UserError
 from speckd_bench.generate import decode
@@ -62,14 +61,6 @@ SIZES = {
         dtype=torch.bfloat16,
     ),
 }
-
-
-def _timed(fn: Callable[[], list[list[int]]], device: torch.device) -> tuple[list[list[int]], float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()  # token lists: already copied to the host
-    return out, time.perf_counter() - start
 
 
 def _same_rows(a: list[list[int]], b: list[list[int]]) -> str:
@@ -132,8 +123,8 @@ def main(device: str, size: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     outputs: list[list[list[int]]] = []
     for name, is_compiled, call in variants:
-        out, first = _timed(call, dev)
-        out, steady = _timed(call, dev) if is_compiled else (out, first)
+        out, first = timed_decode(call, dev)
+        out, steady = timed_decode(call, dev) if is_compiled else (out, first)
         outputs.append(out)
         new_tokens = sum(len(r) for r in out)
         row = {

@@ -59,7 +59,8 @@ class _KDChunks:
     """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way.
 
     The teacher's log-probabilities of a chunk are computed once per temperature and shared by the gate
-    and the divergence. `compile_backend` compiles the divergence body, padded to `rows` rows per chunk.
+    and the divergence. The gate's random numbers are drawn for all `n_rows` rows of the micro-batch up
+    front. `compile_backend` compiles the divergence body, padded to `rows` rows per chunk.
     """
 
     def __init__(
@@ -67,11 +68,14 @@ class _KDChunks:
         teacher: TeacherLogits,
         cfg: KDConfig,
         generator: torch.Generator | None,
+        n_rows: int,
+        device: torch.device,
         compile_backend: str | None = None,
         rows: int = 0,
     ):
-        self.teacher, self.cfg, self.generator, self.rows = teacher, cfg, generator, rows
-        self.draws: GateDraws | None = None
+        self.teacher, self.cfg, self.rows = teacher, cfg, rows
+        gated = cfg.gate == "speckd"
+        self.draws = GateDraws.draw(n_rows, cfg, generator, device) if gated else None
         params = tuple((k, float(getattr(cfg, k))) for k in DIVERGENCES.get(cfg.divergence).params)
         self.body = chunk_body(cfg.divergence, cfg.temperature, params, compile_backend)
         self.padded = compile_backend is not None
@@ -84,8 +88,7 @@ class _KDChunks:
         valid = torch.ones(student_logits.shape[0], device=student_logits.device)
         weights = valid
         if cfg.gate == "speckd":
-            draws = self.draws.rows(part) if self.draws else None
-            gate = speckd_gate(student_logits.detach(), teacher, cfg, draws=draws)
+            gate = speckd_gate(student_logits.detach(), teacher, cfg, draws=self.draws.rows(part))
             self.accepted = self.accepted + gate.accepted.sum()
             weights = gate.weights
         else:
@@ -97,11 +100,6 @@ class _KDChunks:
         loss, divergence = self.body(*inputs)
         self.divergence = self.divergence + divergence
         return loss
-
-    def draw(self, n_rows: int, device: torch.device) -> None:
-        """The gate's random numbers for all n_rows rows of the micro-batch, before any chunk runs."""
-        if self.cfg.gate == "speckd":
-            self.draws = GateDraws.draw(n_rows, self.cfg, self.generator, device)
 
     def result(self, loss: torch.Tensor, n_tokens: int) -> LossSum:
         return LossSum(loss, n_tokens, int(self.accepted), float(self.divergence))
@@ -132,8 +130,8 @@ def kd_loss_sum(
     generator: torch.Generator | None = None,
 ) -> LossSum:
     """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
-    chunks = _KDChunks(lambda part, _: teacher_logits[part], cfg, generator)
-    chunks.draw(student_logits.shape[0], student_logits.device)
+    n = student_logits.shape[0]
+    chunks = _KDChunks(lambda part, _: teacher_logits[part], cfg, generator, n, student_logits.device)
     loss = chunks(student_logits.float(), slice(None))
     return chunks.result(loss, int(student_logits.shape[0]))
 
@@ -146,8 +144,8 @@ def fused_kd_loss_sum(
 ) -> LossSum:
     """kd_loss_sum from the student's hidden states, chunk by chunk; the teacher's logits are asked
     for one chunk at a time too."""
-    chunks = _KDChunks(teacher, cfg, generator, head.compile_backend, head.rows)
-    chunks.draw(head.hidden.shape[0], head.hidden.device)
+    n, device = head.hidden.shape[0], head.hidden.device
+    chunks = _KDChunks(teacher, cfg, generator, n, device, head.compile_backend, head.rows)
     loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunks, head.rows)
     return chunks.result(loss, int(head.hidden.shape[0]))
 
