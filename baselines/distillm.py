@@ -18,14 +18,15 @@ from typing import Any
 
 import torch
 
-from speckd_bench import rollout
-from speckd_bench.data import IGNORE, Batch, Example, build_examples, collate, load_rows
+from speckd_bench.api.method_config import StudentRolloutConfig
+from speckd_bench.api.methods import DataPolicy, Method, PolicyContext, register_method
+from speckd_bench.api.settings import finite, setting
+from speckd_bench.data.examples import IGNORE, Batch, Example, build_examples, collate
+from speckd_bench.data.rows import load_rows
 from speckd_bench.errors import UserError
 from speckd_bench.loss.objective import sft_loss_sum
-from speckd_bench.method_config import StudentRolloutConfig
-from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.models import target_logits
-from speckd_bench.settings import finite, setting
+from speckd_bench.methods import rollout
+from speckd_bench.models.loading import target_logits
 
 PROB_STEP = 0.1
 STUDENT, REPLAY, GROUND_TRUTH = "student", "replay", "ground_truth"

@@ -3,7 +3,7 @@
 Each is also gateable: `--method rkl --set method.gate=speckd` is SpecKD over reverse KL.
 """
 
-from speckd_bench.methods import Method, register_method
+from speckd_bench.api.methods import Method, register_method
 
 # name: (divergence, defaults beyond the divergence, description, paper)
 FAMILY = {

@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from speckd_bench import rollout
-from speckd_bench.data import Batch, Example, collate
-from speckd_bench.method_config import StudentRolloutConfig
-from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.settings import finite, setting
+from speckd_bench.api.method_config import StudentRolloutConfig
+from speckd_bench.api.methods import DataPolicy, Method, PolicyContext, register_method
+from speckd_bench.api.settings import finite, setting
+from speckd_bench.data.examples import Batch, Example, collate
+from speckd_bench.methods import rollout
 
 
 @dataclass

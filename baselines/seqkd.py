@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from speckd_bench import rollout
+from speckd_bench.api.method_config import MethodConfig, TeacherSamplingConfig
+from speckd_bench.api.methods import DataPolicy, Method, PolicyContext, register_method
 from speckd_bench.caches import atomic_write_json, building, cache_dir, digest, read_json
-from speckd_bench.data import Example
-from speckd_bench.method_config import MethodConfig, TeacherSamplingConfig
-from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.models import fingerprint
+from speckd_bench.data.examples import Example
+from speckd_bench.methods import rollout
+from speckd_bench.models.loading import fingerprint
 
 GENERATION_SEED = 0
 """Fixed, so the cached responses do not depend on the run's seed."""

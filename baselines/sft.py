@@ -1,7 +1,7 @@
 """Supervised fine-tuning on the ground-truth responses: the no-teacher reference point."""
 
-from speckd_bench.method_config import MethodConfig
-from speckd_bench.methods import Method, register_method
+from speckd_bench.api.method_config import MethodConfig
+from speckd_bench.api.methods import Method, register_method
 
 register_method(
     Method(

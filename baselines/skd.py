@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from speckd_bench import rollout
-from speckd_bench.data import Batch, Example, collate
-from speckd_bench.method_config import StudentRolloutConfig, TeacherSamplingConfig
-from speckd_bench.methods import DataPolicy, Method, PolicyContext, register_method
-from speckd_bench.settings import setting
+from speckd_bench.api.method_config import StudentRolloutConfig, TeacherSamplingConfig
+from speckd_bench.api.methods import DataPolicy, Method, PolicyContext, register_method
+from speckd_bench.api.settings import setting
+from speckd_bench.data.examples import Batch, Example, collate
+from speckd_bench.methods import rollout
 
 
 @dataclass

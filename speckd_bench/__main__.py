@@ -1,3 +1,3 @@
-from speckd_bench.cli import main
+from speckd_bench.cli.app import main
 
 main()

@@ -22,12 +22,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from speckd_bench.data import Example
 from speckd_bench.distributed import process_context
 from speckd_bench.errors import UserError
-from speckd_bench.tasks import TaskSpec
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 """What a full, read-only or forbidden folder raises; anything else is a bug, not a disk."""
 
 
@@ -168,19 +168,6 @@ def _follow_umask(path: Path | str, directory: bool = False) -> None:
 def digest(obj: Any, length: int = 16) -> str:
     """`length` hex digits of the SHA-256 of obj as canonical JSON."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
-
-
-def examples_digest(examples: list[Example]) -> str:
-    """The exact token ids and references of a list of examples, in order: covers the data file, the
-    rows taken, the prompt template and format, the tokenizer and every length limit at once."""
-    return digest([[e.prompt_ids, e.target_ids, e.references] for e in examples])
-
-
-def task_digest(task: TaskSpec) -> str:
-    """The task file and its hook (an absolute path, as the loader stores it): a changed extraction or
-    metric list changes cached scores."""
-    files = [Path(p) for p in (task.path, task.hook) if p]
-    return digest([f.read_text(encoding="utf-8") for f in files if f.is_file()] + list(task.metrics))
 
 
 def _fsync(path: Path) -> None:

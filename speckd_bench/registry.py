@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -51,8 +52,10 @@ def import_file(path: Path, prefix: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise UserError(f"cannot import plugin {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # a broken plugin is user input: name it in one line
+        del sys.modules[spec.name]
         raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
     return module

@@ -1,6 +1,6 @@
 """Answer extraction for gsm8k: the final number after '####' in references, the last number in outputs."""
 
-from speckd_bench.metrics import last_number, number_after
+from speckd_bench.api.metrics import last_number, number_after
 
 
 def extract_prediction(output: str) -> str:

@@ -93,10 +93,10 @@ def _module_cache(fresh_cache, request: pytest.FixtureRequest):
 def backward_step(student, teacher, batches, mcfg, vocab, rows=None, train_cfg=None):
     """One optimiser step's backward pass through the trainer's own `accumulate`: `teacher` is a
     TeacherSource or None (cross-entropy), `batches` one Batch (or None) per micro-batch."""
-    from speckd_bench.config import TrainConfig
+    from speckd_bench.config.run_config import TrainConfig
     from speckd_bench.distributed import process_context
+    from speckd_bench.engine.trainer import accumulate
     from speckd_bench.loss.objective import MicroBatch
-    from speckd_bench.trainer import accumulate
 
     rows = rows or [[] for _ in batches]
     micro = [None if b is None else MicroBatch(b, r) for b, r in zip(batches, rows, strict=True)]
@@ -107,7 +107,7 @@ def backward_step(student, teacher, batches, mcfg, vocab, rows=None, train_cfg=N
 
 def cli(monkeypatch, capsys, args: list) -> tuple[int, str]:
     """Run the console entry point (main, as the installed command runs it): its exit code and stderr."""
-    from speckd_bench.cli import main
+    from speckd_bench.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["speckd-bench", *map(str, args)])
     with pytest.raises(SystemExit) as exc:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.caches import atomic_write_json, atomic_write_jsonl
-from speckd_bench.config import RunConfig, apply_overrides
-from speckd_bench.degeneracy import degeneracy as degeneracy_of
-from speckd_bench.methods import method_config
-from speckd_bench.record import SCHEMA_VERSION
-from speckd_bench.results import summarize_log
+from speckd_bench.config.run_config import RunConfig, apply_overrides
+from speckd_bench.evaluation.degeneracy import degeneracy as degeneracy_of
+from speckd_bench.methods.discovery import method_config
+from speckd_bench.records.run_record import SCHEMA_VERSION
+from speckd_bench.records.train_log import summarize_log
 
 HEALTHY = {"empty": 0.0, "distinct_1": 0.6, "distinct_2": 0.9, "repetition": 0.05}
 

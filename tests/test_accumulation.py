@@ -7,10 +7,10 @@ import torch
 from conftest import backward_step
 from tiny_models import tiny_llama
 
-from speckd_bench.data import Example, collate
+from speckd_bench.api.method_config import KDConfig, MethodConfig
+from speckd_bench.api.methods import Method
+from speckd_bench.data.examples import Example, collate
 from speckd_bench.loss.objective import LiveTeacher
-from speckd_bench.method_config import KDConfig, MethodConfig
-from speckd_bench.methods import Method
 
 FKL = Method("fkl", "test", "test", defaults={"divergence": "fkl"})
 SFT = Method("sft", "test", "test", config=MethodConfig)

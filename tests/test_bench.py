@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
+from speckd_bench.cli.app import app
 from speckd_bench.errors import UserError
 
 runner = CliRunner()

@@ -6,9 +6,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app, main
-from speckd_bench.config import flatten
-from speckd_bench.record import SCHEMA_VERSION, RunRecord
+from speckd_bench.cli.app import app, main
+from speckd_bench.config.run_config import flatten
+from speckd_bench.records.run_record import SCHEMA_VERSION, RunRecord
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from speckd_bench.config import build_config, parse_sets
+from speckd_bench.config.run_config import build_config, parse_sets
 from speckd_bench.errors import UserError
-from speckd_bench.methods import discover_methods, method_config
+from speckd_bench.methods.discovery import discover_methods, method_config
 
 
 def cfg(**kw):

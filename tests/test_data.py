@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from speckd_bench.config import DataConfig
-from speckd_bench.data import IGNORE, Example, build_examples, collate, load_rows, read_jsonl
+from speckd_bench.config.run_config import DataConfig
+from speckd_bench.data.examples import IGNORE, Example, build_examples, collate
+from speckd_bench.data.rows import load_rows, read_jsonl
+from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.errors import UserError
-from speckd_bench.tasks import discover_tasks
 
 
 def test_labels_mask_prompt_and_padding_but_keep_eos_when_pad_equals_eos():

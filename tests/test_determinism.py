@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
+from speckd_bench.cli.app import app
 
 pytestmark = pytest.mark.slow
 

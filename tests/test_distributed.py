@@ -14,9 +14,9 @@ from test_errors import WORDS, assert_one_line_error, cli, run_dirs, word_tokeni
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.config import ModelConfig
-from speckd_bench.models import load_pair
+from speckd_bench.cli.app import app
+from speckd_bench.config.run_config import ModelConfig
+from speckd_bench.models.loading import load_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

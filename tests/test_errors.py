@@ -15,14 +15,14 @@ from tiny_models import tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-import speckd_bench.checkpoint
-import speckd_bench.trainer
+import speckd_bench.engine.run_state
+import speckd_bench.engine.trainer
 from speckd_bench.caches import cache_dir
-from speckd_bench.checkpoint import CHECKPOINTS, RunState
-from speckd_bench.cli import main
-from speckd_bench.config import build_config
-from speckd_bench.methods import method_config
-from speckd_bench.models import smollm2_dir
+from speckd_bench.cli.app import main
+from speckd_bench.config.run_config import build_config
+from speckd_bench.engine.run_state import CHECKPOINTS, RunState
+from speckd_bench.methods.discovery import method_config
+from speckd_bench.models.loading import smollm2_dir
 
 TINY = ["run", "--preset", "tiny", "--quiet"]
 DOLLY_TASK = (Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml").read_text()
@@ -215,7 +215,10 @@ def test_resume_with_other_settings_names_them(tmp_path, monkeypatch, capsys):
         code, err, f"run {state.dir.name} was started with other settings", "train.lr 0.001 -> 0.5"
     )
     # Where files go and how often to checkpoint may change on resume.
-    assert speckd_bench.checkpoint.resume_config(state.dir, {"train.checkpoint_every": "5"}).train.lr == 0.001
+    assert (
+        speckd_bench.engine.run_state.resume_config(state.dir, {"train.checkpoint_every": "5"}).train.lr
+        == 0.001
+    )
 
 
 def test_resume_from_a_checkpoint_of_another_config(tmp_path, monkeypatch, capsys, data_dir):
@@ -235,7 +238,7 @@ def test_resume_from_a_checkpoint_of_another_config(tmp_path, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypatch, capsys, data_dir):
-    real = speckd_bench.trainer.micro_batch_loss
+    real = speckd_bench.engine.trainer.micro_batch_loss
 
     def nan_in_sft(student, teacher, micro, mcfg, *args):
         out = real(student, teacher, micro, mcfg, *args)
@@ -245,7 +248,7 @@ def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypat
 
     smollm2_dir()
     capsys.readouterr()
-    monkeypatch.setattr(speckd_bench.trainer, "micro_batch_loss", nan_in_sft)
+    monkeypatch.setattr(speckd_bench.engine.trainer, "micro_batch_loss", nan_in_sft)
     lr = ["--set", "train.init_lr=0.0123"]  # a warm start no other test builds
     args = [*TINY, "--method", "fkl", *lr, "--data-dir", data_dir, "--results-dir", tmp_path]
     code, err = cli(monkeypatch, capsys, args)
@@ -258,7 +261,7 @@ def test_a_diverged_warm_start_is_an_error_and_is_not_cached(tmp_path, monkeypat
 def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverged(
     tmp_path, monkeypatch, capsys, data_dir
 ):
-    real = speckd_bench.trainer.micro_batch_loss
+    real = speckd_bench.engine.trainer.micro_batch_loss
     calls = []
 
     def nan_at_step_3(student, teacher, micro, mcfg, *args):
@@ -270,8 +273,8 @@ def test_nan_loss_stops_training_keeps_the_last_good_weights_and_records_diverge
 
     smollm2_dir()  # converted beforehand: the one-time conversion bar is not part of the error output
     capsys.readouterr()
-    monkeypatch.setattr(speckd_bench.trainer, "micro_batch_loss", nan_at_step_3)
-    monkeypatch.setattr(speckd_bench.checkpoint.Checkpoints, "remove", lambda self: None)
+    monkeypatch.setattr(speckd_bench.engine.trainer, "micro_batch_loss", nan_at_step_3)
+    monkeypatch.setattr(speckd_bench.engine.run_state.Checkpoints, "remove", lambda self: None)
     args = [*TINY, "--method", "fkl", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=1"]
     code, err = cli(monkeypatch, capsys, [*args, "--data-dir", data_dir, "--results-dir", tmp_path])
     assert_one_line_error(

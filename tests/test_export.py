@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import constants
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app, main
+from speckd_bench.cli.app import app, main
 
 runner = CliRunner()
 
@@ -69,9 +69,9 @@ def test_lm_eval_runs_on_the_folder_by_path(exported, data_dir, tmp_path, monkey
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from speckd_bench.config import DataConfig
-    from speckd_bench.lmeval import export_tasks
-    from speckd_bench.tasks import TASKS, discover_tasks
+    from speckd_bench.config.run_config import DataConfig
+    from speckd_bench.data.tasks import TASKS, discover_tasks
+    from speckd_bench.evaluation.lmeval import export_tasks
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
     discover_tasks()

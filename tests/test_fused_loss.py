@@ -10,8 +10,9 @@ from conftest import backward_step
 from tiny_models import tiny_llama
 from torch._dynamo.utils import counters
 
-from speckd_bench.config import TrainConfig
-from speckd_bench.data import Example, collate
+from speckd_bench.api.method_config import KDConfig
+from speckd_bench.config.run_config import TrainConfig
+from speckd_bench.data.examples import Example, collate
 from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
 from speckd_bench.loss.divergences import DIVERGENCES
 from speckd_bench.loss.gate import speckd_gate
@@ -25,7 +26,6 @@ from speckd_bench.loss.objective import (
     micro_batch_loss,
     sft_loss_sum,
 )
-from speckd_bench.method_config import KDConfig
 
 N, H, V = 11, 6, 17
 GATES = {
@@ -219,8 +219,8 @@ def test_chunk_rows_shrink_when_free_memory_is_short(monkeypatch):
 
 
 def test_cpu_bf16_autocast_runs_the_student_in_bf16_and_leaves_the_warm_start_in_float32():
-    from speckd_bench.config import RunConfig
-    from speckd_bench.warmstart import init_train_config
+    from speckd_bench.config.run_config import RunConfig
+    from speckd_bench.engine.warmstart import init_train_config
 
     student, teacher = tiny_llama(0), tiny_llama(1).eval()
     micro = MicroBatch(collate([Example([3, 4, 5], list(range(6, 12)), "p", ["r"])], 0), [])

@@ -7,13 +7,14 @@ import torch
 from conftest import backward_step
 from tiny_models import tiny_llama
 
-from speckd_bench.data import Example, collate
+from speckd_bench.api.method_config import KDConfig, MethodConfig
+from speckd_bench.api.methods import Method
+from speckd_bench.data.examples import Example, collate
 from speckd_bench.errors import UserError
 from speckd_bench.loss.divergences import per_token_divergence
 from speckd_bench.loss.gate import speckd_gate
 from speckd_bench.loss.objective import LiveTeacher, kd_loss_sum
-from speckd_bench.method_config import KDConfig, MethodConfig
-from speckd_bench.methods import Method, check_method
+from speckd_bench.methods.discovery import check_method
 
 # Teacher ranks tokens 0 > 1 > 2 > 3 > 4 > 5.
 TEACHER = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 2)

@@ -8,11 +8,11 @@ import torch
 from tiny_models import tiny_llama
 from transformers import LlamaForCausalLM
 
-import speckd_bench.generate as gen
+import speckd_bench.evaluation.generate as gen
 from speckd_bench.benchmarks.generate import format_table, main
-from speckd_bench.cli import main as cli_main
-from speckd_bench.config import EvalConfig
-from speckd_bench.generate import buckets_built, cut_at_eos, decode, left_pad, prompt_positions
+from speckd_bench.cli.app import main as cli_main
+from speckd_bench.config.run_config import EvalConfig
+from speckd_bench.evaluation.generate import buckets_built, cut_at_eos, decode, left_pad, prompt_positions
 
 VOCAB = 64
 PAD = 0

@@ -143,8 +143,8 @@ def test_lengths_beyond_the_models_context_fail_once_the_models_are_loaded(
 
 @pytest.mark.parametrize("name", ["my task", "dolly\n", "Dolly", "a.b"])
 def test_task_names_are_plain_identifiers(tmp_path, name):
+    from speckd_bench.data.tasks import parse_task
     from speckd_bench.errors import UserError
-    from speckd_bench.tasks import parse_task
 
     tree = {
         "name": name,

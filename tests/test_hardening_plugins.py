@@ -10,9 +10,9 @@ from pathlib import Path
 from conftest import assert_one_line_error, cli
 from synthetic_records import write_run
 
-from speckd_bench.cli import main
-from speckd_bench.report import build_sections, render
-from speckd_bench.results import load_records
+from speckd_bench.cli.app import main
+from speckd_bench.leaderboard.report import build_sections, render
+from speckd_bench.records.store import load_records
 
 DOLLY = Path(__file__).resolve().parents[1] / "tasks" / "dolly.yaml"
 
@@ -28,7 +28,7 @@ def plugin_task(folder: Path, name: str, hook: bool = True) -> Path:
 
 
 def test_provenance_of_a_plugin_and_a_builtin_task(tmp_path):
-    from speckd_bench.tasks import TASKS, discover_tasks, provenance, task_sources
+    from speckd_bench.data.tasks import TASKS, discover_tasks, provenance, task_sources
 
     plugins = plugin_task(tmp_path / "plugins", "probe_task")
     discover_tasks([plugins])
@@ -79,10 +79,11 @@ def test_eval_of_a_plugin_run_without_its_plugins_names_the_dir(tmp_path, monkey
 
 
 def test_speckd_plugins_loads_methods(tmp_path, monkeypatch):
-    from speckd_bench.methods import METHODS, discover_methods
+    from speckd_bench.api.methods import METHODS
+    from speckd_bench.methods.discovery import discover_methods
 
     (tmp_path / "env_method.py").write_text(
-        "from speckd_bench.methods import Method, register_method\n"
+        "from speckd_bench.api.methods import Method, register_method\n"
         "register_method(Method(name='env_probe', description='d', paper='-'))\n"
     )
     monkeypatch.setenv("SPECKD_PLUGINS", str(tmp_path))
@@ -126,9 +127,9 @@ def test_names_render_safely_in_md_latex_and_csv(tmp_path):
 
 
 def test_lm_eval_export_is_portable(tmp_path, data_dir):
-    from speckd_bench.config import DataConfig
-    from speckd_bench.lmeval import export_tasks
-    from speckd_bench.tasks import TASKS, discover_tasks
+    from speckd_bench.config.run_config import DataConfig
+    from speckd_bench.data.tasks import TASKS, discover_tasks
+    from speckd_bench.evaluation.lmeval import export_tasks
 
     discover_tasks()
     export_tasks(

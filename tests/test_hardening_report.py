@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_one_line_error, cli
 from synthetic_records import write_run
 
-from speckd_bench.cli import main
+from speckd_bench.cli.app import main
 
 PROMPTS = [10.0, 20.0, 30.0, 40.0]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import _sections, app
+from speckd_bench.cli.app import _sections, app
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

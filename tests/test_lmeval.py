@@ -7,13 +7,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.config import RunConfig
+from speckd_bench.cli.app import app
+from speckd_bench.config.run_config import RunConfig
+from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.errors import UserError
-from speckd_bench.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
-from speckd_bench.lmeval import expand_names, export_tasks, run_lm_eval
-from speckd_bench.models import load_teacher
-from speckd_bench.tasks import discover_tasks
+from speckd_bench.evaluation.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
+from speckd_bench.evaluation.lmeval import expand_names, export_tasks, run_lm_eval
+from speckd_bench.models.loading import load_teacher
 
 runner = CliRunner()
 
@@ -78,7 +78,7 @@ def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(tiny, synthetic_
 def test_exported_tasks_load_in_lm_eval_with_our_scoring(tmp_path, synthetic_data):
     from lm_eval.tasks import TaskManager
 
-    from speckd_bench.config import DataConfig
+    from speckd_bench.config.run_config import DataConfig
 
     discover_tasks()
     tasks = [discover_tasks().get(n) for n in ("dolly", "gsm8k")]

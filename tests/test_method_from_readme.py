@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, cli
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
+from speckd_bench.cli.app import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 runner = CliRunner()

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench import rollout
-from speckd_bench.cli import app
-from speckd_bench.methods import discover_methods
+from speckd_bench.cli.app import app
+from speckd_bench.methods import rollout
+from speckd_bench.methods.discovery import discover_methods
 
 runner = CliRunner()
 # Short rollouts; distillm starts half off-policy and validates every step so its schedule runs.

@@ -4,8 +4,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from speckd_bench.metrics import METRICS, last_number, number_after, register_metric, score
-from speckd_bench.tasks import discover_tasks
+from speckd_bench.api.metrics import METRICS, last_number, number_after, register_metric, score
+from speckd_bench.data.tasks import discover_tasks
 
 PAIRS = [
     ("The cat sat on the mat.", ["The cat is on the mat.", "A cat was sitting on a mat."]),

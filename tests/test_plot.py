@@ -4,10 +4,10 @@ reference lines."""
 from synthetic_records import write_run
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.plot import _reference_lines
-from speckd_bench.report import build_sections
-from speckd_bench.results import load_records
+from speckd_bench.cli.app import app
+from speckd_bench.leaderboard.report import build_sections
+from speckd_bench.publish.plots import _reference_lines
+from speckd_bench.records.store import load_records
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"

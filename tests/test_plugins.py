@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import speckd_bench.tasks as tasks_module
-from speckd_bench.cli import app
-from speckd_bench.metrics import FIDELITY_METRICS
-from speckd_bench.tasks import TASKS, discover_tasks
+import speckd_bench.data.tasks as tasks_module
+from speckd_bench.api.metrics import FIDELITY_METRICS
+from speckd_bench.cli.app import app
+from speckd_bench.data.tasks import TASKS, discover_tasks
 
 runner = CliRunner()
 
@@ -32,7 +32,7 @@ defaults:
 HOOK = '''\
 """Hook of the countup plugin: extract the last number; a custom metric."""
 
-from speckd_bench.metrics import last_number, register_metric
+from speckd_bench.api.metrics import last_number, register_metric
 
 
 def extract_prediction(output: str) -> str:

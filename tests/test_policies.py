@@ -3,6 +3,7 @@ proposals outside the teacher's top-K; DistiLLM's schedule; seqkd's cache.
 """
 
 import dataclasses
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -10,11 +11,12 @@ import torch
 from tiny_models import tiny_llama
 from transformers import LlamaForCausalLM
 
-from speckd_bench import rollout
-from speckd_bench.config import RunConfig
-from speckd_bench.data import IGNORE, Example, collate
-from speckd_bench.generate import cut_at_eos, left_pad
-from speckd_bench.methods import PolicyContext, discover_methods, method_config
+from speckd_bench.api.methods import PolicyContext
+from speckd_bench.config.run_config import RunConfig
+from speckd_bench.data.examples import IGNORE, Example, collate
+from speckd_bench.evaluation.generate import cut_at_eos, left_pad
+from speckd_bench.methods import rollout
+from speckd_bench.methods.discovery import discover_methods, method_config
 
 EOS = PAD = 2  # pad == eos, as with SmolLM2: the EOS label must survive anyway
 RESPONSE = 3  # the test models emit EOS as their 4th response token
@@ -143,9 +145,8 @@ def test_interleaving_a_model_with_itself_at_zero_temperature_is_greedy_decoding
 
 
 def test_distillm_schedule_rises_with_validation_loss():
-    from speckd_bench.baselines.distillm import AdaptiveSchedule
-
-    schedule = AdaptiveSchedule(prob=0.0, loss_eps=0.1, capacity=4)
+    distillm = sys.modules[discover_methods().get("distillm").policy.__module__]
+    schedule = distillm.AdaptiveSchedule(prob=0.0, loss_eps=0.1, capacity=4)
     for loss, prob in [(2.0, 0.0), (2.05, 0.0), (2.1, 0.1), (2.15, 0.1), (2.25, 0.2), (1.0, 0.2)]:
         schedule.observe(loss)
         assert schedule.prob == pytest.approx(prob)

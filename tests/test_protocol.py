@@ -9,17 +9,17 @@ from safetensors.torch import load_file
 from tiny_models import tiny_llama
 from typer.testing import CliRunner
 
-import speckd_bench.config
+import speckd_bench.config.run_config
+from speckd_bench.api.metrics import rouge
 from speckd_bench.caches import cache_dir
-from speckd_bench.cli import app
-from speckd_bench.config import build_config
-from speckd_bench.data import Example
-from speckd_bench.degeneracy import degeneracy, degenerate_reasons
-from speckd_bench.fidelity import teacher_forced
-from speckd_bench.floors import CONSTANTS, floor_scores, template_fields
-from speckd_bench.methods import method_config
-from speckd_bench.metrics import rouge
-from speckd_bench.tasks import TASKS, discover_tasks
+from speckd_bench.cli.app import app
+from speckd_bench.config.run_config import build_config
+from speckd_bench.data.examples import Example
+from speckd_bench.data.tasks import TASKS, discover_tasks
+from speckd_bench.evaluation.degeneracy import degeneracy, degenerate_reasons
+from speckd_bench.evaluation.fidelity import teacher_forced
+from speckd_bench.evaluation.floors import CONSTANTS, floor_scores, template_fields
+from speckd_bench.methods.discovery import method_config
 
 
 def test_degeneracy_figures_by_hand():
@@ -85,7 +85,7 @@ def test_fidelity_matches_a_direct_computation_per_example():
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
 def test_auto_teacher_dtype_follows_native_bfloat16(monkeypatch, native, expected):
-    monkeypatch.setattr(speckd_bench.config, "native_bf16", lambda: native)
+    monkeypatch.setattr(speckd_bench.config.run_config, "native_bf16", lambda: native)
     assert build_config(method_config=method_config).model.teacher_dtype == expected
     assert (
         build_config(

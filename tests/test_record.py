@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from synthetic_records import write_run
 
-from speckd_bench.config import flatten
-from speckd_bench.record import SCHEMA_VERSION, RecordError, RunRecord, migrate
-from speckd_bench.results import load_records
+from speckd_bench.config.run_config import flatten
+from speckd_bench.records.run_record import SCHEMA_VERSION, RecordError, RunRecord, migrate
+from speckd_bench.records.store import load_records
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results"
 
@@ -92,11 +92,11 @@ def test_the_committed_reference_records_load_and_hold_no_absolute_path():
 def test_the_reference_sweep_finds_every_committed_run_done(monkeypatch):
     """Settings added after the records were written (here train.cpu_bf16_autocast, a result key) read
     at their defaults, which do what those runs did: `make leaderboard` reruns nothing."""
-    import speckd_bench.config
-    from speckd_bench.sweep import config_keys, expand, load_sweep
+    import speckd_bench.config.run_config
+    from speckd_bench.sweep.grid import config_keys, expand, load_sweep
 
     # model.teacher_dtype=auto resolves as on the machine that ran them (bfloat16 there), whatever this is
-    monkeypatch.setattr(speckd_bench.config, "native_bf16", lambda: True)
+    monkeypatch.setattr(speckd_bench.config.run_config, "native_bf16", lambda: True)
 
     if not (COMMITTED / "runs").is_dir():
         pytest.skip("no committed records in this checkout")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.results import load_records
+from speckd_bench.cli.app import app
+from speckd_bench.records.store import load_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

@@ -12,8 +12,8 @@ import pytest
 from synthetic_records import HEALTHY, write_run
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app, main
-from speckd_bench.report import SIGNIFICANT
+from speckd_bench.cli.app import app, main
+from speckd_bench.leaderboard.report import SIGNIFICANT
 
 runner = CliRunner()
 PROMPTS = [10.0, 20.0, 30.0, 40.0]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import speckd_bench.recipe
-from speckd_bench.cli import app
+import speckd_bench.engine.recipe
+from speckd_bench.cli.app import app
 
 runner = CliRunner()
 KILL_SEED = 20261130
@@ -117,14 +117,18 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert json.loads(listed.stdout) == [] and "--resume" in listed.stderr
 
     evaluations = []
-    real_evaluate = speckd_bench.recipe.evaluate_sets
+    real_evaluate = speckd_bench.engine.recipe.evaluate_sets
     monkeypatch.setattr(
-        speckd_bench.recipe,
+        speckd_bench.engine.recipe,
         "evaluate_sets",
         lambda *a, **kw: evaluations.append(a[4]) or real_evaluate(*a, **kw),
     )
-    monkeypatch.setattr(speckd_bench.recipe.RunRecipe, "_build_init", lambda *a: pytest.fail("init rebuilt"))
-    monkeypatch.setattr(speckd_bench.recipe.WarmStart, "load_into", lambda *a: pytest.fail("init reloaded"))
+    monkeypatch.setattr(
+        speckd_bench.engine.recipe.RunRecipe, "_build_init", lambda *a: pytest.fail("init rebuilt")
+    )
+    monkeypatch.setattr(
+        speckd_bench.engine.recipe.WarmStart, "load_into", lambda *a: pytest.fail("init reloaded")
+    )
     res = runner.invoke(app, ["run", "--resume", "last", "--results-dir", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, (res.output, res.exception, kill_after)
     assert evaluations == ["eval trained student"]  # the before-training scores came from the run's state
@@ -183,7 +187,7 @@ def test_resume_needs_an_unfinished_run(tmp_path, reference):
 def test_a_save_that_dies_midway_leaves_the_previous_checkpoints(tmp_path, monkeypatch):
     import torch
 
-    from speckd_bench.checkpoint import Checkpoints, TrainProgress
+    from speckd_bench.engine.run_state import Checkpoints, TrainProgress
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())

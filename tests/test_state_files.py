@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from speckd_bench import caches, models
+from speckd_bench import caches
 from speckd_bench.caches import atomic_write_json, building, checksum_problem, checksums, publish_dir
-from speckd_bench.checkpoint import Checkpoints, RunState, TrainProgress, deferred_interrupt, resume_config
+from speckd_bench.engine.run_state import (
+    Checkpoints,
+    RunState,
+    TrainProgress,
+    deferred_interrupt,
+    resume_config,
+)
+from speckd_bench.engine.teacher_cache import TopKTable, _problem, top_k
 from speckd_bench.errors import UserError, sigterm_as_interrupt
-from speckd_bench.teacher_cache import TopKTable, _problem, top_k
+from speckd_bench.models import loading as models
 
 
 def garble(path: Path, offset: int = 200) -> None:

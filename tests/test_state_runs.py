@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error, cli
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
+from speckd_bench.cli.app import app
 
 pytestmark = [pytest.mark.slow]
 runner = CliRunner()
@@ -71,7 +71,7 @@ def test_resume_last_skips_the_live_run_and_takes_the_interrupted_one(
         deadline = time.monotonic() + 300
         while len(list((tmp_path / "runs").glob("*/train_log.jsonl"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        from speckd_bench.checkpoint import find_run
+        from speckd_bench.engine.run_state import find_run
 
         assert find_run(tmp_path, "last") == stopped  # the newer run is live: never picked
     finally:

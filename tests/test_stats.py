@@ -6,8 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from speckd_bench.results import count_spikes
-from speckd_bench.stats import coefficient_of_variation, compare_family, mean_std, paired_bootstrap
+from speckd_bench.leaderboard.stats import (
+    coefficient_of_variation,
+    compare_family,
+    mean_std,
+    paired_bootstrap,
+)
+from speckd_bench.records.train_log import count_spikes
 
 
 def test_mean_std_is_the_sample_std():

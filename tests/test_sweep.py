@@ -16,16 +16,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from speckd_bench import sweep_executors
-from speckd_bench.cli import main
-from speckd_bench.methods import discover_methods
-from speckd_bench.recipe import build_run_config
-from speckd_bench.record import RunRecord
-from speckd_bench.results import find_complete
-from speckd_bench.sweep import config_keys, expand, load_sweep, resolve
-from speckd_bench.sweep_executors import PointJob, cluster_options, command, deliver_sigint, waves
-from speckd_bench.sweep_status import SeenRun, classify, scan_runs, statuses
-from speckd_bench.tasks import discover_tasks
+from speckd_bench.cli.app import main
+from speckd_bench.data.tasks import discover_tasks
+from speckd_bench.engine.recipe import build_run_config
+from speckd_bench.methods.discovery import discover_methods
+from speckd_bench.records.run_record import RunRecord
+from speckd_bench.records.store import find_complete
+from speckd_bench.sweep import executors as sweep_executors
+from speckd_bench.sweep.executors import PointJob, cluster_options, command, deliver_sigint, waves
+from speckd_bench.sweep.grid import config_keys, expand, load_sweep, resolve
+from speckd_bench.sweep.status import SeenRun, classify, scan_runs, statuses
 
 GRID = """\
 name: tiny
@@ -226,7 +226,7 @@ def test_cluster_settings(tmp_path, monkeypatch):
         cluster_options({"backend": "pbs"}, {}, "f.yaml")
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
     from speckd_bench.errors import UserError
-    from speckd_bench.sweep_executors import run_submitit
+    from speckd_bench.sweep.executors import run_submitit
 
     with pytest.raises(UserError, match=r"pip install 'speckd-bench\[cluster\]'"):
         run_submitit([], set(), tmp_path, options, print)

@@ -8,12 +8,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.config import DataConfig, build_config, parse_sets
-from speckd_bench.data import load_split
+from speckd_bench.cli.app import app
+from speckd_bench.config.run_config import DataConfig, build_config, parse_sets
+from speckd_bench.data.rows import load_split
+from speckd_bench.data.tasks import SUITES, TASKS, discover_tasks, load_plugin_file, run_defaults
 from speckd_bench.errors import UserError
-from speckd_bench.methods import method_config
-from speckd_bench.tasks import SUITES, TASKS, discover_tasks, load_plugin_file, run_defaults
+from speckd_bench.methods.discovery import method_config
 
 runner = CliRunner()
 BUILTIN = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
+from speckd_bench.cli.app import app
 
 pytestmark = pytest.mark.slow  # every test trains a tiny run first
 

@@ -10,12 +10,12 @@ from conftest import backward_step
 from tiny_models import tiny_llama
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app
-from speckd_bench.data import Example, collate
+from speckd_bench.api.method_config import KDConfig
+from speckd_bench.cli.app import app
+from speckd_bench.data.examples import Example, collate
+from speckd_bench.engine.teacher_cache import CachedTeacher, TopKTable, build_table, top_k
 from speckd_bench.loss.objective import LiveTeacher
-from speckd_bench.method_config import KDConfig
-from speckd_bench.models import target_logits
-from speckd_bench.teacher_cache import CachedTeacher, TopKTable, build_table, top_k
+from speckd_bench.models.loading import target_logits
 
 VOCAB = 40
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli import app, main
-from speckd_bench.tracking import parse_report_to
+from speckd_bench.cli.app import app, main
+from speckd_bench.engine.tracking import parse_report_to
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 pytest.importorskip("mlflow", reason="the mlflow extra is not installed")

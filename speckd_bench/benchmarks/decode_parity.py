@@ -34,8 +34,8 @@ from speckd_bench.benchmarks.common import (
     qwen25_config,
     timed_decode,
 )
-from speckd_bench.config import EvalConfig
-from speckd_bench.generate import decode
+from speckd_bench.config.run_config import EvalConfig
+from speckd_bench.evaluation.generate import decode
 
 CANDIDATES = 4
 """Possible successors of every chain token."""

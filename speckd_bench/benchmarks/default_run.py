@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from speckd_bench.benchmarks.common import machine_header, markdown_table
-from speckd_bench.config import native_bf16
-from speckd_bench.methods import discover_methods
-from speckd_bench.recipe import build_run_config, run_once
-from speckd_bench.record import RunRecord
-from speckd_bench.tasks import discover_tasks
+from speckd_bench.config.run_config import native_bf16
+from speckd_bench.data.tasks import discover_tasks
+from speckd_bench.engine.recipe import build_run_config, run_once
+from speckd_bench.methods.discovery import discover_methods
+from speckd_bench.records.run_record import RunRecord
 
 # (label, overrides), run in this order on one cache directory that starts empty
 VARIANTS = (("cold caches", {}), ("warm caches", {}))

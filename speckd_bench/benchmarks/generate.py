@@ -24,9 +24,9 @@ import transformers
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
 from speckd_bench.benchmarks.common import machine, qwen25_config, timed_decode
-from speckd_bench.config import EvalConfig
+from speckd_bench.config.run_config import EvalConfig
 from speckd_bench.errors import UserError
-from speckd_bench.generate import decode
+from speckd_bench.evaluation.generate import decode
 
 
 @dataclass(frozen=True)

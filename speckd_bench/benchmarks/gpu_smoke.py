@@ -32,14 +32,15 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from speckd_bench.api.methods import METHODS
 from speckd_bench.benchmarks.common import qwen25_config
-from speckd_bench.config import EvalConfig, build_config
-from speckd_bench.data import Example
+from speckd_bench.config.run_config import EvalConfig, build_config
+from speckd_bench.data.examples import Example
+from speckd_bench.engine.trainer import Stage, Trainer
 from speckd_bench.errors import UserError
-from speckd_bench.generate import generate
+from speckd_bench.evaluation.generate import generate
 from speckd_bench.loss.objective import LiveTeacher
-from speckd_bench.methods import METHODS, discover_methods, method_config
-from speckd_bench.trainer import Stage, Trainer
+from speckd_bench.methods.discovery import discover_methods, method_config
 
 FORBIDDEN = ("gguf", "rouge_score", "datasets", "lm_eval")
 """Not installed where this runs (a bare GPU machine): none of the modules above may import them."""

@@ -26,15 +26,15 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from speckd_bench.api.method_config import KDConfig, MethodConfig
 from speckd_bench.benchmarks.common import llama_config, machine_header, markdown_table, qwen25_config
-from speckd_bench.config import TrainConfig
-from speckd_bench.data import IGNORE, Batch
+from speckd_bench.config.run_config import TrainConfig
+from speckd_bench.data.examples import IGNORE, Batch
 from speckd_bench.distributed import process_context
+from speckd_bench.engine.trainer import accumulate
 from speckd_bench.loss.chunked_head import chunk_rows as chunk_rows_of
 from speckd_bench.loss.divergences import per_token_divergence
 from speckd_bench.loss.objective import LiveTeacher, MicroBatch
-from speckd_bench.method_config import KDConfig, MethodConfig
-from speckd_bench.trainer import accumulate
 
 
 @dataclass(frozen=True)

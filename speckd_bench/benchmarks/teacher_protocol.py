@@ -14,15 +14,16 @@ from typing import Any
 
 import torch
 
+from speckd_bench.api.metrics import score
 from speckd_bench.benchmarks.common import machine_header, markdown_table
-from speckd_bench.config import DataConfig, EvalConfig, resolve_teacher_dtype
-from speckd_bench.data import build_examples, load_rows
-from speckd_bench.degeneracy import degeneracy
-from speckd_bench.floors import floor_scores
-from speckd_bench.generate import generate
-from speckd_bench.metrics import score
-from speckd_bench.models import load_teacher
-from speckd_bench.tasks import TASKS, discover_tasks, run_defaults
+from speckd_bench.config.run_config import DataConfig, EvalConfig, resolve_teacher_dtype
+from speckd_bench.data.examples import build_examples
+from speckd_bench.data.rows import load_rows
+from speckd_bench.data.tasks import TASKS, discover_tasks, run_defaults
+from speckd_bench.evaluation.degeneracy import degeneracy
+from speckd_bench.evaluation.floors import floor_scores
+from speckd_bench.evaluation.generate import generate
+from speckd_bench.models.loading import load_teacher
 
 FORMATS = {"task template": False, "chat template": True}
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from speckd_bench.api.method_config import KDConfig
 from speckd_bench.loss.chunk_body import TemperedLogProbs
-from speckd_bench.method_config import KDConfig
 
 
 @dataclass

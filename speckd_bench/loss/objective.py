@@ -16,14 +16,14 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from speckd_bench.config import TrainConfig
-from speckd_bench.data import IGNORE, Batch, Example
+from speckd_bench.api.method_config import KDConfig, MethodConfig
+from speckd_bench.config.run_config import TrainConfig
+from speckd_bench.data.examples import IGNORE, Batch, Example
 from speckd_bench.loss.chunk_body import TemperedLogProbs, chunk_body, pad_rows
 from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
 from speckd_bench.loss.divergences import DIVERGENCES
 from speckd_bench.loss.gate import GateDraws, speckd_gate
-from speckd_bench.method_config import KDConfig, MethodConfig
-from speckd_bench.models import fusable, output_head, target_hidden, target_logits
+from speckd_bench.models.loading import fusable, output_head, target_hidden, target_logits
 
 TeacherLogits = Callable[[slice, torch.Tensor], torch.Tensor]
 """The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows, given

@@ -1,0 +1,283 @@
+"""lm-evaluation-harness: run it in-process on an in-memory student (HFLM(pretrained=model, ...)), offline
+through TaskManager(include_path=...), and export our tasks as lm-eval YAML tasks over the same rows.
+
+An exported task `speckd_<task>` is a generate_until task over a JSON Lines file of rendered rows (prompt,
+target, references). It scores with this package's own metrics and answer extraction, through a generated
+module `speckd_scoring.py` beside the YAML files, so lm-eval and `speckd-bench` agree on every score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speckd_bench.api.metrics import METRICS
+from speckd_bench.caches import atomic_write_jsonl, atomic_write_text
+from speckd_bench.config.run_config import DataConfig, EvalConfig, RunConfig
+from speckd_bench.data.rows import Rows, load_split
+from speckd_bench.data.tasks import TASKS, TaskSpec, load_task_file
+from speckd_bench.errors import UserError, did_you_mean
+
+PREFIX = "speckd_"
+SCORING_MODULE = "speckd_scoring"
+TASK_KEYWORD = "@task"
+
+
+class _Function(str):
+    """A `!function module.name` reference in an lm-eval YAML file."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+def exported_name(task: str) -> str:
+    return f"{PREFIX}{task}"
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def results_processor(task_file: str) -> Callable[[dict[str, Any], list[str]], dict[str, Any]]:
+    """lm-eval `process_results` for an exported task: per-example scores, or (answer, references) items
+    for corpus metrics (aggregated by `corpus_aggregation`)."""
+    task = load_task_file(Path(task_file))
+
+    def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
+        answer = task.answer(results[0].strip())
+        refs = list(doc["references"])
+        scores: dict[str, Any] = {}
+        for name in task.metrics:
+            metric = METRICS.get(name)
+            scores[name] = metric.per_example(answer, refs) if metric.per_example else (answer, refs)
+        return scores
+
+    return process_results
+
+
+def corpus_aggregation(name: str) -> Callable[[list[tuple[str, list[str]]]], float]:
+    """lm-eval aggregation of a corpus metric (BLEU, chrF) over (answer, references) items."""
+    corpus = METRICS.get(name).corpus
+
+    def aggregate(items: list[tuple[str, list[str]]]) -> float:
+        return corpus([answer for answer, _ in items], [list(refs) for _, refs in items])
+
+    return aggregate
+
+
+def exported_dataset(data_file: str) -> Callable[..., Any]:
+    """lm-eval `custom_dataset` for an exported task: its rows, read from the JSON Lines file beside the
+    scoring module (dataset_kwargs such as cache_dir pass through; lm-eval's metadata does not)."""
+
+    def load(cache_dir: str | None = None, **_metadata: Any) -> Any:
+        import datasets
+
+        return datasets.load_dataset("json", data_files={"test": data_file}, cache_dir=cache_dir)
+
+    return load
+
+
+def _task_yaml(task: TaskSpec, max_new_tokens: int, datasets_cache: Path | None) -> str:
+    metrics = []
+    for name in task.metrics:
+        per_example = METRICS.get(name).per_example is not None
+        aggregation = "mean" if per_example else _Function(f"{SCORING_MODULE}.{_identifier(name)}_corpus")
+        metrics.append({"metric": name, "aggregation": aggregation, "higher_is_better": True})
+    config: dict[str, Any] = {
+        "task": exported_name(task.name),
+        "custom_dataset": _Function(f"{SCORING_MODULE}.{_identifier(task.name)}_dataset"),
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "prompt",
+        "doc_to_target": "target",
+        "generation_kwargs": {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False},
+        "process_results": _Function(f"{SCORING_MODULE}.{_identifier(task.name)}"),
+        "metric_list": metrics,
+        "metadata": {"version": 1.0},
+    }
+    if datasets_cache is not None:  # a private datasets cache for in-process runs (run_lm_eval)
+        config["dataset_kwargs"] = {"cache_dir": str(datasets_cache)}
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
+def _copy_task_files(task: TaskSpec, out_dir: Path) -> str:
+    """Copy a task's YAML as out_dir/tasks/<name>/task.yml (not *.yaml: lm-eval would read it as one of
+    its own) and its hook beside it; the copy's path relative to out_dir."""
+    folder = out_dir / "tasks" / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(task.path, folder / "task.yml")
+    if task.hook:
+        relative = Path(os.path.relpath(task.hook, Path(task.path).parent))
+        if ".." in relative.parts:
+            raise UserError(f"task {task.name}: hook {task.hook} is not beside {task.path}; move it there")
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(task.hook, folder / relative)
+    return f"tasks/{task.name}/task.yml"
+
+
+def export_tasks(
+    tasks: list[TaskSpec],
+    out_dir: Path,
+    data: DataConfig,
+    max_new_tokens: int | None = None,
+    max_rows: int = 0,
+    datasets_cache: Path | None = None,
+) -> list[tuple[str, Rows]]:
+    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens,
+    else the task's eval.max_new_tokens), a copy of each task file and `speckd_scoring.py` to out_dir;
+    returns (name, rows) pairs. Every path in the folder is relative to it: it can be moved or shared.
+    Scores are on this package's scale (0-100 for rougeL, exact match, accuracy), as in run records."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exported = []
+    scoring = [
+        '"""Scoring of the lm-eval tasks exported by speckd-bench: its own metrics and answer extraction."""',
+        "",
+        "from pathlib import Path",
+        "",
+        "from speckd_bench.evaluation.lmeval import corpus_aggregation, exported_dataset, results_processor",
+        "",
+        "HERE = Path(__file__).resolve().parent",
+        "",
+    ]
+    corpus_metrics: set[str] = set()
+    for task in tasks:
+        rows = load_split(task, "eval", data)
+        if max_rows:
+            rows = Rows(rows.rows[:max_rows], rows.source)
+        name = exported_name(task.name)
+        docs = [
+            {
+                "prompt": task.render(row),
+                "target": task.target(row),
+                "references": task.references(row),
+                "source": row["_source"],
+            }
+            for row in rows.rows
+        ]
+        atomic_write_jsonl(out_dir / f"{name}.jsonl", docs)
+        task_file = _copy_task_files(task, out_dir)
+        header = (
+            f"# lm-eval task exported by speckd-bench from task {task.name} ({task_file}); {len(docs)} rows "
+            f"from {rows.source}.\n# Scores are on speckd-bench's scale (0-100 for rougeL, exact match and "
+            f"accuracy), as in its run records. Run: lm-eval --include_path THIS_FOLDER --tasks {name}\n"
+        )
+        new_tokens = max_new_tokens or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
+        atomic_write_text(out_dir / f"{name}.yaml", header + _task_yaml(task, new_tokens, datasets_cache))
+        ident = _identifier(task.name)
+        scoring.append(f"{ident} = results_processor(str(HERE / {task_file!r}))")
+        scoring.append(f"{ident}_dataset = exported_dataset(str(HERE / {name + '.jsonl'!r}))")
+        corpus_metrics.update(m for m in task.metrics if METRICS.get(m).per_example is None)
+        exported.append((name, rows))
+    scoring += [f"{_identifier(m)}_corpus = corpus_aggregation({m!r})" for m in sorted(corpus_metrics)]
+    atomic_write_text(out_dir / f"{SCORING_MODULE}.py", "\n".join(scoring) + "\n")
+    return exported
+
+
+def expand_names(names: list[str], task: str) -> list[str]:
+    """`@task` becomes the lm-eval tasks the task file lists; duplicates go."""
+    out: list[str] = []
+    for name in names:
+        if name == TASK_KEYWORD:
+            listed = TASKS.get(task).lm_eval
+            if not listed:
+                raise UserError(f"--lm-eval {TASK_KEYWORD}: task {task} lists no lm-eval tasks (key lm_eval)")
+            out.extend(listed)
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def check_lm_eval(cfg: RunConfig) -> None:
+    """Before anything heavy: lm-eval is installed when asked for, and `@task` expands."""
+    if not cfg.lm_eval.tasks:
+        return
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--lm-eval needs lm-evaluation-harness: pip install 'speckd-bench[lm-eval]'"
+        ) from None
+    expand_names(cfg.lm_eval.tasks, cfg.task)
+
+
+def _task_manager(include: list[str], names: list[str]) -> Any:
+    """A TaskManager over the include paths, with lm-eval's own tasks only when a name needs them."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include, include_defaults=False)
+    if set(names) - set(manager.all_tasks):
+        manager = TaskManager(include_path=include)
+    ours = [exported_name(t) for t in TASKS]
+    for name in names:
+        if name not in manager.all_tasks:
+            raise UserError(
+                f"unknown lm-eval task {name!r}{did_you_mean(name, [*ours, *manager.all_tasks])}; this "
+                f"harness's tasks are {', '.join(ours)}; lm-eval's own are listed by `lm-eval ls tasks`"
+            )
+    return manager
+
+
+def _json_safe(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any]:
+    """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores."""
+    check_lm_eval(cfg)
+    from lm_eval import __version__ as lm_eval_version
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    if quiet:
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    names = expand_names(cfg.lm_eval.tasks, cfg.task)
+    limit = cfg.lm_eval.limit or cfg.data.max_eval_examples
+    ours = [TASKS.get(n[len(PREFIX) :]) for n in names if n.startswith(PREFIX) and n[len(PREFIX) :] in TASKS]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="speckd-lmeval-") as tmp:
+        export_tasks(ours, Path(tmp), cfg.data, cfg.eval.max_new_tokens, limit, Path(tmp) / "datasets")
+        manager = _task_manager([tmp, *cfg.lm_eval.include], names)
+        model.eval()
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.lm_eval.batch_size)
+        try:
+            out = simple_evaluate(
+                model=lm,
+                tasks=names,
+                task_manager=manager,
+                limit=limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                apply_chat_template=cfg.data.chat_template,
+                random_seed=cfg.seed,
+                numpy_random_seed=cfg.seed,
+                torch_random_seed=cfg.seed,
+                fewshot_random_seed=cfg.seed,
+            )
+        except (ConnectionError, OSError) as exc:
+            raise UserError(
+                f"lm-eval could not load a task's data ({type(exc).__name__}: {str(exc)[:160]}); lm-eval's "
+                "own tasks need the hub or a filled HF datasets cache, speckd_<task> tasks need the mirror"
+            ) from None
+    return {
+        "tasks": names,
+        "limit": limit,
+        "results": _json_safe(out["results"]),
+        "n_samples": _json_safe(out.get("n-samples", {})),
+        "n_shot": _json_safe(out.get("n-shot", {})),
+        "lm_eval_version": lm_eval_version,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,102 @@
+"""The reference rows of a comparison: the teacher's scores (decoded once per teacher and eval protocol,
+then cached with its outputs) and the trivial floors of every eval set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from speckd_bench.caches import (
+    atomic_write_json,
+    building,
+    cache_dir,
+    digest,
+    read_json,
+)
+from speckd_bench.config.result_keys import eval_identity
+from speckd_bench.config.run_config import RunConfig
+from speckd_bench.data.examples import Example, examples_digest
+from speckd_bench.data.rows import DataUnavailable, load_rows
+from speckd_bench.data.tasks import TASKS, task_digest
+from speckd_bench.distributed import process_context
+from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
+from speckd_bench.evaluation.floors import floor_scores
+
+
+def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
+    """The set's training rows (to choose the constant floor on), or None where it has none here."""
+    if "train" not in es.task.splits:
+        return None
+    try:
+        return load_rows(es.task, "train", cfg.data)
+    except DataUnavailable:
+        return None
+
+
+def teacher_key(cfg: RunConfig, models: dict[str, Any], es: EvalSet) -> str:
+    """The teacher's score on one eval set depends on the teacher's weights, its dtype, the eval settings,
+    the exact examples (which cover prompt format, lengths and tokenizer) and the task's scoring."""
+    return digest({**eval_identity(cfg, models), **scored_identity(es.name, es.examples)})
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why a cached teacher score cannot be used (garbled or cut short), or None."""
+    try:
+        entry = read_json(path)
+    except ValueError as exc:
+        return str(exc)
+    fields = isinstance(entry, dict) and {"key", "summary", "outputs"} <= entry.keys()
+    return None if fields and isinstance(entry["outputs"], dict) else "not a teacher score entry"
+
+
+def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
+    """{"key", "summary", "outputs": {eval seed: texts}}, from the cache or decoded now and cached."""
+    key = teacher_key(cfg, pair.info, es)
+    path: Path = cache_dir() / "teacher-eval" / f"{es.name}-{key}.json"
+    with building(path, _entry_problem) as hit:
+        return read_json(path) if hit else _decode_teacher(cfg, pair, es, key, path, quiet)
+
+
+def _decode_teacher(cfg: RunConfig, pair: Any, es: EvalSet, key: str, path: Path, quiet: bool) -> dict:
+    """The teacher's scores and outputs on one eval set, decoded now and cached at `path`."""
+    teacher, tokenizer = pair.teacher, pair.tokenizer
+    res = evaluate(
+        teacher,
+        tokenizer,
+        es.examples,
+        es.task.metrics,
+        cfg.eval,
+        f"eval teacher {es.name}",
+        quiet,
+        es.task.extract_prediction,
+    )
+    outputs: dict[str, list[str]] = {}
+    for sample in res.samples:
+        outputs.setdefault(str(sample["eval_seed"]), []).append(sample["output"])
+    entry = {"key": key, "summary": res.summary(), "outputs": outputs}
+    if process_context().is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, entry)
+    return entry
+
+
+def reference_rows(
+    cfg: RunConfig, pair: Any, sets: list[EvalSet], quiet: bool
+) -> tuple[dict[str, dict[str, Any]], TeacherView]:
+    """Per eval set {"teacher": summary + key, "floors": {...}}, and the view the fidelity metrics use."""
+    view = TeacherView(pair.teacher, pair.vocab_size)
+    rows: dict[str, dict[str, Any]] = {}
+    for es in sets:
+        entry = _teacher_eval(cfg, pair, es, quiet)
+        view.outputs[es.name] = {int(seed): texts for seed, texts in entry["outputs"].items()}
+        rows[es.name] = {
+            "teacher": {**entry["summary"], "key": entry["key"]},
+            "floors": floor_scores(es.task, es.rows.rows, _train_rows(es, cfg)),
+        }
+    return rows, view
+
+
+def scored_identity(eval_set: str, examples: list[Example]) -> dict[str, Any]:
+    """What a score on one eval set depends on besides the model and the settings: the exact examples
+    and the task's metrics and answer extraction."""
+    return {"set": eval_set, "examples": examples_digest(examples), "task": task_digest(TASKS.get(eval_set))}

@@ -1,0 +1,142 @@
+"""`speckd-bench report --html OUT.html`: the leaderboard as one self-contained page: the tables of
+`table --format html` (reference rows first, Δ and intervals, stability columns) with sortable columns,
+the protocol line of every section, the significance sentences and setup facts of the results README,
+and the plots embedded as base64 PNG. No framework, no network: a few lines of vanilla JS."""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from pathlib import Path
+
+from speckd_bench.caches import atomic_write_text
+from speckd_bench.leaderboard.report import LEGEND, Section, section_lines, table_cells
+from speckd_bench.publish.plots import write_plots
+from speckd_bench.publish.results_readme import setup_facts, significance
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em;
+       color: #1b1f24; background: #fff; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
+.protocol { color: #444; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: .6em 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f1f4f8; cursor: pointer; user-select: none; white-space: normal; min-width: 4em;
+     max-width: 11em; vertical-align: bottom; }
+th[aria-sort=ascending]::after { content: " \\25B2"; } th[aria-sort=descending]::after { content: " \\25BC"; }
+tbody.reference td { color: #555; font-style: italic; background: #fafbfc; }
+td.best { font-weight: 700; color: #0a6b2d; }
+.legend, .facts { color: #555; font-size: .92em; }
+figure { display: inline-block; margin: .5em; } figure img { max-width: 640px; border: 1px solid #d0d7de; }
+"""
+
+# Click a header: sort the method rows (not the reference rows) by that column, numbers as numbers
+# (a cell's leading number: "0.53 ± 0.02", "+1.2 [...]"), empty or "-" cells last; click again: reverse.
+SCRIPT = """
+document.querySelectorAll("table.leaderboard").forEach(function (table) {
+  var body = table.querySelector("tbody.groups");
+  table.querySelectorAll("thead th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var dir = th.getAttribute("aria-sort") === "descending" ? 1 : -1;
+      table.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+      var key = function (row) {
+        var text = row.cells[col].textContent.trim();
+        var num = parseFloat(text);
+        return { text: text, num: isNaN(num) ? null : num };
+      };
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x.num === null || y.num === null) {
+          if (x.num !== y.num) { return x.num === null ? 1 : -1; }
+          return dir * x.text.localeCompare(y.text);
+        }
+        return dir * (x.num - y.num);
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _cell(text: str, style: str) -> str:
+    cls = ' class="best"' if style == "best" else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
+
+
+def _table(section: Section) -> list[str]:
+    headers, cells = table_cells(section)
+    n_ref = len(section.references)
+    rows = ["<tr>" + "".join(_cell(t, st) for t, st in row) + "</tr>" for row in cells]
+    return [
+        f"<h2>{html.escape(section.eval_set)}</h2>",
+        f'<p class="protocol">{html.escape(section.description)}</p>',
+        '<div class="scroll"><table class="leaderboard">',
+        "<thead><tr>" + "".join(f'<th scope="col">{html.escape(h)}</th>' for h in headers) + "</tr></thead>",
+        '<tbody class="reference">',
+        *rows[:n_ref],
+        '</tbody>\n<tbody class="groups">',
+        *rows[n_ref:],
+        "</tbody></table></div>",
+        *(f"<p>{html.escape(line)}</p>" for line in section_lines(section)),
+    ]
+
+
+def _figures(sections: list[Section]) -> list[str]:
+    """The plot module's PNGs, drawn into a temporary folder and embedded."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="speckd-plots-") as tmp:
+        for path in write_plots(sections, Path(tmp)):
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            name = html.escape(path.stem)
+            out.append(
+                f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{name}</figcaption></figure>"
+            )
+    return out
+
+
+def render_page(sections: list[Section], *, baseline: str, method: str, command: str | None) -> str:
+    """The whole page as one HTML string."""
+    made_by = f"The runs were made by: <code>{html.escape(command)}</code>" if command else ""
+    body = [
+        "<h1>speckd-bench leaderboard</h1>",
+        "<p>Generated by <code>speckd-bench report --html</code> from the run records; click a column "
+        "header to sort the methods by it. " + made_by + "</p>",
+        *(line for s in sections for line in _table(s)),
+        f'<p class="legend">{html.escape(LEGEND)}</p>',
+        f"<h2>{html.escape(method)} against {html.escape(baseline)}</h2>",
+        *(f"<p>{html.escape(line)}</p>" for line in significance(sections, method, baseline)),
+        "<h2>Setup</h2>",
+        '<ul class="facts">',
+        *(f"<li>{html.escape(fact)}</li>" for fact in setup_facts(sections)),
+        "</ul>",
+        "<h2>Plots</h2>",
+        *_figures(sections),
+    ]
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>speckd-bench leaderboard</title>",
+            f"<style>{STYLE}</style></head><body>",
+            *body,
+            f"<script>{SCRIPT}</script>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def write_page(
+    sections: list[Section], out: Path, *, baseline: str, method: str, command: str | None
+) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_page(sections, baseline=baseline, method=method, command=command))
+    return out

@@ -1,0 +1,193 @@
+"""PNG plots of leaderboard sections: training curves (loss, grad norm, TAR) per method with a band of
+± one std over training seeds, and a bar chart of each shown metric per method with error bars, the
+warm-start student, the teacher and the best floor drawn across it.
+
+Figures are drawn on matplotlib's Agg canvas (no display needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+from speckd_bench.leaderboard.report import Group, Section, best_row
+
+# log field -> (file stem, y label, log scale, one panel per method)
+CURVES = {
+    "loss": ("loss", "training loss (each method's own objective)", True, False),
+    "grad_norm": ("grad_norm", "gradient norm before clipping", False, True),
+    "tar": ("tar", "token acceptance rate (SpecKD gate)", False, False),
+}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+def _new_figure(width: float = 9.0, height: float = 4.5) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors(labels: list[str]) -> dict[str, tuple[float, ...]]:
+    """One stable colour per group label, shared by every figure of a protocol."""
+    palette = list(colormaps["tab10"].colors)
+    return {label: palette[i % len(palette)] for i, label in enumerate(sorted(labels))}
+
+
+def _series(group: Group, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, and the mean, min and max over the group's runs of one log field at each step."""
+    by_step: dict[int, list[float]] = {}
+    for run in group.runs:
+        for row in run.log:
+            value = row.get(field)
+            if value is not None and np.isfinite(value):
+                by_step.setdefault(row["step"], []).append(float(value))
+    steps = sorted(by_step)
+    values = [by_step[s] for s in steps]
+    return (
+        np.array(steps),
+        np.array([np.mean(v) for v in values]),
+        np.array([min(v) for v in values]),
+        np.array([max(v) for v in values]),
+    )
+
+
+def _subtitle(section: Section) -> str:
+    p = section.protocol
+    base = f"{p['task']} · {p['model.teacher']} → {p['model.student']} · preset {p['preset']}"
+    shown = ("task", "model.teacher", "model.student", "preset")
+    extra = ", ".join(f"{k}={p.get(k)}" for k in section.varying if k not in shown)
+    return f"{base} · {extra}" if extra else base
+
+
+def _draw(ax, group: Group, field: str, color) -> bool:
+    steps, mean, low, high = _series(group, field)
+    if steps.size == 0:
+        return False
+    label = f"{group.label} (n={len(group.runs)})"
+    ax.plot(steps, mean, color=color, label=label, linewidth=1.6, marker="o" if steps.size < 3 else None)
+    ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+    return True
+
+
+def _style(ax, log_scale: bool) -> None:
+    if log_scale and all((line.get_ydata() > 0).all() for line in ax.get_lines()):
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        low, high = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if high / low <= 20 else NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _curve(groups: list[Group], field: str, section: Section, colors: dict, path: Path) -> bool:
+    """One figure per log field: one axes for all methods, or one panel per method."""
+    _, ylabel, log_scale, panels = CURVES[field]
+    drawn = [g for g in groups if _series(g, field)[0].size]
+    if not drawn:
+        return False
+    title = f"{ylabel}: mean over training seeds, band = min to max\n{_subtitle(section)}"
+    if panels:
+        cols = min(3, len(drawn))
+        rows = -(-len(drawn) // cols)
+        fig = _new_figure(3.4 * cols + 0.6, 2.4 * rows + 0.8)
+        axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+        for ax, group in zip(axes, drawn, strict=False):
+            _draw(ax, group, field, colors[group.label])
+            ax.set_title(f"{group.label} (n={len(group.runs)})", fontsize=9)
+            _style(ax, log_scale)
+        for i, ax in enumerate(axes):
+            ax.set_visible(i < len(drawn))
+            ax.tick_params(labelbottom=i + cols >= len(drawn))  # the lowest panel of each column
+        fig.supxlabel("optimiser step", fontsize=9)
+        fig.supylabel(ylabel, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    else:
+        fig = _new_figure()
+        ax = fig.add_subplot()
+        for group in drawn:
+            _draw(ax, group, field, colors[group.label])
+        _style(ax, log_scale)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path)
+    return True
+
+
+def _reference_lines(section: Section, metric: str) -> list[tuple[dict, dict]]:
+    """Reference rows drawn across the bar chart, with their line style: the warm-start (init) student,
+    the teacher and the best floor, where recorded."""
+    rows = [r for r in section.references if r["metrics"][metric]["mean"] is not None]
+    floor = best_row([r for r in rows if r["source"] == "floor"], metric)
+    picks = [
+        (next((r for r in rows if r["source"] == "init"), None), {"color": "grey", "linestyle": "--"}),
+        (next((r for r in rows if r["source"] == "teacher"), None), {"color": "black", "linestyle": ":"}),
+        (floor, {"color": "tab:red", "linestyle": "-."}),
+    ]
+    return [(row, style) for row, style in picks if row is not None]
+
+
+def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
+    groups = section.groups
+    fig = _new_figure(max(5.0, 1.1 * len(groups) + 2.5), 4.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(groups))
+    means = [g.row["metrics"][metric]["mean"] or 0.0 for g in groups]
+    stds = [g.row["metrics"][metric]["std"] or 0.0 for g in groups]
+    ax.bar(x, means, yerr=stds, capsize=5, color=[colors[g.label] for g in groups], alpha=0.85, zorder=2)
+    rng = np.random.default_rng(0)
+    for i, g in enumerate(groups):
+        values = g.row["metrics"][metric]["per_run"]
+        jitter = rng.uniform(-0.15, 0.15, len(values))
+        ax.scatter(
+            i + jitter, values, color="black", s=12, zorder=3, label="one training seed" if i == 0 else None
+        )
+    for row, style in _reference_lines(section, metric):
+        ax.axhline(row["metrics"][metric]["mean"], linewidth=1, label=row["label"], zorder=1, **style)
+    ax.set_xticks(x, [f"{g.label}\nn={len(g.runs)}" for g in groups], fontsize=8)
+    ax.set_ylabel(f"{metric} after training")
+    ax.set_title(
+        f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}", fontsize=10
+    )
+    ax.grid(True, axis="y", alpha=0.3, zorder=0)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    fig.savefig(path)
+
+
+def write_plots(sections: list[Section], out_dir: Path) -> list[Path]:
+    """Curves once per protocol (shared by its eval sets), a bar chart per section and metric."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    keys = {json.dumps(s.protocol, sort_keys=True) for s in sections}
+    stems = [_slug(f"{s.protocol['task']}-{s.protocol['preset']}") for s in sections]
+    clash = len(set(stems)) < len(keys)
+    done: set[str] = set()
+    for section, stem in zip(sections, stems, strict=True):
+        key = json.dumps(section.protocol, sort_keys=True)
+        if clash:
+            stem = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+        colors = _colors([g.label for g in section.groups])
+        if key not in done:
+            done.add(key)
+            for field, (name, *_) in CURVES.items():
+                path = out_dir / f"{stem}_{name}.png"
+                if _curve(section.groups, field, section, colors, path):
+                    written.append(path)
+        for metric in section.metrics:
+            path = out_dir / f"{stem}_{_slug(section.eval_set)}_{_slug(metric)}.png"
+            _bars(section, metric, colors, path)
+            written.append(path)
+    return written
