@@ -13,6 +13,10 @@ class UserError(Exception):
     """Bad input from the user (config, data, names, paths). The CLI prints it as one line, exit code 2."""
 
 
+EXIT_INTERRUPTED = 130
+"""Exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)."""
+
+
 class RunInterrupted(Exception):
     """A run stopped by Ctrl-C (or SIGTERM) after saving what it had; the message says how to resume it
     (exit 130)."""

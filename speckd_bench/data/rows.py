@@ -13,6 +13,7 @@ from typing import Any
 from speckd_bench.config.run_config import DataConfig
 from speckd_bench.data.tasks import FieldSpec, HubSource, TaskSpec
 from speckd_bench.errors import UserError
+from speckd_bench.jsonl import numbered_objects
 
 
 class DataUnavailable(UserError):
@@ -25,35 +26,9 @@ def mirror_dir(cfg: DataConfig) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _json_row(path: Path, number: int, raw: bytes) -> dict[str, Any] | None:
-    """One line of a JSON Lines file as a row (None for a blank line); a bad line fails naming it."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
-    if not line.strip():
-        return None
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise UserError(f"{path}:{number}: JSON nested too deeply") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{path}:{number}: expected a JSON object per line")
-    return row
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file; a bad line fails naming the file and line number."""
-    rows = []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            row = _json_row(path, number, raw)
-            if row is not None:
-                row["_source"] = f"{path}:{number}"
-                rows.append(row)
-    return rows
+    """Rows of a JSON Lines file, each with its `_source` (file:line); a bad line fails naming both."""
+    return [{**row, "_source": f"{path}:{number}"} for number, row in numbered_objects(path)]
 
 
 def read_columns(base: Path, columns: dict[str, str]) -> list[dict[str, Any]]:

@@ -509,8 +509,6 @@ def _relative(path: str | None, directory: str | None) -> str | None:
 def provenance(task: TaskSpec) -> dict[str, Any]:
     """Where a task came from and what it was, for run records: built-in or plugin (its files relative to
     the plugin directory), a digest of its YAML, hook and metrics, the prompt templates and metrics."""
-    from speckd_bench.data.tasks import task_digest
-
     return {
         "source": "builtin" if task.plugin_dir is None else "plugin",
         "plugin_dir": task.plugin_dir,

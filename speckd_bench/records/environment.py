@@ -10,6 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+
+from speckd_bench import __version__
+
 
 def new_run_id(task: str, method: str, seed: int) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -33,11 +38,6 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from speckd_bench import __version__
-
     return {
         "speckd_bench": __version__,
         "torch": torch.__version__,

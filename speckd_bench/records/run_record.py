@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.caches import atomic_write_json
+from speckd_bench.config.run_config import RunConfig
+from speckd_bench.errors import UserError
+from speckd_bench.methods.discovery import method_config
 
 SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
@@ -118,8 +121,6 @@ def with_later_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The config with every setting added to the harness after the record was written, at its default
     (a setting is added with a default that does what runs did before it existed), so that old and new
     records of the same run compare equal. Method settings are the method's own and are left as recorded."""
-    from speckd_bench.config.run_config import RunConfig
-
     filled = json.loads(json.dumps(config))
     for section, defaults in RunConfig().to_dict().items():
         if section != "method" and isinstance(defaults, dict) and isinstance(filled.get(section), dict):
@@ -189,9 +190,6 @@ def _migrate_1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _own_method_settings(config: dict[str, Any]) -> dict[str, Any]:
-    from speckd_bench.errors import UserError
-    from speckd_bench.methods.discovery import method_config
-
     method = config.get("method")
     if not isinstance(method, dict):
         return config

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.jsonl import read_jsonl
+
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL training log; a last line without its newline (torn by a kill) is left out."""
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.endswith("\n") and line.strip()]
+    """The rows of a training log (train_log.jsonl), read as a file the harness appends to."""
+    return read_jsonl(path, appended=True)
 
 
 def count_spikes(losses: list[float], factor: float, window: int = 10) -> int:

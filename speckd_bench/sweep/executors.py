@@ -28,10 +28,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from speckd_bench.errors import UserError
+from speckd_bench.errors import EXIT_INTERRUPTED, UserError
 from speckd_bench.sweep.grid import Point
 from speckd_bench.sweep.status import (
-    INTERRUPTED,
     PointStatus,
     group_warm,
     lock_path,
@@ -117,7 +116,7 @@ class PointJob:
                 return Outcome(self.point.label, "skipped", status.run_id, status.error)
             with self._cache_turn():
                 attempts, status, code = self._attempts(status)
-        stopped = "interrupted" if code in (None, INTERRUPTED) else "failed"  # None: not started
+        stopped = "interrupted" if code in (None, EXIT_INTERRUPTED) else "failed"  # None: not started
         result = "done" if status.status == "done" else stopped
         error = status.error if result == "failed" else ""
         return Outcome(self.point.label, result, status.run_id, error, attempts, time.perf_counter() - t0)
@@ -142,7 +141,7 @@ class PointJob:
             attempts += 1
             code = self._attempt(status.run_id, attempts)
             status = point_status(self.results_dir, self.sweep, self.point)
-            if code == INTERRUPTED:
+            if code == EXIT_INTERRUPTED:
                 break
         return attempts, status, code
 

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speckd_bench.config.run_config import read_yaml
+from speckd_bench.config.run_config import flatten, read_yaml
+from speckd_bench.data.tasks import discover_tasks
+from speckd_bench.engine.recipe import build_run_config
 from speckd_bench.errors import UserError
+from speckd_bench.methods.discovery import discover_methods
 
 RESERVED = ("name", "set", "variants", "cluster", "num_processes")
 # Run settings that `speckd-bench run` takes as options of their own; every other one goes through --set.
@@ -77,8 +80,6 @@ def _text(value: Any) -> str:
 
 def _settings(tree: dict[str, Any], where: str) -> dict[str, Any]:
     """Run settings of a mapping: `method: X` is the method's name; a section mapping is flattened."""
-    from speckd_bench.config.run_config import flatten
-
     if not isinstance(tree, dict):
         raise UserError(f"{where} must be a mapping of run settings (section.key: value)")
     flat = flatten(tree)
@@ -173,10 +174,6 @@ def _applies(variant: Variant, settings: dict[str, str], path: Path) -> bool:
 
 def resolve(settings: dict[str, str], results_dir: Path) -> Any:
     """The RunConfig `speckd-bench run` builds from these settings (the same call as the `run` command)."""
-    from speckd_bench.data.tasks import discover_tasks
-    from speckd_bench.engine.recipe import build_run_config
-    from speckd_bench.methods.discovery import discover_methods
-
     discover_tasks()
     discover_methods()
     return build_run_config(overrides={**settings, "results_dir": str(results_dir)})

@@ -15,10 +15,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from speckd_bench.caches import atomic_write_json
+from speckd_bench.errors import EXIT_INTERRUPTED
+from speckd_bench.records.store import load_records
 from speckd_bench.sweep.grid import STATUSES, Point, config_keys
-
-# Exit code of a run stopped by Ctrl-C (or by a preempted job's signal): resumable, not a failure.
-INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,6 @@ def scan_runs(results_dir: Path) -> list[SeenRun]:
     """Every run folder with its result-config digest: the one place this module reads run records.
     Complete records first come in run-id order (the one `run --skip-done` finds first), then folders
     without a complete record, read from their config.json."""
-    from speckd_bench.records.store import load_records
-
     seen = []
     for record in load_records(results_dir).records:
         diverged = record.training.get("diverged_at_step")
@@ -131,7 +128,7 @@ def classify(
     steps = _steps(results_dir, unfinished) if unfinished else None
     if running:
         return PointStatus(point, "running", unfinished, steps=steps)
-    if state.get("exit_code") not in (None, 0, INTERRUPTED):
+    if state.get("exit_code") not in (None, 0, EXIT_INTERRUPTED):
         return PointStatus(point, "failed", unfinished, state.get("error", ""), steps)
     if unfinished is not None:
         return PointStatus(point, "interrupted", unfinished, steps=steps)
