@@ -160,7 +160,7 @@ def _umask() -> int:
     return mask
 
 
-def _follow_umask(path: Path | str, directory: bool = False) -> None:
+def follow_umask(path: Path | str, directory: bool = False) -> None:
     """Give a temp file (0600) or folder (0700) the mode open() or mkdir() would have given it."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
@@ -188,7 +188,7 @@ def atomic_write_text(path: Path, text: str) -> None:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _follow_umask(tmp)
+            follow_umask(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -216,8 +216,8 @@ def publish_dir(target: Path, replace: bool = False) -> Iterator[Path]:
             for path in tmp.rglob("*"):
                 if path.is_file():
                     _fsync(path)
-                _follow_umask(path, directory=path.is_dir())
-            _follow_umask(tmp, directory=True)
+                follow_umask(path, directory=path.is_dir())
+            follow_umask(tmp, directory=True)
             if replace and target.exists():
                 shutil.rmtree(target)
             try:
@@ -237,7 +237,7 @@ def publish_file(target: Path, write: Any) -> None:
         os.close(fd)
         try:
             write(tmp)
-            _follow_umask(tmp)
+            follow_umask(tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

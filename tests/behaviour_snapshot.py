@@ -28,9 +28,29 @@ TINY_METHODS = [
     ["distillm"],
 ]
 VOLATILE = {
-    "run_id", "created", "finished", "started", "timings", "versions", "hardware", "wall_s", "tok_s",
-    "tokens_per_s", "time", "elapsed_s", "seconds", "git_commit", "eval_tok_s", "train_tok_s", "path",
-    "results_dir", "cache_dir", "generation_s", "duration_s", "ts", "t",
+    "run_id",
+    "created",
+    "finished",
+    "started",
+    "timings",
+    "versions",
+    "hardware",
+    "wall_s",
+    "tok_s",
+    "tokens_per_s",
+    "time",
+    "elapsed_s",
+    "seconds",
+    "git_commit",
+    "eval_tok_s",
+    "train_tok_s",
+    "path",
+    "results_dir",
+    "cache_dir",
+    "generation_s",
+    "duration_s",
+    "ts",
+    "t",
 }
 
 
@@ -43,7 +63,9 @@ def _scrub(value: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
 
 
 def _snapshot_run(results: Path) -> dict[str, Any]:
@@ -56,7 +78,17 @@ def _snapshot_run(results: Path) -> dict[str, Any]:
 
 
 def _run(args: list[str], results: Path, env: dict[str, str]) -> None:
-    cmd = [sys.executable, "-m", "speckd_bench", "run", "--task", "dolly", "--quiet", "--results-dir", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "speckd_bench",
+        "run",
+        "--task",
+        "dolly",
+        "--quiet",
+        "--results-dir",
+        str(results),
+    ]
     subprocess.run([*cmd, *args], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
@@ -69,16 +101,32 @@ def main() -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "SPECKD_CACHE_DIR": str(Path(tmp) / "cache"), "SPECKD_DATA_DIR": opts.data_dir}
-        points = [(f"tiny-{'-'.join(m).replace('method.', '')}", ["--preset", "tiny", "--method", *m]) for m in TINY_METHODS]
+        points = [
+            (f"tiny-{'-'.join(m).replace('method.', '')}", ["--preset", "tiny", "--method", *m])
+            for m in TINY_METHODS
+        ]
         if not opts.skip_default:
             points.append(
-                ("default-speckd", ["--method", "speckd", "--set", "train.max_steps=2", "--max-eval-examples", "4",
-                                    "--set", "train.init_rows=16"])
+                (
+                    "default-speckd",
+                    [
+                        "--method",
+                        "speckd",
+                        "--set",
+                        "train.max_steps=2",
+                        "--max-eval-examples",
+                        "4",
+                        "--set",
+                        "train.init_rows=16",
+                    ],
+                )
             )
         for name, args in points:
             results = Path(tmp) / name
             _run([*args, "--data-dir", opts.data_dir], results, env)
-            (opts.out / f"{name}.json").write_text(json.dumps(_snapshot_run(results), indent=1, sort_keys=True))
+            (opts.out / f"{name}.json").write_text(
+                json.dumps(_snapshot_run(results), indent=1, sort_keys=True)
+            )
             print(name, "done", flush=True)
 
 

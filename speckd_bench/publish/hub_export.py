@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from speckd_bench.caches import follow_umask
 from speckd_bench.config.run_config import RunConfig
 from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of
 from speckd_bench.errors import UserError
@@ -163,7 +164,17 @@ def _training(train: dict[str, Any]) -> str:
     return ", ".join(f"{k} {train[k]}" for k in keys if k in train)
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
+def _check_out_dir(out_dir: Path, force: bool, results_dir: Path) -> None:
+    """An output folder that is a file, not empty (without force), or that holds or sits inside the
+    results folder or a run folder is refused: --force replaces the folder whole."""
+    out, results = out_dir.resolve(), results_dir.resolve()
+    runs = [p.resolve() for p in (results / "runs").glob("*") if p.is_dir()]
+    for protected in [results, *runs]:
+        if out == protected or out.is_relative_to(protected) or protected.is_relative_to(out):
+            raise UserError(
+                f"{out_dir} holds or is inside {protected}, which export must never replace; "
+                "pass an output folder outside the results folder"
+            )
     if out_dir.is_file():
         raise UserError(f"{out_dir} is a file; pass a directory to export into")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
@@ -175,7 +186,7 @@ def export_run(
 ) -> Path:
     """Write the run's final student and its model card to out_dir (replaced whole with force); `name`:
     what the card's loading example passes to from_pretrained (a hub repo; default: out_dir)."""
-    _check_out_dir(out_dir, force)
+    _check_out_dir(out_dir, force, results_dir)
     run_dir = run_dir_of(run, results_dir)
     checkpoint = run_checkpoint(run_dir)
     record = RunRecord.read(run_dir / RECORD_FILE)
@@ -191,8 +202,8 @@ def export_run(
         card = model_card(record, run_dir, cfg, name or str(out_dir))
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for path in tmp.iterdir():  # a folder to share, not the private one mkdtemp makes
-            path.chmod(0o644)
-        tmp.chmod(0o755)
+            follow_umask(path)
+        follow_umask(tmp, directory=True)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
