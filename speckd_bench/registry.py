@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Generic, TypeVar
 from speckd_bench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+"""What a task, suite or method may be called: it names files and folders (runs/<id>, plots)."""
 
 
 class Registry(Generic[T]):
@@ -55,7 +59,7 @@ def import_file(path: Path, prefix: str) -> ModuleType:
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a broken plugin is user input: name it in one line
+    except (Exception, SystemExit) as exc:  # a broken plugin is user input: name it in one line
         del sys.modules[spec.name]
         raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
     return module

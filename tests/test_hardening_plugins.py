@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import assert_one_line_error, cli
 from synthetic_records import write_run
 
@@ -151,3 +152,20 @@ def test_lm_eval_export_is_portable(tmp_path, data_dir):
         module.dolly({"references": [rows[0]["references"][0]]}, [rows[0]["references"][0]])["rougeL"]
         == 100.0
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("register_method(Method(name='../../../escaped', description='d', paper='-'))", "is not allowed"),
+        ("import sys\nsys.exit(0)", "SystemExit"),
+        ("raise RuntimeError('boom')", "RuntimeError: boom"),
+    ],
+)
+def test_a_bad_method_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys, body, message):
+    header = "from speckd_bench.api.methods import Method, register_method\n"
+    (tmp_path / "bad_method.py").write_text(f"{header}{body}\n")
+    args = ["run", "--plugins", str(tmp_path), "--preset", "tiny", "--results-dir", str(tmp_path / "out")]
+    code, err = cli(monkeypatch, capsys, args)
+    assert_one_line_error(code, err, "bad_method.py failed to import", message)
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escaped").exists()

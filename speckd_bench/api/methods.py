@@ -18,7 +18,8 @@ from speckd_bench.api.method_config import KDConfig, MethodConfig
 from speckd_bench.config.run_config import RunConfig
 from speckd_bench.data.examples import Batch, Example, collate
 from speckd_bench.data.tasks import TaskSpec
-from speckd_bench.registry import Registry
+from speckd_bench.errors import UserError
+from speckd_bench.registry import NAME, Registry
 
 
 @dataclass
@@ -87,4 +88,6 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(method: Method) -> Method:
+    if not NAME.fullmatch(method.name):
+        raise UserError(f"method name {method.name!r} is not allowed: use a-z, 0-9, _ and -")
     return METHODS.register(method.name, method, replace=True)

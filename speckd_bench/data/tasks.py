@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from speckd_bench.caches import digest
 from speckd_bench.config.run_config import RunConfig, apply_overrides, read_yaml
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.plugin_dirs import builtin_dir, env_plugin_dirs
-from speckd_bench.registry import Registry, import_file
+from speckd_bench.registry import NAME, Registry, import_file
 
 KINDS = ("instruction", "summarization", "math", "translation")
 
@@ -41,9 +40,6 @@ DECODING_PRESETS: dict[str, dict[str, Any]] = {
 
 
 HOOK_FUNCTIONS = ("extract_prediction", "extract_reference")
-
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 """Task and suite names: they become file names, record keys and table labels."""
@@ -353,7 +349,7 @@ def parse_task(tree: Any, path: Path) -> TaskSpec:
         check.need(key in tree, key, "is missing")
     for key in ("name", "kind", "description", "target", "input_field", "decoding", "hook"):
         check.string(tree, key)
-    check.need(bool(_NAME.fullmatch(tree["name"])), "name", f"is {tree['name']!r}: use a-z, 0-9, _ and -")
+    check.need(bool(NAME.fullmatch(tree["name"])), "name", f"is {tree['name']!r}: use a-z, 0-9, _ and -")
     check.need(tree["kind"] in KINDS, "kind", f"is {tree['kind']!r}{did_you_mean(tree['kind'], KINDS)}")
     check.need(isinstance(tree["splits"], dict) and "eval" in tree["splits"], "splits", "needs an eval split")
     splits = {str(k): _parse_split(v, check, f"splits.{k}") for k, v in tree["splits"].items()}
@@ -401,7 +397,7 @@ def parse_suite(tree: dict[str, Any], path: Path) -> Suite:
     for key in ("suite", "description", "decoding"):
         check.string(tree, key)
     check.need(
-        bool(_NAME.fullmatch(str(tree["suite"]))), "suite", f"is {tree['suite']!r}: use a-z, 0-9, _ and -"
+        bool(NAME.fullmatch(str(tree["suite"]))), "suite", f"is {tree['suite']!r}: use a-z, 0-9, _ and -"
     )
     check.need("sets" in tree, "sets", "is missing")
     decoding = tree.get("decoding")
