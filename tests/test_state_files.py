@@ -152,6 +152,29 @@ def test_a_converted_model_without_config_is_converted_once_and_repaired(tmp_pat
     assert f"cache entry {target} is broken (config.json is missing); removed, rebuilding it" in warning
 
 
+@pytest.mark.slow
+def test_converted_weights_overwritten_at_the_same_size_are_converted_again(tmp_path, monkeypatch, capsys):
+    good = models.smollm2_dir()
+    monkeypatch.setenv("SPECKD_CACHE_DIR", str(tmp_path))
+    target = tmp_path / "models" / good.name
+    shutil.copytree(good, target)  # a real copy: its weights are overwritten below
+    weights = target / "model.safetensors"
+    with open(weights, "r+b") as fh:
+        fh.seek(weights.stat().st_size // 2)
+        fh.write(os.urandom(4096))
+    conversions = []
+
+    def convert(src, dst):
+        conversions.append(dst)
+        with publish_dir(dst) as tmp:
+            shutil.copytree(good, tmp, dirs_exist_ok=True, copy_function=os.link)
+
+    monkeypatch.setattr(models, "_convert", convert)
+    assert models.smollm2_dir() == target
+    assert conversions == [target]
+    assert "model.safetensors does not match its checksum" in capsys.readouterr().err
+
+
 def _hold_and_build(target: str, held, release) -> None:
     with building(Path(target), lambda p: None, collective=False) as ready:
         assert not ready

@@ -65,10 +65,19 @@ CHECKSUMS = "checksums.json"
 
 
 def _conversion_problem(folder: Path) -> str | None:
-    """Why a converted model folder cannot be used (a cheap check, run every time it is used): files
-    missing or of the wrong size, garbled JSON, weights whose header does not parse."""
+    """Why a converted model folder cannot be used: files missing, of the wrong size or whose bytes do not
+    match the SHA-256 written at conversion, garbled JSON, weights whose header does not parse. The
+    digests are checked once per process and state of the files (under a second for the default
+    teacher), not at every use."""
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")))
+    return _content_problem(folder, stamp)
+
+
+@functools.cache
+def _content_problem(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> str | None:
+    """_conversion_problem for one state of the folder's files (`stamp`: names, sizes, mtimes)."""
     try:
-        problem = checksum_problem(folder, read_json(folder / CHECKSUMS), full=False)
+        problem = checksum_problem(folder, read_json(folder / CHECKSUMS))
         for name in ("config.json", "tokenizer.json"):
             read_json(folder / name)
         with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
