@@ -35,6 +35,10 @@ def test_yaml_file_and_preset(tmp_path):
         ({"method.beta": "1.5"}, r"beta in \[0, 1\]"),
         ({"train.lr": "-1"}, r"lr > 0"),
         ({"train.batch_size": "0"}, r"batch_size >= 1"),
+        (
+            {"train.batch_size": str(10**26)},
+            r"train.batch_size=10{26} is out of range: integer settings are at most",
+        ),
         ({"method.rule": "topp"}, r"method.rule='topp' is not one of"),
         ({"data.max_length": "64", "data.max_prompt_length": "64"}, r"must exceed data.max_prompt_length"),
     ],
@@ -49,6 +53,13 @@ def test_unknown_method_and_preset_suggest_names():
         cfg(method="spekd")
     with pytest.raises(UserError, match="did you mean tiny"):
         cfg(method="sft", preset="tiy")
+
+
+def test_a_key_given_twice_in_yaml_fails_naming_file_and_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  lr: 0.1\n  batch_size: 2\n  lr: 0.2\n")
+    with pytest.raises(UserError, match=r"twice.yaml:4: malformed YAML \(key 'lr' is given twice\)"):
+        cfg(method="speckd", config_file=path)
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):

@@ -58,10 +58,18 @@ def fields_of(obj: Any) -> dict[str, tuple[Any, Any]]:
     return {f.name: (_metadata(type(obj), f.name), hints[f.name]) for f in dataclasses.fields(obj)}
 
 
+MAX_INT = 2**31 - 1
+"""Every integer setting (a size, a count, a seed) is at most this: larger values are typos (1e26)."""
+
+
 def check_values(obj: Any, prefix: str) -> Iterator[str]:
-    """The one-line error of every field of `obj` outside its choices or range."""
+    """The one-line error of every field of `obj` outside its choices or range, or an integer above
+    MAX_INT."""
     for name, (meta, _) in fields_of(obj).items():
         value = getattr(obj, name)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            yield f"{prefix}{name}={value!r} is out of range: integer settings are at most {MAX_INT}"
+            continue
         choices = meta.get("choices", ())
         if choices and value not in choices:
             yield f"{prefix}{name}={value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"

@@ -422,13 +422,25 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader without anchors and aliases: a few bytes of nested aliases expand to billions of nodes
-    (and a self-referencing alias to a cycle), so config, task and sweep files write every value out."""
+    (and a self-referencing alias to a cycle), so config, task and sweep files write every value out. A key
+    given twice in one mapping fails too (plain YAML keeps the last one silently)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported", mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_yaml(text: str, where: str) -> Any:
