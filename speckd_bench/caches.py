@@ -41,8 +41,12 @@ def _cache_root() -> Path:
 def cache_dir() -> Path:
     """$SPECKD_CACHE_DIR, else the user's cache dir (~/.cache/speckd-bench)."""
     base = _cache_root()
+    if base.exists() and not base.is_dir():
+        raise UserError(f"the cache folder {base} is a file: set SPECKD_CACHE_DIR to a folder")
     try:
         base.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"the cache folder {base} is inside a file: set SPECKD_CACHE_DIR to a folder") from None
     except OSError as exc:
         raise disk_error(exc, base) from None
     return base

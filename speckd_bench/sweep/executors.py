@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +102,13 @@ class PointJob:
         self._finished = threading.Event()
         self._stop = threading.Event()
 
-    def stop(self) -> None:
-        """Start no further attempt (the sweep was stopped with Ctrl-C)."""
+    def interrupt(self) -> None:
+        """The sweep was stopped (Ctrl-C, or SIGTERM to its pid alone): start no further attempt, and
+        Ctrl-C the running one, which checkpoints and records 'interrupted'."""
         self._stop.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
 
     def __call__(self) -> Outcome:
         t0 = time.perf_counter()
@@ -157,7 +161,11 @@ class PointJob:
             offset = fh.tell()
             env = {**os.environ, **self.env}
             self._finished.clear()
-            child = self._child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            # Its own session: a terminal's Ctrl-C reaches the sweep alone, which passes it on once
+            # (a run that got it twice would stop at once instead of checkpointing).
+            child = self._child = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
             threading.Thread(target=lambda: (child.wait(), self._finished.set()), daemon=True).start()
             self._finished.wait()
         self._child = None
@@ -253,20 +261,31 @@ def run_local(
             envs.put(env)
 
     outcomes: list[Outcome] = []
+    futures: dict[Future[Outcome], PointJob] = {}
+
+    def collect(future: Future[Outcome]) -> None:
+        job = futures.pop(future)
+        if future.cancelled():  # stopped before it started
+            outcome = Outcome(job.point.label, "interrupted")
+        else:
+            exc = future.exception()
+            outcome = _failed(job, exc) if exc else future.result()
+        outcomes.append(outcome)
+        report(outcome)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             for wave in waves(jobs, warm):
-                futures = {pool.submit(work, job): job for job in wave}
-                for future in as_completed(futures):
-                    exc = future.exception()
-                    outcome = _failed(futures[future], exc) if exc else future.result()
-                    outcomes.append(outcome)
-                    report(outcome)
-        except KeyboardInterrupt:
+                wave_futures = {pool.submit(work, job): job for job in wave}
+                futures.update(wave_futures)
+                for future in as_completed(wave_futures):
+                    collect(future)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: pass it on, wait for the checkpoints, report
             for job in jobs:
-                job.stop()
-            pool.shutdown(cancel_futures=True)
-            raise
+                job.interrupt()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in list(futures):
+                collect(future)
     return outcomes
 
 
