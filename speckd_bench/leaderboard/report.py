@@ -27,7 +27,7 @@ from rich.console import Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
-from speckd_bench.api.metrics import FIDELITY_METRICS, LOWER_IS_BETTER
+from speckd_bench.api.metrics import FIDELITY_METRICS, Better, better
 from speckd_bench.config.run_config import NON_RESULT_KEYS, flatten
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.evaluation.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2, degenerate_reasons
@@ -565,7 +565,7 @@ def _references(runs: list[Run], eval_set: str, metrics: list[str]) -> list[dict
 
 def _sign(metric: str) -> int:
     """+1 when higher is better, -1 when lower is."""
-    return -1 if metric in LOWER_IS_BETTER else 1
+    return better(metric).sign
 
 
 def best_row(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
@@ -847,7 +847,7 @@ class Column:
 def _metric_columns(section: Section, rows: list[dict[str, Any]]) -> list[Column]:
     cols = []
     for m in section.metrics:
-        arrow = f" {LOWER}" if m in LOWER_IS_BETTER else ""
+        arrow = f" {LOWER}" if better(m) is Better.LOWER else ""
         cols.append(
             Column(
                 f"{m}{arrow} (mean ± std)",
