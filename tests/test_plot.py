@@ -70,9 +70,7 @@ def test_bars_draw_the_teacher_and_the_best_floor(tmp_path):
             floors={"empty": ("", {"rougeL": 0.0}), "constant": ("The", {"rougeL": 12.0})},
         )
     sections = build_sections(load_records(tmp_path).records, tmp_path)
-    lines = [
-        (row["label"], row["metrics"]["rougeL"]["mean"]) for row, _ in _reference_lines(sections[0], "rougeL")
-    ]
+    lines = [(row.label, row.mean("rougeL")) for row, _ in _reference_lines(sections[0], "rougeL")]
     assert lines == [("init student", 5.0), ("teacher", 40.0), ("floor: constant 'The'", 12.0)]
     res = runner.invoke(app, ["plot", "--results-dir", str(tmp_path)])
     assert res.exit_code == 0, (res.output, res.exception)

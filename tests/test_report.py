@@ -12,8 +12,9 @@ import pytest
 from synthetic_records import HEALTHY, write_run
 from typer.testing import CliRunner
 
+from speckd_bench.api.metrics import METRICS, Better, register_metric
 from speckd_bench.cli.app import app, main
-from speckd_bench.leaderboard.report import SIGNIFICANT
+from speckd_bench.leaderboard.columns import SIGNIFICANT
 
 runner = CliRunner()
 PROMPTS = [10.0, 20.0, 30.0, 40.0]
@@ -233,6 +234,27 @@ def test_markers_and_best_values_in_markdown(board):
     bold = [c for line in rows.values() for c in line.strip("| ").split(" | ") if c.startswith("**")]
     assert bold == ["**27.00 ± 2.20**"]  # the best rougeL among the methods; nothing else
     assert "| *raw student* |" in rows["*raw student*"] and "| *5.00* |" in rows["*init student*"]
+
+
+@pytest.fixture
+def rouge_lower_is_better():
+    """rougeL registered as a lower-is-better metric (as a plugin may declare its own), then restored."""
+    original = METRICS.get("rougeL")
+    register_metric(
+        "rougeL", original.description, original.per_example, original.corpus, original.raw, Better.LOWER
+    )
+    yield
+    METRICS.register("rougeL", original, replace=True)
+
+
+def test_the_direction_a_metric_declares_orders_and_marks_the_table(board, rouge_lower_is_better):
+    means = [r["mean"] for r in _rows(board) if _is_main(r)]
+    assert means == sorted(means)  # lowest first
+    md = _table(board, "--format", "md").stdout
+    assert "| rougeL ↓ (mean ± std) |" in md
+    rows = _md_rows(md, "jsd")
+    bold = [c for line in rows.values() for c in line.strip("| ").split(" | ") if c.startswith("**")]
+    assert bold == ["**23.00 ± 0.00**"]  # speckd k=3, the lowest rougeL
 
 
 def test_csv_parses(board):

@@ -10,6 +10,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import Enum
 from functools import cache
 from typing import Any
 
@@ -18,6 +19,18 @@ from speckd_bench.registry import Registry
 # rouge-score and sacrebleu load when a metric is computed, not when this module is imported: the train
 # loop (through tasks -> metrics) then runs where only torch and transformers are installed (the GPU
 # smoke check, `speckd-bench bench gpu-smoke`).
+
+
+class Better(Enum):
+    """Which way a metric improves: every ranking, sort and best mark of the leaderboard reads it."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+    @property
+    def sign(self) -> int:
+        """+1 when higher is better, -1 when lower is: sign * value is largest for the best value."""
+        return 1 if self is Better.HIGHER else -1
 
 
 @dataclass(frozen=True)
@@ -30,15 +43,39 @@ class Metric:
     raw: bool = False
     """Score the model's whole output instead of the answer the task's hook extracts from it (a format
     metric: did the model follow the asked-for layout)."""
+    better: Better = Better.HIGHER
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
-# Fidelity to the teacher, reported beside the task's metrics by every run that has a teacher: teacher-
-# forced forward / reverse KL (nats per reference token) and top-1 agreement (%) on the reference
-# continuations, and ROUGE-L of the outputs against the teacher's own outputs on the same prompts.
-FIDELITY_METRICS = ("tf_fkl", "tf_rkl", "tf_top1", "rougeL_teacher")
-LOWER_IS_BETTER = frozenset({"tf_fkl", "tf_rkl"})
+
+@dataclass(frozen=True)
+class FidelityMetric:
+    """A figure of fidelity to the teacher that the evaluation computes itself (no task names it)."""
+
+    name: str
+    description: str
+    better: Better
+
+
+# Fidelity to the teacher, reported beside the task's metrics (in this order) by every run that has a
+# teacher: teacher-forced forward / reverse KL and top-1 agreement on the reference continuations, and
+# ROUGE-L of the outputs against the teacher's own outputs on the same prompts.
+FIDELITY = (
+    FidelityMetric("tf_fkl", "teacher-forced forward KL, nats per reference token", Better.LOWER),
+    FidelityMetric("tf_rkl", "teacher-forced reverse KL, nats per reference token", Better.LOWER),
+    FidelityMetric("tf_top1", "teacher-forced top-1 agreement with the teacher (%)", Better.HIGHER),
+    FidelityMetric("rougeL_teacher", "ROUGE-L of the outputs against the teacher's outputs", Better.HIGHER),
+)
+FIDELITY_METRICS = tuple(m.name for m in FIDELITY)
+
+
+def better(name: str) -> Better:
+    """The direction a task or fidelity metric declared; higher for a name this process has not
+    registered (a plugin's metric whose task was not loaded)."""
+    if name in METRICS:
+        return METRICS.get(name).better
+    return next((m.better for m in FIDELITY if m.name == name), Better.HIGHER)
 
 
 @cache
@@ -124,12 +161,13 @@ def register_metric(
     per_example: Callable[[str, list[str]], float] | None = None,
     corpus: Callable[[list[str], list[list[str]]], float] | None = None,
     raw: bool = False,
+    better: Better = Better.HIGHER,
 ) -> Metric:
     """Register a metric (task hooks may add their own): per example (averaged) or corpus level; `raw`
-    scores the whole output rather than the extracted answer."""
+    scores the whole output rather than the extracted answer; `better`: which way it improves."""
     if per_example is None and corpus is None:
         raise ValueError(f"metric {name} needs a per_example or a corpus function")
-    metric = Metric(name, description, per_example, corpus or _mean_of(per_example), raw)
+    metric = Metric(name, description, per_example, corpus or _mean_of(per_example), raw, better)
     return METRICS.register(name, metric, replace=True)
 
 

@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 
 from speckd_bench.caches import atomic_write_text
-from speckd_bench.leaderboard.report import LEGEND, Section, section_lines, table_cells
+from speckd_bench.leaderboard.columns import LEGEND
+from speckd_bench.leaderboard.render import section_lines, table_cells
+from speckd_bench.leaderboard.sections import Section
 from speckd_bench.publish.plots import write_plots
 from speckd_bench.publish.results_readme import setup_facts, significance
 

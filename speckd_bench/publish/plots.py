@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from speckd_bench.leaderboard.report import Group, Section, best_row
+from speckd_bench.leaderboard.rows import LeaderboardRow, best_row
+from speckd_bench.leaderboard.sections import Group, Section
 
 # log field -> (file stem, y label, log scale, one panel per method)
 CURVES = {
@@ -127,14 +128,14 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
     return True
 
 
-def _reference_lines(section: Section, metric: str) -> list[tuple[dict, dict]]:
+def _reference_lines(section: Section, metric: str) -> list[tuple[LeaderboardRow, dict[str, str]]]:
     """Reference rows drawn across the bar chart, with their line style: the warm-start (init) student,
     the teacher and the best floor, where recorded."""
-    rows = [r for r in section.references if r["metrics"][metric]["mean"] is not None]
-    floor = best_row([r for r in rows if r["source"] == "floor"], metric)
+    rows = [r for r in section.references if r.mean(metric) is not None]
+    floor = best_row([r for r in rows if r.source == "floor"], metric)
     picks = [
-        (next((r for r in rows if r["source"] == "init"), None), {"color": "grey", "linestyle": "--"}),
-        (next((r for r in rows if r["source"] == "teacher"), None), {"color": "black", "linestyle": ":"}),
+        (next((r for r in rows if r.source == "init"), None), {"color": "grey", "linestyle": "--"}),
+        (next((r for r in rows if r.source == "teacher"), None), {"color": "black", "linestyle": ":"}),
         (floor, {"color": "tab:red", "linestyle": "-."}),
     ]
     return [(row, style) for row, style in picks if row is not None]
@@ -145,18 +146,19 @@ def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
     fig = _new_figure(max(5.0, 1.1 * len(groups) + 2.5), 4.5)
     ax = fig.add_subplot()
     x = np.arange(len(groups))
-    means = [g.row["metrics"][metric]["mean"] or 0.0 for g in groups]
-    stds = [g.row["metrics"][metric]["std"] or 0.0 for g in groups]
+    summaries = [g.row.metrics[metric] for g in groups]
+    means = [s.mean or 0.0 for s in summaries]
+    stds = [s.std or 0.0 for s in summaries]
     ax.bar(x, means, yerr=stds, capsize=5, color=[colors[g.label] for g in groups], alpha=0.85, zorder=2)
     rng = np.random.default_rng(0)
-    for i, g in enumerate(groups):
-        values = g.row["metrics"][metric]["per_run"]
+    for i, summary in enumerate(summaries):
+        values = summary.values
         jitter = rng.uniform(-0.15, 0.15, len(values))
         ax.scatter(
             i + jitter, values, color="black", s=12, zorder=3, label="one training seed" if i == 0 else None
         )
     for row, style in _reference_lines(section, metric):
-        ax.axhline(row["metrics"][metric]["mean"], linewidth=1, label=row["label"], zorder=1, **style)
+        ax.axhline(row.mean(metric), linewidth=1, label=row.label, zorder=1, **style)
     ax.set_xticks(x, [f"{g.label}\nn={len(g.runs)}" for g in groups], fontsize=8)
     ax.set_ylabel(f"{metric} after training")
     ax.set_title(

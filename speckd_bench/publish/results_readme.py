@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.caches import atomic_write_text
-from speckd_bench.leaderboard.report import Group, Section, md_escape, render
+from speckd_bench.leaderboard.formatting import NO_VALUE, interval, md_escape, mean_std
+from speckd_bench.leaderboard.render import render
+from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 from speckd_bench.publish.plots import write_plots
 from speckd_bench.records.run_record import RunRecord
@@ -64,27 +66,26 @@ def _minutes(seconds: float) -> str:
 
 def _verdict(section: Section, group: Group, base: Group, metric: str) -> str:
     row, base_row = group.row, base.row
-    a, b = row["metrics"][metric], base_row["metrics"][metric]
+    a, b = row.metrics[metric], base_row.metrics[metric]
     head = (
         f"On {md_escape(section.eval_set)} ({md_escape(metric)}), {md_escape(group.label)} scores "
-        f"{a['mean']:.2f} ± {a['std']:.2f} "
-        f"(n={row['n_seeds']}) against {md_escape(base.label)}'s {b['mean']:.2f} ± {b['std']:.2f} "
-        f"(n={base_row['n_seeds']})"
+        f"{mean_std(a.mean, a.std)} (n={row.n}) against {md_escape(base.label)}'s {mean_std(b.mean, b.std)} "
+        f"(n={base_row.n})"
     )
-    delta = row["delta"].get(metric)
+    delta = row.delta.get(metric)
     if delta is None:
         return f"{head}; no comparison was possible ({metric} is missing from its runs)."
-    if delta["low"] is None:
+    if delta.low is None:
         return (
-            f"{head}: a difference of {delta['diff']:+.2f}; too few training seeds (or no seed-to-seed "
+            f"{head}: a difference of {delta.diff:+.2f}; too few training seeds (or no seed-to-seed "
             "variation) for a t-test."
         )
-    test = "paired" if delta["paired"] else "Welch"
-    verdict = "significant" if delta["significant"] else "not significant"
+    test = "paired" if delta.paired else "Welch"
+    verdict = "significant" if delta.significant else "not significant"
     return (
-        f"{head}: a difference of {delta['diff']:+.2f} with a {delta['confidence']:.1%} {test} t-interval "
-        f"over training seeds of [{delta['low']:+.2f}, {delta['high']:+.2f}] and a Holm-corrected p of "
-        f"{delta['p_holm']:.3g}: {verdict} at this scale (that needs p < {ALPHA:g} after Holm and "
+        f"{head}: a difference of {delta.diff:+.2f} with a {delta.confidence:.1%} {test} t-interval "
+        f"over training seeds of {interval(delta.low, delta.high)} and a Holm-corrected p of "
+        f"{delta.p_holm:.3g}: {verdict} at this scale (that needs p < {ALPHA:g} after Holm and "
         f"≥ {MIN_SEEDS_SIGNIFICANT} seeds on each side)."
     )
 
@@ -116,10 +117,10 @@ def init_gains(section: Section) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for g, cmp in zip(groups, compare_family(family), strict=True):
-        interval = "-" if cmp.low is None else f"[{cmp.low:+.2f}, {cmp.high:+.2f}] ({cmp.confidence:.1%})"
-        p = "-" if cmp.p_holm is None else f"{cmp.p_holm:.3g}"
+        holm = NO_VALUE if cmp.low is None else f"{interval(cmp.low, cmp.high)} ({cmp.confidence:.1%})"
+        p = NO_VALUE if cmp.p_holm is None else f"{cmp.p_holm:.3g}"
         verdict = "significant" if cmp.significant else "not significant"
-        lines.append(f"| {md_escape(g.label)} | {cmp.n} | {cmp.diff:+.2f} | {interval} | {p} | {verdict} |")
+        lines.append(f"| {md_escape(g.label)} | {cmp.n} | {cmp.diff:+.2f} | {holm} | {p} | {verdict} |")
     return [*lines, ""]
 
 
@@ -127,7 +128,7 @@ def significance(sections: list[Section], method: str, baseline: str) -> list[st
     """One sentence per section that holds both `method` and `baseline`."""
     lines = []
     for s in sections:
-        base = next((g for g in s.groups if g.row["is_baseline"]), None)
+        base = next((g for g in s.groups if g.row.is_baseline), None)
         if base is None or base.method != baseline:
             continue
         lines += [_verdict(s, g, base, s.metrics[0]) for g in s.groups if g.method == method]

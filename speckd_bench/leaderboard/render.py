@@ -1,0 +1,200 @@
+"""The leaderboard's text formats: a rich table for the terminal, markdown, LaTeX (booktabs), HTML, CSV
+and JSON. The tables take their columns from `columns`; the CSV writes every declared CSV column."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from typing import Any
+
+from rich.console import Group as RichGroup
+from rich.table import Table
+from rich.text import Text
+
+from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.leaderboard.columns import LEGEND, LOWER, SIGNIFICANT, Column, columns, table_columns
+from speckd_bench.leaderboard.formatting import md_escape, one_line
+from speckd_bench.leaderboard.rows import LeaderboardRow
+from speckd_bench.leaderboard.sections import Section
+
+FORMATS = ("rich", "md", "csv", "latex", "html", "json")
+
+Cell = tuple[str, str]
+"""(text, style): style 'ref' for reference rows, 'best' for the best value of a column, else ''."""
+
+
+def _best(column: Column, rows: list[LeaderboardRow]) -> float | None:
+    """The best value of a column that marks it among the method rows; None when they do not differ."""
+    if not column.marks_best:
+        return None
+    values = [v for r in rows if (v := column.value(r)) is not None]
+    return max(values, key=lambda v: column.better.sign * v) if len(set(values)) > 1 else None
+
+
+def table_cells(section: Section) -> tuple[list[str], list[list[Cell]]]:
+    """Headers and (text, style) cells of one section, reference rows first; style is 'ref' for reference
+    rows, 'best' for the best value of a metric column among the methods, else ''."""
+    methods = section.methods
+    cols = table_columns(section.metrics, section.baseline, methods, section.references)
+    best = [_best(col, methods) for col in cols]
+    references = [
+        [(one_line(col.cell(r)) if col.reference else "", "ref") for col in cols] for r in section.references
+    ]
+    method_cells = [
+        [
+            (one_line(col.cell(r)), "best" if b is not None and col.value(r) == b else "")
+            for col, b in zip(cols, best, strict=True)
+        ]
+        for r in methods
+    ]
+    return [one_line(c.header) for c in cols], references + method_cells
+
+
+def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
+    """`text` inside the format's wrapper for `style` ('{}' marks where the text goes)."""
+    return wrap[style].format(text) if style in wrap and text else text
+
+
+def section_lines(s: Section) -> list[str]:
+    """The notes and floor verdict under a section's table."""
+    return [*(f"note: {n}" for n in s.notes), *([s.floor_verdict] if s.floor_verdict else [])]
+
+
+def _md(sections: list[Section]) -> str:
+    out = []
+    wrap = {"best": "**{}**", "ref": "*{}*"}
+    for s in sections:
+        headers, cells = table_cells(s)
+        out += [f"**{md_escape(s.eval_set)}**: {md_escape(s.description)}", ""]
+        out += ["| " + " | ".join(map(md_escape, headers)) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells]
+        out += [*(f"- {md_escape(line)}" for line in section_lines(s)), ""]
+    return "\n".join([*out, LEGEND, ""])
+
+
+_LATEX = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "<": r"\textless{}",
+        ">": r"\textgreater{}",
+        "|": r"\textbar{}",
+        "±": r"$\pm$",
+        "×": r"$\times$",
+        "→": r"$\to$",
+        "Δ": r"$\Delta$",
+        "·": r"$\cdot$",
+        "≤": r"$\le$",
+        "≥": r"$\ge$",
+        LOWER: r"$\downarrow$",
+        "⚠": "(!)",
+        SIGNIFICANT: r"$^\dagger$",
+    }
+)
+
+
+def _latex_escape(text: str) -> str:
+    return text.translate(_LATEX)
+
+
+def _latex(sections: list[Section]) -> str:
+    out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
+    wrap = {"best": "\\textbf{{{}}}", "ref": "\\textit{{{}}}"}
+    for s in sections:
+        headers, cells = table_cells(s)
+        spec = "l" * (2 if headers[1] == "settings" else 1)
+        out += [
+            f"% {one_line(s.eval_set)}: {one_line(s.description)}",
+            "\\begin{tabular}{" + spec + "r" * (len(headers) - len(spec)) + "}",
+            "\\toprule",
+            " & ".join(map(_latex_escape, headers)) + " \\\\",
+            "\\midrule",
+        ]
+        out += [" & ".join(_styled(_latex_escape(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
+        out += ["\\bottomrule", "\\end{tabular}", *(f"% {one_line(line)}" for line in section_lines(s)), ""]
+    out.append(f"% {LEGEND}")
+    return "\n".join(out) + "\n"
+
+
+def _html(sections: list[Section]) -> str:
+    out = ['<div class="speckd-leaderboard">']
+    wrap = {"best": "<strong>{}</strong>", "ref": "<em>{}</em>"}
+    for s in sections:
+        headers, cells = table_cells(s)
+        out += [
+            f"<table>\n<caption>{html.escape(s.eval_set)}: {html.escape(s.description)}</caption>",
+            "<thead>",
+        ]
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
+        out += ["</thead>", "<tbody>"]
+        for row in cells:
+            out.append(
+                "<tr>" + "".join(f"<td>{_styled(html.escape(t), st, wrap)}</td>" for t, st in row) + "</tr>"
+            )
+        out += ["</tbody>", "</table>"]
+        out += [f"<p>{html.escape(line)}</p>" for line in section_lines(s)]
+    out += [f"<p>{html.escape(LEGEND)}</p>", "</div>"]
+    return "\n".join(out) + "\n"
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: empty for no value; text that a spreadsheet would run as a formula gets a quote."""
+    if value is None:
+        return ""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _csv(sections: list[Section]) -> str:
+    """One flat, numeric table over every section, reference rows included (empty cell = no value)."""
+    metrics = list(dict.fromkeys(m for s in sections for m in s.metrics))
+    cols = [c for c in columns(metrics, None) if c.csv is not None]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([c.csv for c in cols])
+    for r in (r for s in sections for r in s.rows):
+        writer.writerow([_csv_cell(c.value(r)) for c in cols])
+    return buf.getvalue()
+
+
+def _json(sections: list[Section]) -> str:
+    """Every row of every section, reference rows first in each."""
+    return json.dumps([r.as_json() for s in sections for r in s.rows], indent=2) + "\n"
+
+
+def _rich(sections: list[Section]) -> RichGroup:
+    parts: list[Any] = []
+    styles = {"best": "bold green", "ref": "italic cyan", "": ""}
+    for s in sections:
+        headers, cells = table_cells(s)
+        table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
+        for i, title in enumerate(headers):
+            table.add_column(title, overflow="fold", justify="left" if i < 2 else "right")
+        for row in cells:
+            table.add_row(*(Text(t, style=styles[st]) for t, st in row))
+        parts.append(table)
+        parts += [Text(line, style="yellow") for line in section_lines(s)]
+    parts.append(Text(LEGEND, style="dim"))
+    return RichGroup(*parts)
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
+
+
+def render(sections: list[Section], fmt: str) -> str | RichGroup:
+    """The sections in one of FORMATS: a string, or a rich renderable for the terminal."""
+    check_format(fmt)
+    return {"md": _md, "csv": _csv, "latex": _latex, "html": _html, "json": _json, "rich": _rich}[fmt](
+        sections
+    )

@@ -1,0 +1,86 @@
+"""One run of the leaderboard: its record, with its training log and per-prompt scores read on demand."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speckd_bench.records.run_record import RunRecord
+
+RowReader = Callable[[Path, list[str]], list[dict[str, Any]]]
+"""Reads the JSON objects of a JSONL file, noting the lines it leaves out in the list it is given."""
+
+
+def is_number(value: Any) -> bool:
+    """An int or float (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class Run:
+    """One record, read on demand together with its training log and samples."""
+
+    record: RunRecord
+    dir: Path
+    read_rows: RowReader
+    """How its training log and samples are read."""
+    problems: list[str] = field(default_factory=list)
+    """Lines or files of the run left out while reading it (shown as notes)."""
+
+    @property
+    def seed(self) -> int:
+        return int(self.record.seed or 0)
+
+    @cached_property
+    def log(self) -> list[dict[str, Any]]:
+        path = self.dir / self.record.paths.get("train_log", "train_log.jsonl")
+        return self.read_rows(path, self.problems) if path.is_file() else []
+
+    def samples_file(self, eval_set: str) -> Path:
+        entry = self.record.paths.get("samples", "samples.jsonl")
+        return self.dir / (entry.get(eval_set, "") if isinstance(entry, dict) else entry)
+
+    def after(self, eval_set: str) -> dict[str, Any]:
+        """The run's summary of eval_set after training."""
+        return self.record.metrics[eval_set].get("after", {})
+
+    def after_metric(self, eval_set: str, metric: str) -> float | None:
+        return self.after(eval_set).get("metrics", {}).get(metric)
+
+    def prompt_scores(self, eval_set: str, metric: str) -> dict[int, float] | None:
+        """Per-example score of `metric` on eval_set, averaged over eval seeds; None when not stored.
+
+        Samples carry `index`, `eval_seed`, `scores`; an `eval_set` field, where present, selects the set
+        (samples without one belong to the run's own task)."""
+        path = self.samples_file(eval_set)
+        if not path.is_file():
+            return None
+        per_index: dict[int, list[float]] = defaultdict(list)
+        for sample in self.read_rows(path, self.problems):
+            if sample.get("eval_set", self.record.task) != eval_set:
+                continue
+            scores, index = sample.get("scores"), sample.get("index")
+            value = scores.get(metric) if isinstance(scores, dict) else None
+            if not is_number(value) or not isinstance(index, int):
+                return None
+            per_index[index].append(value)
+        return {i: float(np.mean(v)) for i, v in per_index.items()} or None
+
+
+def values_at(runs: list[Run], path: str) -> list[float]:
+    """The numbers at a dotted path of each run's record (e.g. training.final_loss), where present."""
+    out = []
+    section, _, rest = path.partition(".")
+    for run in runs:
+        value: Any = getattr(run.record, section)
+        for part in rest.split(".") if rest else []:
+            value = value.get(part) if isinstance(value, dict) else None
+        if is_number(value):
+            out.append(float(value))
+    return out
