@@ -46,7 +46,9 @@ def cache_dir() -> Path:
     try:
         base.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(f"the cache folder {base} is inside a file: set SPECKD_CACHE_DIR to a folder") from None
+        raise UserError(
+            f"the cache folder {base} is inside a file: set SPECKD_CACHE_DIR to a folder"
+        ) from None
     except OSError as exc:
         raise disk_error(exc, base) from None
     return base

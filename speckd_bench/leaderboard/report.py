@@ -24,7 +24,6 @@ __all__ = [
     "build_sections",
     "check_format",
     "parse_since",
-    "read_rows",
     "render",
     "section_lines",
     "usable_records",
@@ -53,31 +52,6 @@ def _settings(record: RunRecord, eval_set: str) -> dict[str, str]:
     if record.num_processes != 1:  # train.batch_size is per process: N processes are a protocol
         flat["num_processes"] = record.num_processes
     return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
-
-
-def read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """The JSON objects of a run's JSONL file (training log, samples). A line that is not one (garbled,
-    not UTF-8) is left out and counted in `problems`; a last line without its newline (torn by a kill)
-    is left out silently."""
-    rows, bad = [], []
-    try:
-        with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.endswith(b"\n") or not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    row = None
-                if isinstance(row, dict):
-                    rows.append(row)
-                else:
-                    bad.append(number)
-    except OSError as exc:
-        problems.append(f"{path}: unreadable ({exc.strerror}); left out")
-    if bad:
-        problems.append(f"{path}: {len(bad)} line(s) not a JSON object (first: line {bad[0]}); left out")
-    return rows
 
 
 _NUMBER_MAPS = ("metrics", "std_over_eval_seeds", "degeneracy")
@@ -195,6 +169,6 @@ def build_sections(
             continue
         for eval_set in record.metrics:
             if filters.keep_set(record, eval_set):
-                run = Run(record, results_dir / "runs" / str(record.run_id), read_rows)
+                run = Run(record, results_dir / "runs" / str(record.run_id))
                 groups[(eval_set, json.dumps(_settings(record, eval_set), sort_keys=True))].append(run)
     return sections_of(groups, metrics=metrics, baseline=baseline, methods=filters.methods, sort=sort)

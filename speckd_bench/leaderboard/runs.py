@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -11,10 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from speckd_bench.jsonl import read_jsonl
 from speckd_bench.records.run_record import RunRecord
-
-RowReader = Callable[[Path, list[str]], list[dict[str, Any]]]
-"""Reads the JSON objects of a JSONL file, noting the lines it leaves out in the list it is given."""
 
 
 def is_number(value: Any) -> bool:
@@ -28,10 +25,23 @@ class Run:
 
     record: RunRecord
     dir: Path
-    read_rows: RowReader
-    """How its training log and samples are read."""
     problems: list[str] = field(default_factory=list)
     """Lines or files of the run left out while reading it (shown as notes)."""
+
+    def read_rows(self, path: Path) -> list[dict[str, Any]]:
+        """The JSON objects of one of the run's JSONL files (training log, samples); unreadable lines and
+        files are left out and noted in `problems`."""
+        bad: list[int] = []
+        try:
+            rows = read_jsonl(path, appended=True, skipped=bad)
+        except OSError as exc:
+            self.problems.append(f"{path}: unreadable ({exc.strerror}); left out")
+            return []
+        if bad:
+            self.problems.append(
+                f"{path}: {len(bad)} line(s) not a JSON object (first: line {bad[0]}); left out"
+            )
+        return rows
 
     @property
     def seed(self) -> int:
@@ -40,7 +50,7 @@ class Run:
     @cached_property
     def log(self) -> list[dict[str, Any]]:
         path = self.dir / self.record.paths.get("train_log", "train_log.jsonl")
-        return self.read_rows(path, self.problems) if path.is_file() else []
+        return self.read_rows(path) if path.is_file() else []
 
     def samples_file(self, eval_set: str) -> Path:
         entry = self.record.paths.get("samples", "samples.jsonl")
@@ -62,7 +72,7 @@ class Run:
         if not path.is_file():
             return None
         per_index: dict[int, list[float]] = defaultdict(list)
-        for sample in self.read_rows(path, self.problems):
+        for sample in self.read_rows(path):
             if sample.get("eval_set", self.record.task) != eval_set:
                 continue
             scores, index = sample.get("scores"), sample.get("index")

@@ -1,0 +1,114 @@
+"""Are the teacher's reference answers the same on another CPU? The teacher decodes the eval rows of a
+preset greedily in a child process per (CPU kernel path, dtype), and the answers are compared across the
+kernel paths: `ATEN_CPU_CAPABILITY=avx2` (what a CPU without AVX-512 runs) against the machine's native
+one. A dtype whose answers differ between kernel paths cannot give committed reference rows that another
+machine reproduces.
+
+    python -m speckd_bench.benchmarks.reference_parity [--preset reference] [--rows 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speckd_bench.benchmarks.common import machine_header, markdown_table
+from speckd_bench.data.examples import build_examples
+from speckd_bench.data.rows import load_rows
+from speckd_bench.data.tasks import TASKS, discover_tasks
+from speckd_bench.engine.recipe import build_run_config
+from speckd_bench.evaluation.generate import generate
+from speckd_bench.methods.discovery import discover_methods
+from speckd_bench.models.loading import load_teacher
+
+KERNELS = ("native", "avx2")
+DTYPES = ("float32", "bfloat16")
+COLUMNS = [
+    ("dtype", "teacher dtype", "{}"),
+    ("kernels", "kernel paths", "{}"),
+    ("rows", "rows", "{}"),
+    ("differ", "answers that differ", "{}"),
+    ("seconds", "decode s", "{}"),
+]
+
+
+def decode(preset: str, task: str, rows: int, dtype: str) -> dict[str, Any]:
+    """The teacher's greedy answers to the first `rows` eval rows of `task` under `preset`."""
+    discover_tasks()
+    discover_methods()
+    cfg = build_run_config(method="fkl", preset=preset, overrides={"task": task})
+    teacher, tokenizer, _ = load_teacher(cfg.model.teacher)
+    teacher = teacher.to(getattr(torch, dtype)).eval()
+    spec = TASKS.get(task)
+    examples = build_examples(spec, load_rows(spec, "eval", cfg.data)[:rows], tokenizer, cfg.data)
+    gen = generate(teacher, tokenizer, [e.prompt_ids for e in examples], cfg.eval, 10, "reference", True)
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"capability": capability, "dtype": dtype, "texts": gen.texts, "seconds": gen.seconds}
+
+
+def _child(kernel: str, dtype: str, opts: argparse.Namespace, out: Path) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if kernel != "native":
+        env["ATEN_CPU_CAPABILITY"] = kernel
+    cmd = [
+        sys.executable,
+        "-m",
+        __spec__.name,
+        "--child",
+        dtype,
+        "--preset",
+        opts.preset,
+        "--task",
+        opts.task,
+    ]
+    subprocess.run([*cmd, "--rows", str(opts.rows), "--out", str(out)], env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def compare(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """One table row per dtype: answers that differ between the kernel paths."""
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in DTYPES:
+            runs = [_child(k, dtype, opts, Path(tmp) / f"{k}-{dtype}.json") for k in KERNELS]
+            differ = sum(a != b for a, b in zip(runs[0]["texts"], runs[1]["texts"], strict=True))
+            table.append(
+                {
+                    "dtype": dtype,
+                    "kernels": " vs ".join(r["capability"] for r in runs),
+                    "rows": len(runs[0]["texts"]),
+                    "differ": differ,
+                    "seconds": " / ".join(f"{r['seconds']:.0f}" for r in runs),
+                }
+            )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="reference")
+    parser.add_argument("--task", default="dolly")
+    parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--child", choices=DTYPES, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.child:
+        opts.out.write_text(json.dumps(decode(opts.preset, opts.task, opts.rows, opts.child)))
+        return
+    facts = {"preset": opts.preset, "task": opts.task, "decoding": "greedy, the preset's eval settings"}
+    print(machine_header("Reference-row parity across CPU kernel paths", facts))
+    print()
+    print(markdown_table(compare(opts), COLUMNS))
+
+
+if __name__ == "__main__":
+    main()
