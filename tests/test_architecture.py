@@ -60,18 +60,7 @@ LOCAL_IMPORTS_TO_REMOVE: dict[str, tuple[str, ...]] = {
         "records.store",
     ),
     "cli.sweep": ("sweep.executors", "sweep.grid", "sweep.status"),
-    "data.tasks": ("data.tasks",),
-    "records.environment": ("",),  # `from speckd_bench import __version__`
-    "records.run_record": ("config.run_config", "errors", "methods.discovery"),
-    "sweep.grid": (
-        "caches",
-        "config.result_keys",
-        "config.run_config",
-        "data.tasks",
-        "engine.recipe",
-        "methods.discovery",
-    ),
-    "sweep.status": ("records.store",),
+    "sweep.grid": ("caches", "config.result_keys"),
 }
 
 GROUND_FLOOR = ["", *graph.GROUND_FLOOR]  # "" is the package's own __init__
