@@ -6,7 +6,9 @@
 setup loads data and models and opens the run folder; score_before scores the raw student, then, after
 warm_start has loaded the cached SFT init of the student (or built and cached it), the init student;
 train runs the method's Trainer; evaluate scores the trained student; finish writes the complete record.
-Each stage records what it produced in the run's state, so a resumed run skips what it already finished.
+Each stage hands the next what it produced (run_products.py) and records it in the run's state, so a
+resumed run skips what it already finished. evaluate is the evaluation stage `speckd-bench eval` runs too
+(scoring.py).
 
 Launched with several processes, every process runs the recipe; training and evaluation are split between
 them, and only the main process writes the run folder and says anything.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,7 +26,7 @@ from typing import Any, NoReturn
 import torch
 
 from speckd_bench.api.method_config import check_vocabulary
-from speckd_bench.api.methods import DataPolicy, Method, PolicyContext
+from speckd_bench.api.methods import Method, PolicyContext
 from speckd_bench.caches import cache_dir, probe_writable, writing
 from speckd_bench.config.run_config import RunConfig, build_config
 from speckd_bench.data.examples import Example, build_examples
@@ -39,6 +41,7 @@ from speckd_bench.engine.run_checks import (
     distributed_info,
     resolve_names,
 )
+from speckd_bench.engine.run_products import FINAL_CHECKPOINT, TRAIN_LOG, Before, Setup, Trained
 from speckd_bench.engine.run_state import CHECKPOINTS, Checkpoints, RunState, save_final
 from speckd_bench.engine.scoring import (
     SAMPLES_FILE,
@@ -60,69 +63,6 @@ from speckd_bench.progress import console, stage
 from speckd_bench.records.environment import git_commit, hardware, new_run_id, versions
 from speckd_bench.records.run_record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
 from speckd_bench.records.train_log import read_log, summarize_log
-
-TRAIN_LOG = "train_log.jsonl"
-FINAL_CHECKPOINT = "checkpoint"
-
-
-@dataclass
-class Setup:
-    """What setup hands the later stages: the run's task and method, its examples, models and scoring,
-    its warm start, its open run folder and its trackers."""
-
-    task: TaskSpec
-    method: Method
-    train_file: str
-    """Where the training rows came from."""
-    train_ex: list[Example]
-    init_ex: list[Example]
-    """The warm start's training examples (the KD stage's, or the first train.init_rows rows)."""
-    eval: EvalSets
-    pair: ModelPair
-    state: RunState
-    checkpoints: Checkpoints
-    wall_before: float
-    """Wall time of the run's earlier (interrupted) sessions."""
-    scoring: Scoring
-    warm: WarmStart
-    score_keys: dict[str, str]
-    """Per eval set, the key of its cached raw and init scores beside the warm start."""
-    tracker: tracking.Tracking
-
-    @property
-    def run_id(self) -> str:
-        return self.state.dir.name
-
-    @property
-    def log_path(self) -> Path:
-        return self.state.dir / TRAIN_LOG
-
-
-@dataclass
-class Before:
-    """The student before training, kept in the run's state (a resumed run starts from what its earlier
-    sessions stored): per eval set the summaries of the raw and init students, and the warm start's facts."""
-
-    scores: dict[str, dict[str, Any]]
-    init: dict[str, Any]
-
-    @classmethod
-    def of_run(cls, cfg: RunConfig, setup: Setup) -> Before:
-        state = setup.state
-        return cls(
-            state.get("before", {name: {} for name in setup.eval.names}),
-            state.get("init", {"enabled": cfg.train.init_sft_epochs > 0}),
-        )
-
-
-@dataclass
-class Trained:
-    """The training stage's product: its result, and the data policy and teacher source it trained with
-    (none when a resumed run had finished training)."""
-
-    result: TrainResult
-    policy: DataPolicy | None = None
-    teacher: TeacherSource | None = None
 
 
 def _fmt(value: float | None) -> str:
