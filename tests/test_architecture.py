@@ -60,7 +60,6 @@ LOCAL_IMPORTS_TO_REMOVE: dict[str, tuple[str, ...]] = {
         "records.store",
     ),
     "cli.sweep": ("sweep.executors", "sweep.grid", "sweep.status"),
-    "sweep.grid": ("caches", "config.result_keys"),
 }
 
 GROUND_FLOOR = ["", *graph.GROUND_FLOOR]  # "" is the package's own __init__

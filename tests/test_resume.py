@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import speckd_bench.engine.recipe
+import speckd_bench.engine.scoring
 from speckd_bench.cli.app import app
 
 runner = CliRunner()
@@ -117,9 +118,9 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert json.loads(listed.stdout) == [] and "--resume" in listed.stderr
 
     evaluations = []
-    real_evaluate = speckd_bench.engine.recipe.evaluate_sets
+    real_evaluate = speckd_bench.engine.scoring.evaluate_sets
     monkeypatch.setattr(
-        speckd_bench.engine.recipe,
+        speckd_bench.engine.scoring,
         "evaluate_sets",
         lambda *a, **kw: evaluations.append(a[4]) or real_evaluate(*a, **kw),
     )

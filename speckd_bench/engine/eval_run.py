@@ -8,31 +8,29 @@ is not a run's. Run records are never changed, so `table` keeps reading exactly 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import torch
-from transformers.utils import logging as transformers_logging
-
-from speckd_bench.caches import atomic_write_jsonl
 from speckd_bench.config.run_config import RunConfig, apply_overrides, config_from_dict, validate
 from speckd_bench.data.tasks import DECODING_PRESETS, SUITES, TASKS, task_sources
-from speckd_bench.errors import UserError
-from speckd_bench.evaluation.evaluate import (
-    TeacherView,
-    build_eval_examples,
-    eval_seeds,
-    eval_sets_info,
-    evaluate_sets,
-    load_eval_sets,
-    warn_skipped,
+from speckd_bench.distributed import process_context
+from speckd_bench.engine.run_products import FINAL_CHECKPOINT
+from speckd_bench.engine.scoring import (
+    SAMPLES_FILE,
+    EvalSets,
+    Scoring,
+    eval_speed,
+    evaluate_student,
+    lm_eval_scores,
+    quiet_transformers,
 )
-from speckd_bench.evaluation.lmeval import check_lm_eval, run_lm_eval
-from speckd_bench.evaluation.reference import reference_rows
+from speckd_bench.errors import UserError
+from speckd_bench.evaluation.evaluate import build_eval_examples, eval_seeds
+from speckd_bench.evaluation.lmeval import check_lm_eval
 from speckd_bench.methods.discovery import method_config
-from speckd_bench.models.loading import fingerprint, load_teacher
+from speckd_bench.models.loading import ModelPair, load_pair, load_teacher
 from speckd_bench.progress import console
 from speckd_bench.records.environment import git_commit, hardware, new_run_id, versions
 from speckd_bench.records.run_record import COMPLETE, RECORD_FILE, RecordError, RunRecord, portable_config
@@ -76,50 +74,45 @@ def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def _reference(
-    cfg: RunConfig, student: Any, tokenizer: Any, sets: list[Any], device: torch.device, quiet: bool
-) -> tuple[dict[str, Any], TeacherView]:
-    """The run's teacher loaded as in training, then its (cached) scores, the floors and the view the
-    fidelity metrics compare the student with."""
-    teacher, _, _ = load_teacher(cfg.model.teacher)
-    info = {"teacher_fingerprint": fingerprint(teacher)}
-    teacher.to(device=device, dtype=getattr(torch, cfg.model.teacher_dtype)).eval().requires_grad_(False)
-    vocab = min(m.get_output_embeddings().weight.shape[0] for m in (teacher, student))
-    pair = SimpleNamespace(teacher=teacher, tokenizer=tokenizer, vocab_size=vocab, info=info)
-    return reference_rows(cfg, pair, sets, quiet)
-
-
-def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str | None, quiet: bool) -> Path:
-    """Load `model_name` (a checkpoint dir, built-in name or hub id), score the eval sets, write a record."""
-    wall0 = time.perf_counter()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    TASKS.get(cfg.task)
-    check_lm_eval(cfg)
-    sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
-    warn_skipped(skipped)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    t0 = time.perf_counter()
+def _load_model(cfg: RunConfig, model_name: str, with_reference: bool) -> tuple[ModelPair, str]:
+    """The model to score as a run's student, and where it came from. With a reference it is loaded as
+    the run loaded its student: beside the run's teacher (float32 weights fingerprinted, then cast to
+    model.teacher_dtype), sharing its tokenizer; without, alone by name (a checkpoint dir, built-in name
+    or hub id)."""
+    device = process_context().device
+    if with_reference:
+        return load_pair(replace(cfg.model, student=model_name), device), model_name
     model, tokenizer, source = load_teacher(model_name)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    return ModelPair(None, model, tokenizer, vocab, {"student": model_name}), source
+
+
+def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str | None, quiet: bool) -> Path:
+    """Load `model_name` (a checkpoint dir, built-in name or hub id), score the eval sets, write a record.
+    A run's student (`run_id`) is scored against the run's own teacher, floors and fidelity."""
+    wall0 = time.perf_counter()
+    quiet_transformers()
+    TASKS.get(cfg.task)
+    check_lm_eval(cfg)
+    eval_sets = EvalSets.load(cfg)
+    with_reference = run_id is not None and cfg.eval.reference
+    t0 = time.perf_counter()
+    pair, source = _load_model(cfg, model_name, with_reference)
     load_s = time.perf_counter() - t0
-    build_eval_examples(sets, tokenizer, cfg.data)
+    build_eval_examples(eval_sets.sets, pair.tokenizer, cfg.data)
     eval_id = new_run_id(cfg.task, "eval", cfg.seed)
     eval_dir = out_dir / eval_id
     try:
         eval_dir.mkdir(parents=True)
     except OSError as exc:
         raise UserError(f"cannot create {eval_dir} ({exc.strerror}); pass --results-dir DIR") from None
-    references, view = {}, None
-    if run_id is not None and cfg.eval.reference:  # a run's student: its own teacher, floors and fidelity
-        references, view = _reference(cfg, model, tokenizer, sets, device, quiet)
-    results = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet, view)
-    lm_eval = run_lm_eval(model, tokenizer, cfg, quiet) if cfg.lm_eval.tasks else None
-    atomic_write_jsonl(eval_dir / "samples.jsonl", [s for r in results.values() for s in r.samples])
-    seconds = sum(r.seconds for r in results.values())
-    tokens = sum(r.new_tokens for r in results.values())
+    scoring = Scoring.build(cfg, eval_sets, quiet, pair if with_reference else None)
+    results = evaluate_student(scoring, pair.student, pair.tokenizer, "eval", eval_dir)
+    lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, quiet)
+    seconds, tokens = eval_speed(results)
     record = RunRecord(
         kind="eval",
         eval_id=eval_id,
@@ -133,10 +126,7 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
         versions=versions(),
         git_commit=git_commit(),
         hardware=hardware(),
-        data={
-            "eval_sets": eval_sets_info(sets, skipped),
-            "task_sources": task_sources([s.name for s in sets]),
-        },
+        data={"eval_sets": eval_sets.info(), "task_sources": task_sources(eval_sets.names)},
         seeds={"eval": eval_seeds(cfg.eval)},
         timings={
             "wall_s": time.perf_counter() - wall0,
@@ -144,9 +134,12 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
             "eval_s": seconds,
             "eval_tokens_per_s": tokens / seconds if seconds else 0.0,
         },
-        metrics={name: {**r.summary(), "reference": references.get(name, {})} for name, r in results.items()},
+        metrics={
+            name: {**r.summary(), "reference": scoring.references.get(name, {})}
+            for name, r in results.items()
+        },
         lm_eval=lm_eval,
-        paths={"samples": "samples.jsonl"},
+        paths={"samples": SAMPLES_FILE},
     )
     path = eval_dir / RECORD_FILE
     record.write(path)
@@ -160,7 +153,7 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
 
 def run_checkpoint(run_dir: Path) -> Path:
     """The run's final student: a transformers directory (checkpoint.save_final)."""
-    checkpoint = run_dir / "checkpoint"
+    checkpoint = run_dir / FINAL_CHECKPOINT
     if not (checkpoint / "config.json").is_file():
         raise UserError(f"run {run_dir.name} has no checkpoint at {checkpoint}")
     return checkpoint

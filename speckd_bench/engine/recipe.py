@@ -6,7 +6,9 @@
 setup loads data and models and opens the run folder; score_before scores the raw student, then, after
 warm_start has loaded the cached SFT init of the student (or built and cached it), the init student;
 train runs the method's Trainer; evaluate scores the trained student; finish writes the complete record.
-Each stage records what it produced in the run's state, so a resumed run skips what it already finished.
+Each stage hands the next what it produced (run_products.py) and records it in the run's state, so a
+resumed run skips what it already finished. evaluate is the evaluation stage `speckd-bench eval` runs too
+(scoring.py).
 
 Launched with several processes, every process runs the recipe; training and evaluation are split between
 them, and only the main process writes the run folder and says anything.
@@ -19,18 +21,17 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
-from transformers.utils import logging as transformers_logging
 
 from speckd_bench.api.method_config import check_vocabulary
-from speckd_bench.api.methods import DataPolicy, PolicyContext
-from speckd_bench.caches import atomic_write_jsonl, cache_dir, probe_writable, writing
+from speckd_bench.api.methods import Method, PolicyContext
+from speckd_bench.caches import cache_dir, probe_writable, writing
 from speckd_bench.config.run_config import RunConfig, build_config
-from speckd_bench.data.examples import build_examples
+from speckd_bench.data.examples import Example, build_examples
 from speckd_bench.data.rows import load_split
-from speckd_bench.data.tasks import run_defaults, task_sources
+from speckd_bench.data.tasks import TaskSpec, run_defaults, task_sources
 from speckd_bench.distributed import process_context, shard_teacher
 from speckd_bench.engine import teacher_cache, tracking
 from speckd_bench.engine.run_checks import (
@@ -40,25 +41,24 @@ from speckd_bench.engine.run_checks import (
     distributed_info,
     resolve_names,
 )
+from speckd_bench.engine.run_products import FINAL_CHECKPOINT, TRAIN_LOG, Before, Setup, Trained
 from speckd_bench.engine.run_state import CHECKPOINTS, Checkpoints, RunState, save_final
+from speckd_bench.engine.scoring import (
+    SAMPLES_FILE,
+    EvalSets,
+    Scoring,
+    eval_speed,
+    evaluate_student,
+    lm_eval_scores,
+    quiet_transformers,
+)
 from speckd_bench.engine.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.engine.warmstart import WarmStart, init_rows, init_stage
 from speckd_bench.errors import RunInterrupted, UserError
-from speckd_bench.evaluation.evaluate import (
-    EvalResult,
-    TeacherView,
-    build_eval_examples,
-    eval_seeds,
-    eval_sets_info,
-    evaluate_sets,
-    load_eval_sets,
-    warn_skipped,
-)
-from speckd_bench.evaluation.lmeval import run_lm_eval
-from speckd_bench.evaluation.reference import reference_rows
+from speckd_bench.evaluation.evaluate import EvalResult, build_eval_examples, eval_seeds
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
 from speckd_bench.methods.discovery import method_config
-from speckd_bench.models.loading import load_pair
+from speckd_bench.models.loading import ModelPair, load_pair
 from speckd_bench.progress import console, stage
 from speckd_bench.records.environment import git_commit, hardware, new_run_id, versions
 from speckd_bench.records.run_record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
@@ -93,31 +93,29 @@ class RunRecipe:
         report_to: list[str] | None = None,
     ) -> None:
         self.cfg, self.resume, self.report_to = cfg, resume, report_to or []
+        self.results_dir = Path(cfg.results_dir)
         self.dist = process_context()
         self.quiet = quiet or not self.dist.is_main
         self.wall0 = time.perf_counter()
         self.timings: dict[str, float] = {}
-        self.before: dict[str, dict[str, Any]] = {}
-        self.init: dict[str, Any] = {}
-        self.after: dict[str, EvalResult] = {}
-        self.policy: DataPolicy | None = None
-        self.teacher: TeacherSource | None = None
         self.locked: RunState | None = None
+        """The run folder's state while the main process holds its lock."""
 
     def run(self) -> Path:
         try:
-            self.setup()
+            setup = self.setup()
+            before = Before.of_run(self.cfg, setup)
             try:
                 t0 = time.perf_counter()
-                self.score_before("raw")
-                self.warm_start()
-                self.score_before("init")
+                self.score_before(setup, before, "raw")
+                self.warm_start(setup, before)
+                self.score_before(setup, before, "init")
                 self.timings["before_s"] = time.perf_counter() - t0
-                result = self.train()
-                self.evaluate()
+                trained = self.train(setup)
+                after = self.evaluate(setup)
             except KeyboardInterrupt as exc:
-                self.on_interrupt(exc)
-            return self.finish(result)
+                self.on_interrupt(setup, before, exc)
+            return self.finish(setup, before, trained, after)
         except OSError:  # a full disk while the training log is written: one line naming the folder
             with writing(self.locked.dir if self.locked else self.results_dir):
                 raise
@@ -131,68 +129,68 @@ class RunRecipe:
 
     # --- setup ---------------------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    def setup(self) -> Setup:
         """Check everything that can fail cheaply, then load the data, the models and the run folder."""
         cfg, dist = self.cfg, self.dist
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-        self.task, self.method = resolve_names(cfg)
-        check_distributed(cfg, self.method, dist)
-        self.results_dir = Path(cfg.results_dir)
+        quiet_transformers()
+        task, method = resolve_names(cfg)
+        check_distributed(cfg, method, dist)
         check_writable(self.results_dir)
         probe_writable(cache_dir())
         if self.resume is not None:
             Checkpoints.of_run(self.resume, cfg).check()
-        self.train_split = load_split(self.task, "train", cfg.data)
-        self.sets, self.skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
-        warn_skipped(self.skipped)
+        train_split = load_split(task, "train", cfg.data)
+        eval_sets = EvalSets.load(cfg)
         if dist.device.type == "cpu":
             torch.use_deterministic_algorithms(True)  # a CPU run repeats bit for bit, resumed or not
-        self._load_models()
-        check_vocabulary(cfg.method, self.pair.vocab_size)
-        check_lengths(cfg, [self.pair.student, self.pair.teacher])
-        self._build_examples()
-        self._open_run_folder()
-        n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in self.sets)
+        sharded = cfg.train.fsdp and dist.world > 1
+        with_reference = cfg.eval.reference and not sharded  # a sharded teacher cannot decode alone
+        pair = self._load_models(method, with_reference)
+        check_vocabulary(cfg.method, pair.vocab_size)
+        check_lengths(cfg, [pair.student, pair.teacher])
+        train_ex, init_ex = self._build_examples(task, train_split.rows, pair.tokenizer)
+        build_eval_examples(eval_sets.sets, pair.tokenizer, cfg.data)
+        state, checkpoints, wall_before = self._open_run_folder()
+        n_eval = " + ".join(f"{len(es.examples)} {es.name}" for es in eval_sets.sets)
         self.say(
-            f"[bold]{self.run_id}[/]: {len(self.train_ex)} train / {n_eval} eval rows, device {dist.device}"
+            f"[bold]{state.dir.name}[/]: {len(train_ex)} train / {n_eval} eval rows, device {dist.device}"
         )
-        self.tracker = tracking.Tracking(self.report_to if dist.is_main else [])
-        self.tracker.start(self.run_id, cfg.to_dict(), self.state.dir)
-        self.references: dict[str, dict[str, Any]] = {}
-        self.view: TeacherView | None = None
-        if self.with_reference:
-            self.references, self.view = reference_rows(cfg, self.pair, self.sets, self.quiet)
-        self.warm = WarmStart(cfg, self.init_ex, self.pair.info)
-        self.score_keys = {es.name: self.warm.eval_key(es.name, es.examples) for es in self.sets}
-        self.init = self.state.get("init", {"enabled": cfg.train.init_sft_epochs > 0})
-        self.before = self.state.get("before", {es.name: {} for es in self.sets})
+        tracker = tracking.Tracking(self.report_to if dist.is_main else [])
+        tracker.start(state.dir.name, cfg.to_dict(), state.dir)
+        scoring = Scoring.build(cfg, eval_sets, self.quiet, pair if with_reference else None)
+        warm = WarmStart(cfg, init_ex, pair.info)
+        score_keys = {es.name: warm.eval_key(es.name, es.examples) for es in eval_sets.sets}
+        return Setup(
+            task, method, train_split.source, train_ex, init_ex, eval_sets, pair, state, checkpoints,
+            wall_before, scoring, warm, score_keys, tracker,
+        )  # fmt: skip
 
-    def _load_models(self) -> None:
+    def _load_models(self, method: Method, with_reference: bool) -> ModelPair:
         cfg, dist = self.cfg, self.dist
         t0 = time.perf_counter()
         sharded = cfg.train.fsdp and dist.world > 1
-        self.with_reference = cfg.eval.reference and not sharded  # a sharded teacher cannot decode alone
-        method = self.method
-        with_teacher = method.uses_teacher or method.policy is not None or self.with_reference
+        with_teacher = method.uses_teacher or method.policy is not None or with_reference
         cpu = torch.device("cpu") if sharded else None
         with stage("load models", self.quiet):
-            self.pair = load_pair(cfg.model, dist.device, with_teacher, teacher_device=cpu)
-        if sharded and self.pair.teacher is not None:
-            self.pair.teacher = shard_teacher(self.pair.teacher, dist)
+            pair = load_pair(cfg.model, dist.device, with_teacher, teacher_device=cpu)
+        if sharded and pair.teacher is not None:
+            pair.teacher = shard_teacher(pair.teacher, dist)
         self.timings["model_load_s"] = time.perf_counter() - t0
+        return pair
 
-    def _build_examples(self) -> None:
-        cfg, tok = self.cfg, self.pair.tokenizer
-        rows = self.train_split.rows
-        self.train_ex = build_examples(self.task, rows[: cfg.data.max_train_examples], tok, cfg.data)
+    def _build_examples(
+        self, task: TaskSpec, rows: list[dict[str, Any]], tokenizer: Any
+    ) -> tuple[list[Example], list[Example]]:
+        """The KD stage's training examples and the warm start's (the same list when the rows agree)."""
+        cfg = self.cfg
+        train_ex = build_examples(task, rows[: cfg.data.max_train_examples], tokenizer, cfg.data)
         n_init = init_rows(cfg, len(rows))
-        same = n_init == len(self.train_ex)
-        self.init_ex = self.train_ex if same else build_examples(self.task, rows[:n_init], tok, cfg.data)
-        build_eval_examples(self.sets, tok, cfg.data)
+        same = n_init == len(train_ex)
+        return train_ex, train_ex if same else build_examples(task, rows[:n_init], tokenizer, cfg.data)
 
-    def _open_run_folder(self) -> None:
-        """The run folder's state: created (or reopened) by the main process, read by the others."""
+    def _open_run_folder(self) -> tuple[RunState, Checkpoints, float]:
+        """The run folder's state (created or reopened by the main process, read by the others), its
+        checkpoints and the wall time of its earlier sessions."""
         cfg, dist = self.cfg, self.dist
         state = None
         if dist.is_main and self.resume is None:
@@ -203,76 +201,69 @@ class RunRecipe:
             state = RunState(self.resume).hold()
         self.locked = state
         run_dir = dist.broadcast(state.dir if state else None)
-        self.state = state or RunState(run_dir, writable=False)
-        self.wall_before = self.state.get("wall_s", 0.0)
-        self.run_id = self.state.dir.name
-        self.log_path = self.state.dir / "train_log.jsonl"
-        self.checkpoints = Checkpoints.of_run(self.state.dir, cfg)
+        state = state or RunState(run_dir, writable=False)
+        checkpoints = Checkpoints.of_run(state.dir, cfg)
+        wall_before = state.get("wall_s", 0.0)
         if self.resume is not None:
-            resumed = [*self.state.get("resumed_from_step", []), self.checkpoints.latest_step()]
-            self.state.put("resumed_from_step", resumed)
-
-    def score(self, label: str) -> dict[str, EvalResult]:
-        """Scores of the student as it is now on every eval set."""
-        pair = self.pair
-        return evaluate_sets(
-            pair.student, pair.tokenizer, self.sets, self.cfg.eval, label, self.quiet, self.view
-        )
+            resumed = [*state.get("resumed_from_step", []), checkpoints.latest_step()]
+            state.put("resumed_from_step", resumed)
+        return state, checkpoints, wall_before
 
     # --- before-scores and warm start ---------------------------------------------------------------
 
-    def score_before(self, stage: str) -> None:
+    def score_before(self, setup: Setup, before: Before, stage: str) -> None:
         """Scores of the raw (or init) student on every eval set, once per run (a resumed run has them in
         its state); with a warm start they are cached beside it, so later methods reuse them."""
-        cfg, names = self.cfg, [es.name for es in self.sets]
+        cfg, names, pair = self.cfg, setup.eval.names, setup.pair
         with_init = cfg.train.init_sft_epochs > 0
         if stage == "init" and not with_init:
             return
-        if cfg.eval.eval_before and not all(stage in self.before[n] for n in names):
-            keys = self.score_keys
-            cached = {n: self.warm.cached_eval(stage, keys[n]) for n in names} if with_init else {}
+        if cfg.eval.eval_before and not all(stage in before.scores[n] for n in names):
+            keys = setup.score_keys
+            cached = {n: setup.warm.cached_eval(stage, keys[n]) for n in names} if with_init else {}
             if not cached or any(v is None for v in cached.values()):
-                cached = {n: r.summary() for n, r in self.score(f"eval {stage} student").items()}
+                scored = setup.scoring.score(pair.student, pair.tokenizer, f"eval {stage} student")
+                cached = {n: r.summary() for n, r in scored.items()}
             for name, summary in cached.items():
-                self.before[name][stage] = summary
-            self.state.put("before", self.before)
+                before.scores[name][stage] = summary
+            setup.state.put("before", before.scores)
             if stage == "init":
-                self._store_before("init")
+                self._store_before(setup, before, "init")
         if stage == "init" and cfg.eval.eval_before:
-            self.init["scores"] = {name: self.before[name]["init"]["metrics"] for name in names}
-            self.state.put("init", self.init)
+            before.init["scores"] = {name: before.scores[name]["init"]["metrics"] for name in names}
+            setup.state.put("init", before.init)
 
-    def _store_before(self, stage: str) -> None:
+    def _store_before(self, setup: Setup, before: Before, stage: str) -> None:
         """Keep the scores of `stage` with the warm start (once its folder exists)."""
-        if all(stage in per_set for per_set in self.before.values()):
-            for name, per_set in self.before.items():
-                self.warm.store_eval(stage, self.score_keys[name], per_set[stage])
+        if all(stage in per_set for per_set in before.scores.values()):
+            for name, per_set in before.scores.items():
+                setup.warm.store_eval(stage, setup.score_keys[name], per_set[stage])
 
-    def warm_start(self) -> None:
+    def warm_start(self, setup: Setup, before: Before) -> None:
         """Load the cached SFT init into the student, or build it and cache it; skipped when training
         already has a checkpoint (which holds later weights)."""
-        cfg, warm = self.cfg, self.warm
-        if not cfg.train.init_sft_epochs or self.checkpoints.latest() is not None:
+        cfg, warm = self.cfg, setup.warm
+        if not cfg.train.init_sft_epochs or setup.checkpoints.latest() is not None:
             return
         built = {"enabled": True, "key": warm.key, "plan": warm.plan, "path": f"init/{warm.key}"}
         with warm.building() as reuse:
             built["reused"] = reuse
             if reuse:
-                warm.load_into(self.pair.student)
+                warm.load_into(setup.pair.student)
             else:
-                self._build_init()
+                self._build_init(setup)
         built["training"] = summarize_log(read_log(warm.dir / "train_log.jsonl"), cfg.train.spike_factor)
         built["seconds_when_built"] = warm.meta()["seconds"]
-        if "key" not in self.init:
-            self.init = built
-            self.state.put("init", self.init)
-        self._store_before("raw")
+        if "key" not in before.init:
+            before.init = built
+            setup.state.put("init", before.init)
+        self._store_before(setup, before, "raw")
 
-    def _build_init(self) -> None:
-        cfg, pair, warm = self.cfg, self.pair, self.warm
-        log = self.state.dir / "init_log.jsonl"
+    def _build_init(self, setup: Setup) -> None:
+        cfg, pair = self.cfg, setup.pair
+        log = setup.state.dir / "init_log.jsonl"
         trainer = Trainer(
-            init_stage(cfg), pair.student, None, self.init_ex, vocab_size=pair.vocab_size,
+            init_stage(cfg), pair.student, None, setup.init_ex, vocab_size=pair.vocab_size,
             pad_id=pair.tokenizer.pad_token_id,
         )  # fmt: skip
         res = trainer.fit(log, self.quiet)
@@ -282,154 +273,152 @@ class RunRecipe:
                 f"train.init_lr (now {cfg.train.init_lr}) or skip it with --set train.init_sft_epochs=0"
             )
         facts = {"steps": res.steps, "seconds": res.seconds, "tokens_per_s": res.tokens_per_s}
-        warm.save(pair.student, log, facts)
+        setup.warm.save(pair.student, log, facts)
         log.unlink(missing_ok=True)  # only the main process wrote it
 
     # --- train and evaluate -----------------------------------------------------------------------------
 
-    def _teacher_source(self) -> TeacherSource | None:
-        cfg, pair, method = self.cfg, self.pair, self.method
+    def _teacher_source(self, setup: Setup) -> TeacherSource | None:
+        cfg, pair, method = self.cfg, setup.pair, setup.method
         if not method.uses_teacher:
             return None
         if cfg.train.teacher_cache and teacher_cache.applies(method):
             pad = pair.tokenizer.pad_token_id
             return teacher_cache.cached_teacher(
-                cfg, pair.teacher, self.task.name, pair.vocab_size, pad, self.train_ex
+                cfg, pair.teacher, setup.task.name, pair.vocab_size, pad, setup.train_ex
             )
         return LiveTeacher(pair.teacher)
 
-    def train(self) -> TrainResult:
+    def train(self, setup: Setup) -> Trained:
         """The method's training stage, unless a resumed run finished it already."""
-        cfg, pair, method = self.cfg, self.pair, self.method
-        trained = self.state.get("trained")
+        cfg, pair, method = self.cfg, setup.pair, setup.method
+        trained = setup.state.get("trained")
         if trained is not None:
-            self.checkpoints.load_weights(pair.student)
-            return TrainResult(**trained)
+            setup.checkpoints.load_weights(pair.student)
+            return Trained(TrainResult(**trained))
         self.say(f"training [bold]{method.name}[/] ({method.description})")
         context = PolicyContext(
-            cfg, self.task, pair.student, pair.teacher, pair.tokenizer, pair.vocab_size, self.dist.device,
+            cfg, setup.task, pair.student, pair.teacher, pair.tokenizer, pair.vocab_size, self.dist.device,
             run_seeds(cfg.seed)["policy"],
         )  # fmt: skip
-        self.policy = method.policy(context) if method.policy else None
-        self.teacher = self._teacher_source()
+        policy = method.policy(context) if method.policy else None
+        teacher = self._teacher_source(setup)
         trainer = Trainer(
-            Stage.kd(cfg, method), pair.student, self.teacher, self.train_ex, vocab_size=pair.vocab_size,
-            pad_id=pair.tokenizer.pad_token_id, policy=self.policy, checkpoints=self.checkpoints,
-            on_step=self.tracker.log_step,
+            Stage.kd(cfg, method), pair.student, teacher, setup.train_ex, vocab_size=pair.vocab_size,
+            pad_id=pair.tokenizer.pad_token_id, policy=policy, checkpoints=setup.checkpoints,
+            on_step=setup.tracker.log_step,
         )  # fmt: skip
-        result = trainer.fit(self.log_path, self.quiet)
-        self.state.put("trained", asdict(result))
-        return result
+        result = trainer.fit(setup.log_path, self.quiet)
+        setup.state.put("trained", asdict(result))
+        return Trained(result, policy, teacher)
 
-    def evaluate(self) -> None:
-        """Score the trained student; keep its samples and weights in the run folder."""
-        self.after = self.score("eval trained student")
+    def evaluate(self, setup: Setup) -> dict[str, EvalResult]:
+        """Score the trained student (the evaluation stage `speckd-bench eval` runs too); keep its samples
+        and weights in the run folder."""
+        pair, folder = setup.pair, setup.state.dir
+        after = evaluate_student(setup.scoring, pair.student, pair.tokenizer, "eval trained student", folder)
         if self.dist.is_main:
-            samples = [s for r in self.after.values() for s in r.samples]
-            atomic_write_jsonl(self.state.dir / "samples.jsonl", samples)
-            save_final(self.pair.student, self.pair.tokenizer, self.state.dir / "checkpoint")
+            save_final(pair.student, pair.tokenizer, folder / FINAL_CHECKPOINT)
+        return after
 
     # --- the record -----------------------------------------------------------------------------------
 
-    def record(self, status: str, before: dict[str, dict[str, Any]]) -> RunRecord:
+    def record(
+        self, setup: Setup, status: str, before: dict[str, dict[str, Any]], init: dict[str, Any]
+    ) -> RunRecord:
         """The record of what the stages produced so far."""
-        cfg, method, pair, dist = self.cfg, self.method, self.pair, self.dist
-        facts = distributed_info(cfg, dist)
-        train_file = self.train_split.source
+        cfg, method, task, sets = self.cfg, setup.method, setup.task, setup.eval.sets
+        facts = distributed_info(cfg, self.dist)
+        train_file = setup.train_file
         return RunRecord(
-            run_id=self.run_id, status=status, task=self.task.name, main_metric=self.task.metrics[0],
+            run_id=setup.run_id, status=status, task=task.name, main_metric=task.metrics[0],
             config=portable_config(cfg.to_dict()), versions=versions(), hardware=hardware(),
-            timings={**self.timings}, paths={"train_log": "train_log.jsonl", "checkpoints": CHECKPOINTS},
-            created=self.state.get("created"), method=method.name, seed=cfg.seed, **facts,
+            timings={**self.timings}, paths={"train_log": TRAIN_LOG, "checkpoints": CHECKPOINTS},
+            created=setup.state.get("created"), method=method.name, seed=cfg.seed, **facts,
             method_info={
                 "description": method.description, "paper": method.paper,
                 "data_policy": method.data_policy, "uses_teacher": method.uses_teacher,
             },
-            git_commit=git_commit(), models=pair.info,
+            git_commit=git_commit(), models=setup.pair.info,
             data={
                 "source": "mirror" if train_file.startswith("mirror:") else "hub",
-                "train_file": train_file, "eval_file": self.sets[0].rows.source,
-                "n_train": len(self.train_ex), "n_eval": len(self.sets[0].examples),
-                "train_target_tokens": sum(len(e.target_ids) for e in self.train_ex),
-                "eval_sets": eval_sets_info(self.sets, self.skipped),
-                "task_sources": task_sources([self.task.name, *(es.name for es in self.sets)]),
+                "train_file": train_file, "eval_file": sets[0].rows.source,
+                "n_train": len(setup.train_ex), "n_eval": len(sets[0].examples),
+                "train_target_tokens": sum(len(e.target_ids) for e in setup.train_ex),
+                "eval_sets": setup.eval.info(),
+                "task_sources": task_sources([task.name, *setup.eval.names]),
             },
             seeds={**run_seeds(cfg.seed), "eval": eval_seeds(cfg.eval)},
-            resumed_from_step=self.state.get("resumed_from_step", []),
-            init=self.init or self.state.get("init", {}),
+            resumed_from_step=setup.state.get("resumed_from_step", []),
+            init=init,
             metrics={
-                es.name: {"reference": self.references.get(es.name, {}), **_before(before, es.name)}
-                for es in self.sets
+                es.name: {"reference": setup.scoring.references.get(es.name, {}), **_before(before, es.name)}
+                for es in sets
             },
         )  # fmt: skip
 
-    def on_interrupt(self, exc: KeyboardInterrupt) -> None:
+    def on_interrupt(self, setup: Setup, before: Before, exc: KeyboardInterrupt) -> NoReturn:
         """Write an 'interrupted' record that says how to continue, then stop with RunInterrupted."""
-        record = self.record(INTERRUPTED, self.state.get("before", {}))
-        rows = read_log(self.log_path) if self.log_path.is_file() else []
+        state = setup.state
+        record = self.record(setup, INTERRUPTED, state.get("before", {}), before.init)
+        rows = read_log(setup.log_path) if setup.log_path.is_file() else []
         record.training = summarize_log(rows, self.cfg.train.spike_factor)
-        record.timings["wall_s"] = self.wall_s()
-        self.state.put("wall_s", record.timings["wall_s"])
-        command = f"speckd-bench run --resume {self.run_id} --results-dir {self.results_dir}"
-        record.resume = {"checkpoint_step": self.checkpoints.latest_step(), "command": command}
+        record.timings["wall_s"] = self.wall_s(setup)
+        state.put("wall_s", record.timings["wall_s"])
+        command = f"speckd-bench run --resume {setup.run_id} --results-dir {self.results_dir}"
+        record.resume = {"checkpoint_step": setup.checkpoints.latest_step(), "command": command}
         if self.dist.is_main:
-            record.write(self.state.dir / RECORD_FILE)
-        self.tracker.finish()
+            record.write(state.dir / RECORD_FILE)
+        setup.tracker.finish()
         raise RunInterrupted(
-            f"run {self.run_id} {exc or 'interrupted'}; continue it with: {command}"
+            f"run {setup.run_id} {exc or 'interrupted'}; continue it with: {command}"
         ) from None
 
-    def finish(self, res: TrainResult) -> Path:
+    def finish(self, setup: Setup, before: Before, trained: Trained, after: dict[str, EvalResult]) -> Path:
         """Write the complete record, drop the resumable checkpoints, print the summary."""
-        cfg, dist = self.cfg, self.dist
-        path = self.state.dir / RECORD_FILE
-        record = self.record(COMPLETE, self.before)
-        record.training = summarize_log(read_log(self.log_path), cfg.train.spike_factor)
+        cfg, dist, pair, res = self.cfg, self.dist, setup.pair, trained.result
+        path = setup.state.dir / RECORD_FILE
+        record = self.record(setup, COMPLETE, before.scores, before.init)
+        record.training = summarize_log(read_log(setup.log_path), cfg.train.spike_factor)
         if res.diverged_at is not None:
             record.training["diverged_at_step"] = res.diverged_at
-        main = cfg.lm_eval.tasks and dist.is_main
-        record.lm_eval = (
-            run_lm_eval(self.pair.student, self.pair.tokenizer, cfg, self.quiet) if main else None
-        )
-        record.timings.update(self._timings(res))
-        for name, result in self.after.items():
+        record.lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, self.quiet)
+        record.timings.update(self._timings(setup, before, res, after))
+        for name, result in after.items():
             record.metrics[name]["after"] = result.summary()
-        record.policy = self.policy.summary() if self.policy else {}
-        used = isinstance(self.teacher, teacher_cache.CachedTeacher)
-        record.teacher_cache = self.teacher.info if used else {"used": False}
-        record.paths = {
-            "train_log": "train_log.jsonl",
-            "samples": "samples.jsonl",
-            "checkpoint": "checkpoint",
-        }
+        record.policy = trained.policy.summary() if trained.policy else {}
+        used = isinstance(trained.teacher, teacher_cache.CachedTeacher)
+        record.teacher_cache = trained.teacher.info if used else {"used": False}
+        record.paths = {"train_log": TRAIN_LOG, "samples": SAMPLES_FILE, "checkpoint": FINAL_CHECKPOINT}
         if dist.is_main:
             record.write(path)
-            self.checkpoints.remove()  # the record is complete, nothing left to resume; weights stay
-            self.state.release(complete=True)
-        self.tracker.log_final(record.metrics, res.steps)
-        self.tracker.finish()
+            setup.checkpoints.remove()  # the record is complete, nothing left to resume; weights stay
+            setup.state.release(complete=True)
+        setup.tracker.log_final(record.metrics, res.steps)
+        setup.tracker.finish()
         if res.diverged_at is None:  # a divergence is reported by its error line instead
-            self._summary(record, path)
+            self._summary(setup, before, after, record, path)
         if res.diverged_at is not None:
             raise UserError(
-                f"run {self.run_id} diverged: non-finite loss at training step {res.diverged_at}; its "
+                f"run {setup.run_id} diverged: non-finite loss at training step {res.diverged_at}; its "
                 f"record keeps the last good weights (step {res.steps}): lower train.lr (now "
                 f"{cfg.train.lr:g}) and run again"
             )
         return path
 
-    def wall_s(self) -> float:
+    def wall_s(self, setup: Setup) -> float:
         """Wall time of every session of this run: the earlier ones (interrupted) and this one."""
-        return self.wall_before + time.perf_counter() - self.wall0
+        return setup.wall_before + time.perf_counter() - self.wall0
 
-    def _timings(self, res: TrainResult) -> dict[str, float]:
-        stages = [b for per_set in self.before.values() for b in per_set.values()]
-        after_tokens = sum(r.new_tokens for r in self.after.values())
-        after_seconds = sum(r.seconds for r in self.after.values())
+    def _timings(
+        self, setup: Setup, before: Before, res: TrainResult, after: dict[str, EvalResult]
+    ) -> dict[str, float]:
+        stages = [b for per_set in before.scores.values() for b in per_set.values()]
+        after_seconds, after_tokens = eval_speed(after)
         eval_tokens = after_tokens + sum(b.get("new_tokens", 0) for b in stages)
         eval_seconds = after_seconds + sum(b.get("seconds", 0.0) for b in stages)
         return {
-            "wall_s": self.wall_s(),
+            "wall_s": self.wall_s(setup),
             "train_s": res.seconds,
             "train_tokens_per_s": res.tokens_per_s,
             "train_target_tokens": res.target_tokens,
@@ -437,17 +426,19 @@ class RunRecipe:
             "eval_tokens_per_s": eval_tokens / eval_seconds if eval_seconds else 0.0,
         }
 
-    def _summary(self, record: RunRecord, path: Path) -> None:
+    def _summary(
+        self, setup: Setup, before: Before, after: dict[str, EvalResult], record: RunRecord, path: Path
+    ) -> None:
         """The result in a few lines: on stdout, or with --quiet on stderr (its stdout is the record's
         path alone, for scripts)."""
         lines = []
-        for es in self.sets:
+        for es in setup.eval.sets:
             metric = es.task.metrics[0]
-            before = self.before[es.name]
-            raw = before.get("raw", {}).get("metrics", {}).get(metric)
-            init = before.get("init", {}).get("metrics", {}).get(metric)
-            after = self.after[es.name].metrics[metric]
-            lines.append(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(after)}")
+            scores = before.scores[es.name]
+            raw = scores.get("raw", {}).get("metrics", {}).get(metric)
+            init = scores.get("init", {}).get("metrics", {}).get(metric)
+            trained = after[es.name].metrics[metric]
+            lines.append(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(trained)}")
         lines.append(f"{record.timings['wall_s']:.0f} s, record: {path}")
         for line in lines if self.dist.is_main else []:
             if self.quiet:

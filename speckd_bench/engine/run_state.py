@@ -33,14 +33,8 @@ from speckd_bench.caches import (
     read_json,
     writing,
 )
-from speckd_bench.config.run_config import (
-    NON_RESULT_KEYS,
-    RunConfig,
-    apply_overrides,
-    config_from_dict,
-    flatten,
-    validate,
-)
+from speckd_bench.config.result_keys import result_changes
+from speckd_bench.config.run_config import RunConfig, apply_overrides, config_from_dict, validate
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.methods.discovery import method_config
 from speckd_bench.records.store import load_records
@@ -50,14 +44,6 @@ STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".lock"
 WEIGHT_FILES = ("student.safetensors", "trainer.pt")
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'key old -> new' for every setting that differs and can change results (paths and checkpoint
-    frequency cannot)."""
-    a, b = flatten(old), flatten(new)
-    keys = sorted((set(a) | set(b)) - set(NON_RESULT_KEYS))
-    return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _live_error(run_dir: Path) -> UserError:
@@ -189,7 +175,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     cfg = config_from_dict(stored, method_config, str(path))
     apply_overrides(cfg, overrides, "the command line")
     validate(cfg)
-    changes = config_changes(stored, cfg.to_dict())
+    changes = result_changes(stored, cfg.to_dict())
     if changes:
         raise UserError(
             f"run {run_dir.name} was started with other settings ({'; '.join(changes)}); a resumed run "
@@ -301,7 +287,7 @@ class Checkpoints:
         latest = self.latest()
         if latest is None:
             return
-        changes = config_changes(self._state(latest)["config"], self.config)
+        changes = result_changes(self._state(latest)["config"], self.config)
         if changes:
             raise UserError(
                 f"checkpoint {latest} was written with other settings ({'; '.join(changes)}); a run "

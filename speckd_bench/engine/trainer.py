@@ -165,9 +165,14 @@ class Trainer:
         checkpoints: Checkpoints | None = None,
         on_step: Callable[[dict[str, Any], int], None] | None = None,
     ) -> None:
-        self.stage, self.student, self.teacher, self.examples = stage, student, teacher, examples
-        self.vocab_size, self.checkpoints, self.on_step = vocab_size, checkpoints, on_step
         self.device = next(student.parameters()).device
+        # the stage's own settings with the fused loss's chunk rows fixed once, from the free memory when the
+        # stage starts (per micro-batch they would cost a memory query each and could change mid-run as the
+        # allocator caches memory)
+        rows = chunk_rows(vocab_size, stage.train.fused_chunk_rows, self.device)
+        self.stage = stage = replace(stage, train=replace(stage.train, fused_chunk_rows=rows))
+        self.student, self.teacher, self.examples = student, teacher, examples
+        self.vocab_size, self.checkpoints, self.on_step = vocab_size, checkpoints, on_step
         self.dist = process_context()
         seeds = run_seeds(stage.seed)
         torch.manual_seed(seeds["train"] + self.dist.rank)
@@ -183,10 +188,6 @@ class Trainer:
             num_warmup_steps=int(stage.train.warmup_ratio * self.total),
             num_training_steps=self.total,
         )
-        # the fused loss's chunk rows fixed once, from the free memory when the stage starts (per micro-batch
-        # they would cost a memory query each and could change mid-run as the allocator caches memory)
-        rows = chunk_rows(vocab_size, stage.train.fused_chunk_rows, self.device)
-        self.train_cfg = replace(stage.train, fused_chunk_rows=rows)
         self.progress = TrainProgress()
 
     def _restore(self, log_path: Path) -> Iterator[list[Example]]:
@@ -217,7 +218,7 @@ class Trainer:
             self.teacher,
             micro,
             stage.mcfg,
-            self.train_cfg,
+            stage.train,
             dist,
             self.vocab_size,
             self.gate_gen,

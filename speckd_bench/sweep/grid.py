@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speckd_bench import caches
+from speckd_bench.config.result_keys import result_config
 from speckd_bench.config.run_config import flatten, read_yaml
 from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.engine.recipe import build_run_config
@@ -181,12 +183,9 @@ def resolve(settings: dict[str, str], results_dir: Path) -> Any:
 
 def config_keys(config: dict[str, Any]) -> tuple[str, str]:
     """(digest, group) of a resolved config: its result keys, and those without seed and method.*."""
-    from speckd_bench.caches import digest
-    from speckd_bench.config.result_keys import result_config
-
-    keys = result_config(config)
-    shared = {k: v for k, v in keys.items() if k != "seed" and not k.startswith("method.")}
-    return digest(keys), digest(shared)
+    across_seeds = result_config(config, with_seed=False)
+    shared = {k: v for k, v in across_seeds.items() if not k.startswith("method.")}
+    return caches.digest(result_config(config)), caches.digest(shared)
 
 
 def expand(sweep: Sweep, results_dir: Path) -> list[Point]:

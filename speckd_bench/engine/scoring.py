@@ -1,0 +1,106 @@
+"""The evaluation stage that `run` (before and after training) and `speckd-bench eval` share: a run's eval
+sets, the teacher's reference rows and view, and scoring a student on every set with its samples kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging as transformers_logging
+
+from speckd_bench.caches import atomic_write_jsonl
+from speckd_bench.config.run_config import RunConfig
+from speckd_bench.distributed import process_context
+from speckd_bench.evaluation.evaluate import (
+    EvalResult,
+    EvalSet,
+    TeacherView,
+    eval_sets_info,
+    evaluate_sets,
+    load_eval_sets,
+    warn_skipped,
+)
+from speckd_bench.evaluation.lmeval import run_lm_eval
+from speckd_bench.evaluation.reference import reference_rows
+from speckd_bench.models.loading import ModelPair
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+def quiet_transformers() -> None:
+    """No download bars or warnings from transformers: the harness reports its own progress."""
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+@dataclass
+class EvalSets:
+    """A run's eval sets (examples built once a tokenizer is loaded) and the suite's sets skipped here."""
+
+    sets: list[EvalSet]
+    skipped: dict[str, str]
+
+    @classmethod
+    def load(cls, cfg: RunConfig) -> EvalSets:
+        """The rows of the run's eval sets; says on stderr which suite sets are skipped."""
+        sets, skipped = load_eval_sets(cfg.task, cfg.eval.suite, cfg.data)
+        warn_skipped(skipped)
+        return cls(sets, skipped)
+
+    @property
+    def names(self) -> list[str]:
+        return [es.name for es in self.sets]
+
+    def info(self) -> dict[str, Any]:
+        """The record's eval_sets part: per set its source and rows, or why it was skipped."""
+        return eval_sets_info(self.sets, self.skipped)
+
+
+@dataclass
+class Scoring:
+    """How a student is scored: the eval sets and settings, and (with a teacher reference) the teacher's
+    reference rows per set and the view the fidelity metrics compare the student with."""
+
+    cfg: RunConfig
+    eval: EvalSets
+    quiet: bool
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    view: TeacherView | None = None
+
+    @classmethod
+    def build(cls, cfg: RunConfig, eval_sets: EvalSets, quiet: bool, reference: ModelPair | None) -> Scoring:
+        """Scoring against the teacher of `reference` (its cached scores, the floors and its view), or
+        without a reference when None."""
+        if reference is None:
+            return cls(cfg, eval_sets, quiet)
+        references, view = reference_rows(cfg, reference, eval_sets.sets, quiet)
+        return cls(cfg, eval_sets, quiet, references, view)
+
+    def score(self, student: Any, tokenizer: Any, label: str) -> dict[str, EvalResult]:
+        """Scores of `student` as it is now on every eval set."""
+        return evaluate_sets(student, tokenizer, self.eval.sets, self.cfg.eval, label, self.quiet, self.view)
+
+
+def evaluate_student(
+    scoring: Scoring, student: Any, tokenizer: Any, label: str, folder: Path
+) -> dict[str, EvalResult]:
+    """The evaluation stage: score `student` on every eval set and keep its samples in the record's
+    folder (written by the main process)."""
+    results = scoring.score(student, tokenizer, label)
+    if process_context().is_main:
+        atomic_write_jsonl(folder / SAMPLES_FILE, [s for r in results.values() for s in r.samples])
+    return results
+
+
+def eval_speed(results: dict[str, EvalResult]) -> tuple[float, int]:
+    """(seconds, new tokens) of the decoding behind `results`."""
+    return sum(r.seconds for r in results.values()), sum(r.new_tokens for r in results.values())
+
+
+def lm_eval_scores(student: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any] | None:
+    """lm-evaluation-harness's scores of `student` (the main process), or None when no task is asked."""
+    if not cfg.lm_eval.tasks or not process_context().is_main:
+        return None
+    return run_lm_eval(student, tokenizer, cfg, quiet)
