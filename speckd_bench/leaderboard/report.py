@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from speckd_bench.config.run_config import NON_RESULT_KEYS, flatten
+from speckd_bench.config.result_keys import result_config
+from speckd_bench.config.run_config import flatten
 from speckd_bench.errors import UserError
 from speckd_bench.leaderboard.render import check_format, render, section_lines
 from speckd_bench.leaderboard.runs import Run, is_number
@@ -29,10 +30,6 @@ __all__ = [
     "usable_records",
 ]
 
-# Config keys that never split a group: the seed is what we average over; the others do not change results.
-_NOT_SETTINGS = {"seed", *NON_RESULT_KEYS}
-
-
 def task_digests(record: RunRecord, eval_set: str) -> dict[str, str] | None:
     """Digests of the task files (YAML, hook, metrics) a record's eval set and training task were
     scored with; None for records older than task provenance."""
@@ -44,14 +41,16 @@ def task_digests(record: RunRecord, eval_set: str) -> dict[str, str] | None:
 
 
 def _settings(record: RunRecord, eval_set: str) -> dict[str, str]:
-    flat = flatten(record.config)
+    """What must be equal for two records to be averaged over training seeds: the result-changing
+    settings but the seed, the warm start, the task files, the status and the process count."""
+    flat = result_config(record.config, with_seed=False)
     flat["init"] = init_key(record)
     flat["task_digest"] = task_digests(record, eval_set)  # a changed task file is another protocol
     if not record.complete:  # interrupted runs (--include-interrupted) form their own rows
         flat["status"] = record.status
     if record.num_processes != 1:  # train.batch_size is per process: N processes are a protocol
         flat["num_processes"] = record.num_processes
-    return {k: json.dumps(v) for k, v in flat.items() if k not in _NOT_SETTINGS}
+    return {k: json.dumps(v) for k, v in flat.items()}
 
 
 _NUMBER_MAPS = ("metrics", "std_over_eval_seeds", "degeneracy")
