@@ -1,9 +1,14 @@
 """Progress of long steps: rich bars on a terminal; plain, timestamped lines when stdout is a file (CI,
 nohup, SLURM): one when a step starts and ends, and for training one every `logging_steps` steps and at
-least every `max_silence_s` seconds (checked at each step). Silent with --quiet."""
+least every `max_silence_s` seconds (checked at each step). Silent with --quiet.
+
+Also the one home of console output: `console` (rich, stdout), `say` (a plain line on stdout) and `warn`
+(a plain line on stderr)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +18,15 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-console = Console(stderr=False, soft_wrap=True)  # long lines stay whole in a log file
+
+def _stdout_console() -> Console:
+    """Rich output on stdout: lines stay whole (soft wrap); tables take a terminal's width, else $COLUMNS,
+    else 240 columns, so output piped to a file or a log is not folded at rich's default of 80."""
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(soft_wrap=True, width=240)
+
+
+console = _stdout_console()
 
 
 @dataclass
@@ -30,6 +43,11 @@ SETTINGS = LogSettings()
 def say(text: str) -> None:
     """One line on stdout, never wrapped, markup shown as written."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """One plain line on stderr (no markup, no wrapping)."""
+    print(text, file=sys.stderr)
 
 
 def _clock(seconds: float) -> str:

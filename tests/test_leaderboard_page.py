@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from speckd_bench.cli.app import _sections, app
+from speckd_bench.cli.app import app
+from speckd_bench.leaderboard.selection import select_sections
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,7 +39,7 @@ def page_file(tmp_path_factory) -> Path:
 
 def test_page_is_self_contained_with_every_group_and_the_protocol(page_file):
     text = page_file.read_text()
-    sections = _sections(RESULTS, baseline="fkl", metric=["tf_top1", "rougeL"])
+    sections = select_sections(RESULTS, baseline="fkl", metrics=["tf_top1", "rougeL"])
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from elsewhere
     assert text.count("data:image/png;base64,") >= 3
     for section in sections:

@@ -6,14 +6,20 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 from rich.table import Table
 
 from speckd_bench.errors import RunInterrupted, UserError
+from speckd_bench.progress import console, say, warn
+from speckd_bench.sweep.grid import Point, Sweep, expand, load_sweep
+
+if TYPE_CHECKING:
+    from speckd_bench.sweep.executors import Outcome
+    from speckd_bench.sweep.status import PointStatus
 
 sweep_app = typer.Typer(
     help="Sweeps: expand a grid of runs from a YAML file, run what is not done, watch where it stands.",
@@ -30,22 +36,25 @@ STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": 
 ACTION = {"done": "skip", "running": "wait", "interrupted": "resume", "failed": "retry", "missing": "run"}
 
 
-def _console() -> Console:
-    """stdout; wide when it is not a terminal, so a row stays one line."""
-    console = Console()
-    return console if console.is_terminal else Console(width=240)
+class _Unwrapped:
+    """A table laid out as without soft wrap (its title and caption centred over it), also on the shared
+    console and in a Live display, which print with soft wrap."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_console__(self, rich_console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from rich_console.render(self.table, options.update(no_wrap=None, overflow=None))
 
 
-def _load(file: Path, results_dir: Path | None):
+def _load(file: Path, results_dir: Path | None) -> tuple[Sweep, Path, list[Point]]:
     """(sweep, results directory, points): the file read, checked and expanded."""
-    from speckd_bench.sweep.grid import expand, load_sweep
-
     sweep = load_sweep(file)
     where = results_dir or Path(sweep.results_dir or "results")
     return sweep, where, expand(sweep, where)
 
 
-def _table(title: str, rows, steps: bool) -> Table:
+def _table(title: str, rows: list[PointStatus], steps: bool) -> _Unwrapped:
     from speckd_bench.sweep.status import totals
 
     table = Table(title=title, caption=", ".join(f"{n} {s}" for s, n in totals(rows).items() if n))
@@ -57,7 +66,7 @@ def _table(title: str, rows, steps: bool) -> Table:
         table.add_row(
             str(i), row.point.label, row.point.digest, status, row.run_id or "", *progress, row.error
         )
-    return table
+    return _Unwrapped(table)
 
 
 @sweep_app.command("plan")
@@ -91,7 +100,7 @@ def plan(
         doc = {"sweep": sweep.name, "results_dir": str(where), "runs": runs, "totals": totals(rows)}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
-    _console().print(_table(f"sweep {sweep.name} in {where}", rows, steps=False))
+    console.print(_table(f"sweep {sweep.name} in {where}", rows, steps=False))
 
 
 @sweep_app.command("status")
@@ -108,31 +117,27 @@ def status(
 
     sweep, where, points = _load(file, results_dir)
 
-    def table() -> tuple[Table, bool]:
+    def table() -> tuple[_Unwrapped, bool]:
         rows = statuses(where, sweep.name, points)
         finished = all(r.status in ("done", "failed") for r in rows)
         return _table(f"sweep {sweep.name} in {where}", rows, steps=True), finished
 
     current, finished = table()
     if not watch:
-        _console().print(current)
+        console.print(current)
         return
-    with Live(current, console=_console(), auto_refresh=False) as live:
+    with Live(current, console=console, auto_refresh=False) as live:
         while not finished:
             time.sleep(interval)
             current, finished = table()
             live.update(current, refresh=True)
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _report(outcome) -> None:
+def _report(outcome: Outcome) -> None:
     took = f" in {outcome.seconds:.0f} s" if outcome.seconds else ""
     run = f" ({outcome.run_id})" if outcome.run_id else ""
     error = f": {outcome.error}" if outcome.error else ""
-    _say(f"{outcome.result}: {outcome.label}{run}{took}{error}")
+    say(f"{outcome.result}: {outcome.label}{run}{took}{error}")
 
 
 @sweep_app.command("run")
@@ -187,16 +192,14 @@ def run(
     rows = statuses(where, sweep.name, points)
     todo = [r for r in rows if r.status != "done"]
     if not todo:
-        _say(f"nothing to run: all {len(rows)} runs of sweep {sweep.name} are done in {where}")
+        say(f"nothing to run: all {len(rows)} runs of sweep {sweep.name} are done in {where}")
         return
-    _say(
-        f"sweep {sweep.name}: {len(rows) - len(todo)} of {len(rows)} runs done in {where}; {len(todo)} to go"
-    )
+    say(f"sweep {sweep.name}: {len(rows) - len(todo)} of {len(rows)} runs done in {where}; {len(todo)} to go")
     if dry_run:
         for r in todo:
             resume = r.run_id if r.status in ("interrupted", "failed") else None
             cmd = command(r.point, where, resume, sweep.num_processes)
-            _say(f"{ACTION[r.status]}: {r.point.label}: speckd-bench {' '.join(cmd[3:])}")
+            say(f"{ACTION[r.status]}: {r.point.label}: speckd-bench {' '.join(cmd[3:])}")
         return
     jobs = [PointJob(r.point, sweep.name, where, retries, sweep.num_processes) for r in todo]
     warm = {r.point.group for r in rows if r.status == "done"}
@@ -208,10 +211,10 @@ def run(
     failed = [o for o in outcomes if o.result == "failed"]
     stopped = [o for o in outcomes if o.result == "interrupted"]
     ran = sum(o.result == "done" for o in outcomes)
-    _say(f"sweep {sweep.name}: {ran} run, {len(failed)} failed, {len(stopped)} interrupted")
+    say(f"sweep {sweep.name}: {ran} run, {len(failed)} failed, {len(stopped)} interrupted")
     if failed:
         logs = sweep_dir(where, sweep.name) / "logs"
-        _say(f"failed runs' output: {logs}; `speckd-bench sweep run {file}` retries them")
+        say(f"failed runs' output: {logs}; `speckd-bench sweep run {file}` retries them")
         raise typer.Exit(1)
     if stopped:
         raise RunInterrupted(
@@ -228,9 +231,8 @@ def sweep_run_ids(file: Path, results_dir: Path) -> set[str]:
     rows = statuses(where, sweep.name, points)
     missing = [r for r in rows if r.status != "done"]
     if missing:
-        Console(stderr=True).print(
+        warn(
             f"note: {len(missing)} of {len(rows)} runs of sweep {sweep.name} are not done "
-            f"(speckd-bench sweep status {file})",
-            markup=False,
+            f"(speckd-bench sweep status {file})"
         )
     return {r.run_id for r in rows if r.status == "done" and r.run_id}

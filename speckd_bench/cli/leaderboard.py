@@ -1,0 +1,179 @@
+"""`table`, `plot` and `report`: the leaderboard of the runs under a results folder."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from speckd_bench.cli.sweep import sweep_run_ids
+from speckd_bench.errors import UserError
+from speckd_bench.progress import console
+
+ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
+TaskOpt = Annotated[list[str] | None, typer.Option(help="Only this training task or eval set.")]
+MethodOpt = Annotated[list[str] | None, typer.Option(help="Only this method (repeatable).")]
+TeacherOpt = Annotated[list[str] | None, typer.Option(help="Only this teacher (repeatable).")]
+StudentOpt = Annotated[list[str] | None, typer.Option(help="Only this student (repeatable).")]
+
+
+@contextmanager
+def _writing(hint: str) -> Iterator[None]:
+    """Outputs that cannot be written (a read-only folder, a full disk) fail as one line with a hint."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'the output'}: {exc.strerror}; {hint}") from None
+
+
+def table(
+    results_dir: ResultsDirOpt = Path("results"),
+    format: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | html | json")] = "rich",
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method to compare with: Δ of the mean with a 95% paired bootstrap CI."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric column(s) (repeatable; default: the task's main).")
+    ] = None,
+    task: TaskOpt = None,
+    method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs created on or after this date (YYYY-MM-DD[THH:MM]).")
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="metric | delta | method | spikes | grad_cv | diverged | tok_s | wall")
+    ] = "metric",
+    include_interrupted: Annotated[
+        bool,
+        typer.Option("--include-interrupted", help="Also tabulate runs stopped by Ctrl-C (else skipped)."),
+    ] = False,
+) -> None:
+    """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
+    from speckd_bench.leaderboard.report import check_format, render
+    from speckd_bench.leaderboard.selection import select_sections
+
+    check_format(format)
+    sections = select_sections(
+        results_dir,
+        tasks=task,
+        methods=method,
+        teachers=teacher,
+        students=student,
+        since=since,
+        metrics=metric,
+        baseline=baseline,
+        sort=sort,
+        include_interrupted=include_interrupted,
+    )
+    rendered = render(sections, format)
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:
+        console.print(rendered)
+
+
+def plot(
+    results_dir: ResultsDirOpt = Path("results"),
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where the PNGs go (default: RESULTS_DIR/plots).")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric bar chart(s) (default: the task's main).")
+    ] = None,
+    task: TaskOpt = None,
+    method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
+    since: Annotated[str | None, typer.Option(help="Only runs created on or after this date.")] = None,
+) -> None:
+    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars."""
+    from speckd_bench.leaderboard.selection import select_sections
+    from speckd_bench.publish.plots import write_plots
+
+    sections = select_sections(
+        results_dir,
+        tasks=task,
+        methods=method,
+        teachers=teacher,
+        students=student,
+        since=since,
+        metrics=metric,
+    )
+    with _writing("pass --out DIR"):
+        for path in write_plots(sections, out_dir or results_dir / "plots"):
+            print(path)
+
+
+def report(
+    results_dir: ResultsDirOpt = Path("results"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="README to write (default: RESULTS_DIR/README.md).")
+    ] = None,
+    baseline: Annotated[str, typer.Option(help="Method every row is compared with.")] = "fkl",
+    method: Annotated[
+        str, typer.Option(help="Method whose difference to the baseline is judged.")
+    ] = "speckd",
+    task: TaskOpt = None,
+    command: Annotated[
+        str | None, typer.Option(help="The command that produced the runs, quoted in the README.")
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Metric column(s), the first one judged and sorted by (default: the task's main)."),
+    ] = None,
+    notes: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file with the reading of the results, placed under the README's title."),
+    ] = None,
+    sweep: Annotated[
+        Path | None, typer.Option(help="Report exactly the runs of this sweep file (docs/sweeps.md).")
+    ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write this self-contained HTML page instead of the README (sortable tables, plots inline).",
+        ),
+    ] = None,
+) -> None:
+    """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
+    from speckd_bench.leaderboard.selection import select_sections
+    from speckd_bench.publish.html_page import write_page
+    from speckd_bench.publish.results_readme import write_results_readme
+
+    if notes is not None and not notes.is_file():
+        raise UserError(f"--notes {notes}: no such file")
+    run_ids = sweep_run_ids(sweep, results_dir) if sweep is not None else None
+    sections = select_sections(results_dir, tasks=task, baseline=baseline, metrics=metric, run_ids=run_ids)
+    if not sections:
+        raise UserError(f"no complete run records under {results_dir}/runs to report on")
+    reading = _read_notes(notes) if notes else None
+    with _writing("pass --out FILE (or --html FILE) in a writable folder"):
+        if html_file is not None:
+            print(write_page(sections, html_file, baseline=baseline, method=method, command=command))
+            return
+        written = write_results_readme(
+            sections,
+            results_dir,
+            out_file or results_dir / "README.md",
+            baseline=baseline,
+            method=method,
+            command=command,
+            notes=reading,
+        )
+    for path in written:
+        print(path)
+
+
+def _read_notes(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--notes {path}: cannot read it ({exc}); pass a UTF-8 markdown file") from None

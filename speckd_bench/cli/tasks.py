@@ -1,0 +1,122 @@
+"""`tasks`: list the registered tasks and suites, validate a task file, export tasks for lm-eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from speckd_bench.cli.options import MirrorOpt, PluginsOpt, discover
+from speckd_bench.config.run_config import DataConfig
+from speckd_bench.errors import UserError
+from speckd_bench.progress import console, say
+
+tasks_app = typer.Typer(
+    help="List the registered tasks and suites; validate a task file; export tasks for lm-eval.",
+    add_completion=False,
+)
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks(ctx: typer.Context, plugins: PluginsOpt = None) -> None:
+    """List the registered tasks (with their sources) and suites."""
+    from speckd_bench.data.tasks import SUITES, TASKS
+
+    discover(plugins)
+    if ctx.invoked_subcommand is not None:
+        return
+    t = Table(title="tasks")
+    t.add_column("name", no_wrap=True)
+    for col in ("from", "kind", "metrics", "decoding", "description", "sources", "lm-eval"):
+        t.add_column(col, overflow="fold")
+    for name, spec in TASKS.items():
+        sources = "\n".join(f"{split}: {src.describe()}" for split, src in spec.splits.items())
+        origin = "built-in" if spec.plugin_dir is None else f"plugin {spec.plugin_dir}"
+        t.add_row(
+            name, origin, spec.kind, ", ".join(spec.metrics), spec.decoding, spec.description, sources,
+            ", ".join(spec.lm_eval),
+        )  # fmt: skip
+    console.print(t)
+    s = Table(title="suites (--eval-suite)")
+    s.add_column("name", no_wrap=True)
+    for col in ("eval sets", "decoding", "description"):
+        s.add_column(col, overflow="fold")
+    for name, suite in SUITES.items():
+        s.add_row(name, ", ".join(suite.sets), suite.decoding or "the run's", suite.description)
+    console.print(s)
+
+
+def _data_config(data_dir: Path | None) -> DataConfig:
+    """The data settings of a --data-dir option (None: $SPECKD_DATA_DIR)."""
+    return DataConfig(data_dir=str(data_dir) if data_dir else None)
+
+
+def _mirror_has(files: list[str], cfg: DataConfig) -> bool:
+    from speckd_bench.data.rows import mirror_dir
+
+    base = mirror_dir(cfg)
+    return base is not None and bool(files) and all((base / f).is_file() for f in files)
+
+
+@tasks_app.command("validate")
+def tasks_validate(
+    file: Annotated[Path, typer.Argument(help="A task (or suite) YAML file.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Check the rows in this mirror (else $SPECKD_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Check a task file against the schema, and its rows where the local mirror has them."""
+    from speckd_bench.data.rows import load_split
+    from speckd_bench.data.tasks import Suite, check_suite, load_plugin_file
+
+    spec = load_plugin_file(file)
+    if isinstance(spec, Suite):
+        check_suite(spec)
+        say(f"ok: suite {spec.name} = {', '.join(spec.sets)}")
+        return
+    hook = f", hook {spec.hook}" if spec.hook else ""
+    lines = [f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})"]
+    cfg = _data_config(data_dir)
+    for split, src in spec.splits.items():  # every row is checked before anything is printed
+        if _mirror_has(src.mirror_files, cfg):
+            rows = load_split(spec, split, cfg)
+            row = rows.rows[0]
+            lines += [
+                f"  {split}: {len(rows.rows)} rows from {rows.source}, all render",
+                f"    first prompt ends: {spec.render(row)[-120:]!r}",
+                f"    its references: {[r[:80] for r in spec.references(row)]!r}",
+            ]
+        else:
+            lines.append(f"  {split}: {src.describe()} (not in the local mirror; rows not checked)")
+    for line in lines:
+        say(line)
+
+
+@tasks_app.command("export-lmeval")
+def tasks_export_lmeval(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the lm-eval YAML tasks.")],
+    task: Annotated[
+        list[str] | None, typer.Option(help="Task to export (repeatable; default: all in the mirror).")
+    ] = None,
+    data_dir: MirrorOpt = None,
+    max_rows: Annotated[int, typer.Option(help="Rows per task; 0 = all.")] = 0,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Generation budget (default: the task's eval.max_new_tokens).")
+    ] = None,
+) -> None:
+    """Write our tasks as lm-eval tasks (speckd_<task>) over the local rows, for lm-eval --include_path."""
+    from speckd_bench.data.tasks import TASKS
+    from speckd_bench.evaluation.lmeval import export_tasks
+
+    cfg = _data_config(data_dir)
+    names = task or [n for n, t in TASKS.items() if _mirror_has(t.splits["eval"].mirror_files, cfg)]
+    if not names:
+        raise UserError("no task has its eval rows in the local mirror; pass --data-dir or --task")
+    specs = [TASKS.get(n) for n in names]
+    exported = export_tasks(specs, out_dir, cfg, max_new_tokens, max_rows)
+    for name, rows in exported:
+        say(f"{name}: {len(rows.rows)} rows from {rows.source}")
+    listed = ",".join(name for name, _ in exported)
+    say(f"run: lm-eval --model hf --model_args pretrained=MODEL --include_path {out_dir} --tasks {listed}")
