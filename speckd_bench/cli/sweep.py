@@ -15,10 +15,10 @@ from rich.table import Table
 
 from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.progress import console, say, warn
-from speckd_bench.sweep.grid import Point, Sweep, expand, load_sweep
 
 if TYPE_CHECKING:
     from speckd_bench.sweep.executors import Outcome
+    from speckd_bench.sweep.grid import Point, Sweep
     from speckd_bench.sweep.status import PointStatus
 
 sweep_app = typer.Typer(
@@ -49,6 +49,8 @@ class _Unwrapped:
 
 def _load(file: Path, results_dir: Path | None) -> tuple[Sweep, Path, list[Point]]:
     """(sweep, results directory, points): the file read, checked and expanded."""
+    from speckd_bench.sweep.grid import expand, load_sweep
+
     sweep = load_sweep(file)
     where = results_dir or Path(sweep.results_dir or "results")
     return sweep, where, expand(sweep, where)
