@@ -74,22 +74,25 @@ def _child(kernel: str, dtype: str, opts: argparse.Namespace, out: Path) -> dict
     return json.loads(out.read_text())
 
 
-def compare(opts: argparse.Namespace) -> list[dict[str, Any]]:
-    """One table row per dtype: answers that differ between the kernel paths."""
+def compare(opts: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """One table row per dtype: answers that differ between the kernel paths (each decode kept in `work`,
+    where a later call finds it instead of decoding again)."""
     table = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for dtype in DTYPES:
-            runs = [_child(k, dtype, opts, Path(tmp) / f"{k}-{dtype}.json") for k in KERNELS]
-            differ = sum(a != b for a, b in zip(runs[0]["texts"], runs[1]["texts"], strict=True))
-            table.append(
-                {
-                    "dtype": dtype,
-                    "kernels": " vs ".join(r["capability"] for r in runs),
-                    "rows": len(runs[0]["texts"]),
-                    "differ": differ,
-                    "seconds": " / ".join(f"{r['seconds']:.0f}" for r in runs),
-                }
-            )
+    for dtype in DTYPES:
+        runs = []
+        for kernel in KERNELS:
+            out = work / f"{opts.preset}-{opts.task}-{opts.rows}-{kernel}-{dtype}.json"
+            runs.append(json.loads(out.read_text()) if out.is_file() else _child(kernel, dtype, opts, out))
+        differ = sum(a != b for a, b in zip(runs[0]["texts"], runs[1]["texts"], strict=True))
+        table.append(
+            {
+                "dtype": dtype,
+                "kernels": " vs ".join(r["capability"] for r in runs),
+                "rows": len(runs[0]["texts"]),
+                "differ": differ,
+                "seconds": " / ".join(f"{r['seconds']:.0f}" for r in runs),
+            }
+        )
     return table
 
 
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--preset", default="reference")
     parser.add_argument("--task", default="dolly")
     parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--work", type=Path, help="keep each decode here and reuse it (default: a temp dir)")
     parser.add_argument("--child", choices=DTYPES, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -107,7 +111,13 @@ def main() -> None:
     facts = {"preset": opts.preset, "task": opts.task, "decoding": "greedy, the preset's eval settings"}
     print(machine_header("Reference-row parity across CPU kernel paths", facts))
     print()
-    print(markdown_table(compare(opts), COLUMNS))
+    if opts.work:
+        opts.work.mkdir(parents=True, exist_ok=True)
+        table = compare(opts, opts.work)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = compare(opts, Path(tmp))
+    print(markdown_table(table, COLUMNS))
 
 
 if __name__ == "__main__":
