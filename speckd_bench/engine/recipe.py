@@ -56,6 +56,7 @@ from speckd_bench.engine.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.engine.warmstart import WarmStart, init_rows, init_stage
 from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluation.evaluate import EvalResult, build_eval_examples, eval_seeds
+from speckd_bench.formatting import number
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
 from speckd_bench.methods.discovery import method_config
 from speckd_bench.models.loading import ModelPair, load_pair
@@ -63,10 +64,6 @@ from speckd_bench.progress import console, stage
 from speckd_bench.records.environment import git_commit, hardware, new_run_id, versions
 from speckd_bench.records.run_record import COMPLETE, INTERRUPTED, RECORD_FILE, RunRecord, portable_config
 from speckd_bench.records.train_log import read_log, summarize_log
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _before(before: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
@@ -438,7 +435,10 @@ class RunRecipe:
             raw = scores.get("raw", {}).get("metrics", {}).get(metric)
             init = scores.get("init", {}).get("metrics", {}).get(metric)
             trained = after[es.name].metrics[metric]
-            lines.append(f"{es.name} {metric}: raw {_fmt(raw)} -> init {_fmt(init)} -> after {_fmt(trained)}")
+            scores_text = " -> ".join(
+                f"{label} {number(v, 2)}" for label, v in (("raw", raw), ("init", init), ("after", trained))
+            )
+            lines.append(f"{es.name} {metric}: {scores_text}")
         lines.append(f"{record.timings['wall_s']:.0f} s, record: {path}")
         for line in lines if self.dist.is_main else []:
             if self.quiet:

@@ -15,7 +15,7 @@ from typing import Any
 
 from speckd_bench.api.metrics import Better, better
 from speckd_bench.evaluation.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2
-from speckd_bench.leaderboard.formatting import NO_VALUE, mean_std, number, settings_text, signed_interval
+from speckd_bench.formatting import NO_VALUE, mean_std, number, settings_text, signed_interval
 from speckd_bench.leaderboard.rows import LeaderboardRow
 from speckd_bench.leaderboard.stats import ALPHA, CONFIDENCE, MIN_SEEDS_SIGNIFICANT, RESAMPLES
 

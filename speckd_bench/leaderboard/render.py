@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.formatting import md_escape, one_line
 from speckd_bench.leaderboard.columns import LEGEND, LOWER, SIGNIFICANT, Column, columns, table_columns
-from speckd_bench.leaderboard.formatting import md_escape, one_line
 from speckd_bench.leaderboard.rows import LeaderboardRow
 from speckd_bench.leaderboard.sections import Section
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from speckd_bench.api.metrics import FIDELITY_METRICS, Better, better
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.formatting import number, settings_text
 from speckd_bench.leaderboard.columns import SORT_NAMES, sort_column
-from speckd_bench.leaderboard.formatting import number, settings_text
 from speckd_bench.leaderboard.rows import LeaderboardRow, MetricSummary, RowContext, best_row
 from speckd_bench.leaderboard.runs import Run, values_at
 from speckd_bench.leaderboard.stats import (

@@ -15,6 +15,7 @@ from speckd_bench.caches import follow_umask
 from speckd_bench.config.run_config import RunConfig
 from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of
 from speckd_bench.errors import UserError
+from speckd_bench.formatting import number
 from speckd_bench.leaderboard.report import build_sections, render
 from speckd_bench.models.loading import load_teacher
 from speckd_bench.records.run_record import RECORD_FILE, RunRecord
@@ -39,10 +40,6 @@ def generation_config(cfg: RunConfig, tokenizer: Any) -> GenerationConfig:
     return GenerationConfig(**options)
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def _scores(record: RunRecord) -> list[str]:
     """Per eval set: every metric of the raw and init student, the trained one and the teacher."""
     lines: list[str] = []
@@ -54,7 +51,7 @@ def _scores(record: RunRecord) -> list[str]:
         lines.append("|---|---|---|---|---|")
         for metric, value in after.items():
             raw, init = (before.get(s, {}).get("metrics", {}).get(metric) for s in ("raw", "init"))
-            cells = [_fmt(v) for v in (raw, init, value, teacher.get(metric))]
+            cells = [number(v, 2) for v in (raw, init, value, teacher.get(metric))]
             lines.append(f"| {metric} | {' | '.join(cells)} |")
         lines.append("")
     return lines

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.caches import atomic_write_text
-from speckd_bench.leaderboard.formatting import NO_VALUE, interval, md_escape, mean_std
+from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std
 from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
