@@ -11,10 +11,10 @@ beats an answer that needs no model at all.
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 from speckd_bench.api.metrics import score
+from speckd_bench.data.examples import template_fields
 from speckd_bench.data.tasks import TaskSpec
 from speckd_bench.evaluation.degeneracy import degeneracy
 
@@ -31,13 +31,6 @@ CONSTANTS = (
 """Candidates of the constant floor: single words, function-word salads and a bland generic sentence."""
 CHOICE_ROWS = 500
 """Training rows the constant is chosen on."""
-
-
-def template_fields(task: TaskSpec) -> list[str]:
-    """The row fields the task's prompt templates fill in, in order of first use."""
-    templates = [task.prompt, *([task.prompt_with_input] if task.prompt_with_input else [])]
-    names = [n for t in templates for _, n, _, _ in string.Formatter().parse(t) if n]
-    return list(dict.fromkeys(names))
 
 
 def _scored(task: TaskSpec, outputs: list[str], refs: list[list[str]]) -> dict[str, Any]:
