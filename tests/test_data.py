@@ -5,12 +5,13 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from speckd_bench.config.run_config import DataConfig
+from speckd_bench.config.run_config import DataConfig, EvalConfig
 from speckd_bench.data.examples import IGNORE, Example, build_examples, chat_content, collate, prompt_task
 from speckd_bench.data.rows import load_rows, read_jsonl
 from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.errors import UserError
-from speckd_bench.models.loading import smollm2_dir
+from speckd_bench.evaluation.evaluate import evaluate
+from speckd_bench.models.loading import load_teacher, smollm2_dir
 
 
 def test_labels_mask_prompt_and_padding_but_keep_eos_when_pad_equals_eos():
@@ -160,3 +161,18 @@ def test_real_tokenizer_chat_prompts_keep_the_system_header(real_data):
         assert ex.prompt_ids[: len(header)] == header and ex.prompt_tokens <= 160
         assert ex.prompt.startswith(row["instruction"][:20]) and "###" not in ex.prompt
         assert ex.prompt_cut == (ex.prompt != prompt_task(task, cfg).render(row))
+
+
+def test_samples_record_the_prompt_length_and_whether_it_was_cut():
+    model, tok, _ = load_teacher("tiny-random")
+    tok.pad_token = tok.eos_token
+    task = discover_tasks().get("dolly")
+    rows = [
+        {"instruction": "Say hi.", "input": "", "output": "hi"},
+        {"instruction": "Sum up.", "input": "word " * 200, "output": "words"},
+    ]
+    cfg = DataConfig(max_length=64, max_prompt_length=48, chat_template=True)
+    examples = build_examples(task, rows, tok, cfg)
+    res = evaluate(model, tok, examples, ("rougeL",), EvalConfig(max_new_tokens=2), "eval", True)
+    shown = [(s["prompt_tokens"], s["prompt_cut"]) for s in res.samples]
+    assert shown == [(len(examples[0].prompt_ids), False), (48, True)]
