@@ -145,7 +145,13 @@ def test_every_seed_starts_from_one_init_and_other_plans_get_their_own(
     assert longer["init"]["key"] != one["init"]["key"] and longer["init"]["plan"]["steps"] == 8
     reference = one["metrics"]["dolly"]["reference"]
     assert reference["teacher"]["key"] == two["metrics"]["dolly"]["reference"]["teacher"]["key"]
-    assert set(reference["floors"]) == {"empty", "constant", "echo_instruction", "echo_input"}
+    assert set(reference["floors"]) == {
+        "empty",
+        "constant",
+        "echo_instruction",
+        "echo_input",
+        "echo_instruction_input",
+    }
     after = one["metrics"]["dolly"]["after"]
     assert {"tf_fkl", "tf_rkl", "tf_top1", "tf_tvd", "tf_top1_prompt", "rougeL_teacher"} <= set(
         after["metrics"]

@@ -126,6 +126,8 @@ def evaluate(
                 "index": i,
                 "eval_seed": seed,
                 "prompt": ex.prompt,
+                "prompt_tokens": ex.prompt_tokens,
+                "prompt_cut": ex.prompt_cut,
                 "references": ex.references,
                 "output": text,
             }
