@@ -85,6 +85,17 @@ def lr_factor(scheduler: str, step: int, warmup: int, total: int) -> float:
     return 1.0
 
 
+def warmup_steps(train: TrainConfig, total: int) -> int:
+    """Updates of the linear warm-up: train.warmup_ratio of the stage's `total` updates."""
+    return int(train.warmup_ratio * total)
+
+
+def lr_schedule(train: TrainConfig, total: int) -> list[float]:
+    """The lr multiplier of each of a stage's `total` updates, as the Trainer applies them."""
+    warmup = warmup_steps(train, total)
+    return [lr_factor(train.scheduler, step, warmup, total) for step in range(total)]
+
+
 def run_seeds(seed: int) -> dict[str, int]:
     """Every random stream of a run, derived from its seed (all recorded)."""
     return {"train": seed, "data_order": seed, "gate": seed + 1, "policy": seed + 2}
@@ -193,7 +204,7 @@ class Trainer:
         self.params = [p for p in student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=stage.lr, weight_decay=stage.train.weight_decay)
         self.total = plan_steps(len(examples), stage.train, stage.epochs, self.dist.world)
-        kind, total, warmup = stage.train.scheduler, self.total, int(stage.train.warmup_ratio * self.total)
+        kind, total, warmup = stage.train.scheduler, self.total, warmup_steps(stage.train, self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(kind, step, warmup, total)
         )

@@ -3,9 +3,11 @@ then cached with its outputs) and the trivial floors of every eval set."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.api import metrics
 from speckd_bench.caches import (
     atomic_write_json,
     building,
@@ -19,6 +21,8 @@ from speckd_bench.data.examples import Example, examples_digest
 from speckd_bench.data.rows import DataUnavailable, load_rows
 from speckd_bench.data.tasks import TASKS, task_digest
 from speckd_bench.distributed import process_context
+from speckd_bench.evaluation import degeneracy, fidelity, generate
+from speckd_bench.evaluation import evaluate as evaluate_module
 from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
 from speckd_bench.evaluation.floors import floor_scores
 
@@ -96,7 +100,23 @@ def reference_rows(
     return rows, view
 
 
+SCORING_MODULES = (evaluate_module, fidelity, generate, degeneracy, metrics)
+"""The code that turns a model and examples into scores: decoding, the text and fidelity metrics."""
+
+
+@functools.cache
+def scoring_code() -> str:
+    """A digest of the scoring modules' source: a cached score made by other scoring code is never
+    reused (a metric redefined, say from a mean over prompts to one over tokens)."""
+    return digest([Path(str(m.__file__)).read_text(encoding="utf-8") for m in SCORING_MODULES])
+
+
 def scored_identity(eval_set: str, examples: list[Example]) -> dict[str, Any]:
-    """What a score on one eval set depends on besides the model and the settings: the exact examples
-    and the task's metrics and answer extraction."""
-    return {"set": eval_set, "examples": examples_digest(examples), "task": task_digest(TASKS.get(eval_set))}
+    """What a score on one eval set depends on besides the model and the settings: the exact examples,
+    the task's metrics and answer extraction, and the scoring code."""
+    return {
+        "set": eval_set,
+        "examples": examples_digest(examples),
+        "task": task_digest(TASKS.get(eval_set)),
+        "scoring": scoring_code(),
+    }

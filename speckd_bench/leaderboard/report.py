@@ -30,6 +30,7 @@ __all__ = [
     "usable_records",
 ]
 
+
 def task_digests(record: RunRecord, eval_set: str) -> dict[str, str] | None:
     """Digests of the task files (YAML, hook, metrics) a record's eval set and training task were
     scored with; None for records older than task provenance."""
