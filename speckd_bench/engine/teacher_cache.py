@@ -195,8 +195,8 @@ def check(cfg: RunConfig, method: Any) -> None:
         )
     if t.teacher_cache and applies(method) and m.gate == "confidence":
         raise UserError(
-            "method.gate=confidence ranks tokens by the teacher's entropy, which the cached top-k teacher only "
-            "approximates; set --set train.teacher_cache=false"
+            "method.gate=confidence ranks tokens by the teacher's entropy, which the cached top-k teacher "
+            "only approximates; set --set train.teacher_cache=false"
         )
 
 
