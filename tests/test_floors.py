@@ -2,6 +2,7 @@
 fidelity floors (unigram and bigram next-token predictors) on hand-made counts and distributions."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,12 +12,12 @@ from speckd_bench.data.examples import Example
 from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.evaluation.floors import (
     fit_token_floors,
+    floor_log_probs,
     floor_scores,
     frequent_words,
     greedy_constant,
     response_positions,
-    token_floor_predictions,
-    token_floor_scores,
+    token_floor_fidelity,
 )
 
 
@@ -70,34 +71,52 @@ def test_response_positions_follow_collate():
 def test_token_floors_count_and_smooth_by_hand():
     floors = _floors()
     assert floors.unigram.tolist() == [0, 4, 2, 2]
-    predictions = token_floor_predictions(floors, torch.tensor([1, 2, 3, 0]))
-    unigram, top = predictions["unigram"]
-    assert torch.allclose(unigram.exp(), torch.tensor([[1, 5, 3, 3]]).expand(4, 4) / 12)
-    assert top.tolist() == [1, 1, 1, 1]
-    bigram, top = predictions["bigram"]
-    expected = torch.tensor([[1, 2, 2, 1], [1, 2, 1, 3], [1, 3, 2, 1], [1, 1, 1, 1]]) / torch.tensor(
-        [[6], [7], [7], [4]]
-    )
-    assert torch.allclose(bigram.exp(), expected.float())
-    # after 1: tokens 1 and 2 once each, 1 the more frequent; after 0 (never seen): the unigram's top, 1
-    assert top.tolist() == [1, 3, 1, 1]
+    unigram = torch.tensor([1, 5, 3, 3]) / 12
+    reads = torch.tensor([1, 2, 3, 0])
+    assert torch.allclose(floor_log_probs(floors, "unigram", reads).exp(), unigram.expand(4, 4))
+    # counts after 1: {2: 1, 1: 1}; after 2: {1: 1, 3: 2}; after 3: {1: 2, 2: 1}; after 0: none (the unigram)
+    counts = torch.tensor([[0, 1, 1, 0], [0, 1, 0, 2], [0, 2, 1, 0], [0, 0, 0, 0]]).float()
+    expected = (counts + unigram) / (counts.sum(-1, keepdim=True) + 1)
+    bigram = floor_log_probs(floors, "bigram", reads).exp()
+    assert torch.allclose(bigram, expected) and torch.allclose(bigram.sum(-1), torch.ones(4))
+    # after 1: tokens 1 and 2 once each, and the unigram ranks 1 first
+    assert bigram.argmax(-1).tolist() == [1, 3, 1, 1]
 
 
-def test_token_floor_scores_against_a_teacher_by_hand():
-    teacher = torch.tensor([[0.1, 0.1, 0.1, 0.7], [0.25, 0.25, 0.25, 0.25], [0.1, 0.6, 0.2, 0.1]])
-    reads = torch.tensor([2, 0, 3])  # teacher argmax 3, (tie: 0), 1
-    scores = token_floor_scores(_floors(), reads, teacher.log())
-    assert scores["bigram"]["tf_top1"].tolist() == [100.0, 0.0, 100.0]
-    assert scores["unigram"]["tf_top1"].tolist() == [0.0, 0.0, 100.0]
+class _Table(torch.nn.Module):
+    """A teacher whose next-token distribution depends on the token read only (one row per token)."""
+
+    config = SimpleNamespace(logit_scale=1.0)
+
+    def __init__(self, probs: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(probs).log())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_token_floor_fidelity_scores_the_floors_like_students_by_hand():
+    rows = [[0.25] * 4, [0.1, 0.1, 0.1, 0.7], [0.1, 0.6, 0.2, 0.1], [0.1, 0.2, 0.6, 0.1]]
+    teacher = _Table(rows)
+    examples = [Example([2], [3, 1], "p", ["r"])]  # positions read 2 then 3
+    out = token_floor_fidelity(_floors(), teacher, examples, pad_id=0, vocab_size=4)
+    unigram = [1 / 12, 5 / 12, 3 / 12, 3 / 12]
+    after = {
+        2: [1 / 12 / 4, (1 + 5 / 12) / 4, 3 / 12 / 4, (2 + 3 / 12) / 4],
+        3: [1 / 12 / 4, (2 + 5 / 12) / 4, (1 + 3 / 12) / 4, 3 / 12 / 4],
+    }
 
     def kl(p, q):
         return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
 
-    unigram = [1 / 12, 5 / 12, 3 / 12, 3 / 12]
-    bigram = [[1 / 7, 2 / 7, 1 / 7, 3 / 7], [0.25] * 4, [1 / 7, 3 / 7, 2 / 7, 1 / 7]]
-    rows = teacher.tolist()
-    assert scores["bigram"]["tf_fkl"].tolist() == pytest.approx(
-        [kl(p, q) for p, q in zip(rows, bigram, strict=True)], abs=1e-6
+    assert out["unigram_tokens"]["metrics"]["tf_fkl"] == pytest.approx(
+        (kl(rows[2], unigram) + kl(rows[3], unigram)) / 2
     )
-    assert scores["unigram"]["tf_fkl"].tolist() == pytest.approx([kl(p, unigram) for p in rows], abs=1e-6)
-    assert scores["bigram"]["tf_fkl"][1] == pytest.approx(0.0, abs=1e-6)
+    assert out["bigram_tokens"]["metrics"]["tf_fkl"] == pytest.approx(
+        (kl(rows[2], after[2]) + kl(rows[3], after[3])) / 2
+    )
+    # teacher argmax: 1 after 2, 2 after 3; unigram ranks 1 first everywhere; bigram: 3 after 2, 1 after 3
+    assert out["unigram_tokens"]["metrics"]["tf_top1"] == pytest.approx(50.0)
+    assert out["bigram_tokens"]["metrics"]["tf_top1"] == pytest.approx(0.0)
+    assert set(out["bigram_tokens"]["metrics"]) == {"tf_fkl", "tf_rkl", "tf_tvd", "tf_top1"}

@@ -20,12 +20,13 @@ two models, so it favours neither KL direction (the `tvd` method alone trains on
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from speckd_bench.data.examples import Example, collate
+from speckd_bench.data.examples import Batch, Example, collate
 from speckd_bench.loss.divergences import fkl, rkl, tvd
 from speckd_bench.models.loading import target_logits
 
@@ -64,22 +65,44 @@ class TeacherForced:
         return pooled | {name: statistics.fmean(v) for name, v in self.per_prompt().items()}
 
 
+LogProbs = Callable[[Batch], torch.Tensor]
+"""A predictor's log-probabilities [target positions, V] at a batch's target positions."""
+
+
 @torch.no_grad()
-def teacher_forced(
-    student: Any, teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
-) -> TeacherForced:
-    """The fidelity metrics of `student` to `teacher` on `examples`, in batches of BATCH."""
-    device = next(student.parameters()).device
-    was_training = student.training
-    student.eval()
-    sums: dict[str, list[float]] = {name: [] for name in PER_TOKEN}
+def compare_to_teacher(
+    predictors: dict[str, LogProbs], teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
+) -> dict[str, TeacherForced]:
+    """The fidelity metrics of each predictor to `teacher` on `examples`, in batches of BATCH (one teacher
+    forward pass per batch, shared by the predictors)."""
+    device = next(teacher.parameters()).device
+    sums: dict[str, dict[str, list[float]]] = {p: {name: [] for name in PER_TOKEN} for p in predictors}
     for start in range(0, len(examples), BATCH):
         chunk = examples[start : start + BATCH]
         batch = collate(chunk, pad_id).to(device)
-        log_q = torch.log_softmax(target_logits(student, batch, vocab_size), dim=-1)
         log_p = torch.log_softmax(target_logits(teacher, batch, vocab_size), dim=-1)
         counts = [len(e.target_ids) for e in chunk]
-        for name, fn in PER_TOKEN.items():
-            sums[name].extend(float(part.sum()) for part in fn(log_q, log_p).split(counts))
-    student.train(was_training)
-    return TeacherForced(sums, [len(e.target_ids) for e in examples])
+        for predictor, log_probs in predictors.items():
+            log_q = log_probs(batch)
+            for name, fn in PER_TOKEN.items():
+                sums[predictor][name].extend(float(part.sum()) for part in fn(log_q, log_p).split(counts))
+    tokens = [len(e.target_ids) for e in examples]
+    return {predictor: TeacherForced(values, tokens) for predictor, values in sums.items()}
+
+
+def teacher_forced(
+    student: Any, teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
+) -> TeacherForced:
+    """The fidelity metrics of `student` to `teacher` on `examples`."""
+    was_training = student.training
+    student.eval()
+    try:
+        return compare_to_teacher(
+            {"student": lambda batch: torch.log_softmax(target_logits(student, batch, vocab_size), dim=-1)},
+            teacher,
+            examples,
+            pad_id,
+            vocab_size,
+        )["student"]
+    finally:
+        student.train(was_training)

@@ -23,9 +23,10 @@ import torch
 
 from speckd_bench.api.metrics import score
 from speckd_bench.caches import atomic_write_json, building, cache_dir, digest, read_json
-from speckd_bench.data.examples import Example, template_fields
+from speckd_bench.data.examples import IGNORE, Batch, Example, template_fields
 from speckd_bench.data.tasks import TaskSpec, task_digest
 from speckd_bench.evaluation.degeneracy import degeneracy
+from speckd_bench.evaluation.fidelity import LogProbs, compare_to_teacher
 
 CONSTANTS = (
     "The",
@@ -136,7 +137,7 @@ def floor_scores(
 
 @dataclass(frozen=True)
 class TokenFloors:
-    """Token counts of training responses, for the fidelity floors (see token_floor_predictions)."""
+    """Token counts of training responses, for the fidelity floors (see floor_log_probs)."""
 
     unigram: torch.Tensor
     """[V] how often each token is a response token (EOS included)."""
@@ -164,37 +165,47 @@ def fit_token_floors(examples: list[Example], vocab_size: int) -> TokenFloors:
     return TokenFloors(torch.bincount(predicts, minlength=vocab_size).float(), bigram)
 
 
-def token_floor_predictions(
-    floors: TokenFloors, reads: torch.Tensor
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{"unigram" | "bigram": (log-probs [n, V], top-1 token [n])} at positions reading `reads` [n].
+def floor_log_probs(floors: TokenFloors, kind: str, reads: torch.Tensor) -> torch.Tensor:
+    """The `kind` ("unigram" | "bigram") floor's log-probabilities [n, V] at positions reading `reads`.
 
-    Add-one smoothing: q(v) = (c(v) + 1) / (N + V); q(v | u) = (c(u, v) + 1) / (c(u) + V). The unigram's
-    top-1 is the most frequent response token everywhere; the bigram's is the most frequent token after
-    `u`, ties (an unseen `u` included) broken by the unigram count. Holds [n, V] dense: call per chunk."""
+    unigram, add-one: q(v) = (c(v) + 1) / (N + V), the same at every position. bigram, the counts after `u`
+    smoothed toward the unigram: q(v | u) = (c(u, v) + q(v)) / (c(u) + 1), so an unseen `u` predicts the
+    unigram and equal counts are ordered by it. Dense [n, V]: call per batch."""
     vocab = floors.unigram.numel()
-    unigram = ((floors.unigram + 1) / (floors.unigram.sum() + vocab)).log().expand(len(reads), vocab)
+    unigram = (floors.unigram + 1) / (floors.unigram.sum() + vocab)
+    if kind == "unigram":
+        return unigram.log().expand(len(reads), vocab)
     counts = floors.bigram.index_select(0, reads).to_dense()
-    bigram = ((counts + 1) / (counts.sum(-1, keepdim=True) + vocab)).log()
-    tie_break = floors.unigram / (floors.unigram.sum() + 1)  # < 1: orders equal counts only
-    return {
-        "unigram": (unigram, floors.unigram.argmax().expand(len(reads))),
-        "bigram": (bigram, (counts + tie_break).argmax(-1)),
-    }
+    return ((counts + unigram) / (counts.sum(-1, keepdim=True) + 1)).log()
 
 
-def token_floor_scores(
-    floors: TokenFloors, reads: torch.Tensor, teacher_log_p: torch.Tensor
-) -> dict[str, dict[str, torch.Tensor]]:
-    """Per floor and position, the fidelity metrics of a student that were the floor: "tf_top1" (100 where
-    its top-1 is the teacher's argmax, else 0) and "tf_fkl" (KL(p_T || q) in nats), from the teacher's
-    log-probs [n, V] at the positions reading `reads` (fidelity.teacher_forced's positions)."""
-    teacher_top = teacher_log_p.argmax(-1)
-    p = teacher_log_p.exp()
+TOKEN_FLOORS = {
+    "unigram": "the training responses' token frequencies at every position",
+    "bigram": "the training responses' next-token frequencies after the token read",
+}
+"""The fidelity floors: predictors that need no model, fitted on the training responses."""
+
+
+def token_floor_fidelity(
+    floors: TokenFloors, teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
+) -> dict[str, dict[str, Any]]:
+    """Floor rows of the fidelity metrics: each token floor scored against the teacher on the positions
+    the students are scored on, pooled over tokens like theirs."""
+
+    def predictor(kind: str) -> LogProbs:
+        def log_probs(batch: Batch) -> torch.Tensor:
+            reads = batch.input_ids[batch.labels != IGNORE].cpu()
+            return floor_log_probs(floors, kind, reads).to(batch.input_ids.device)
+
+        return log_probs
+
+    forced = compare_to_teacher(
+        {k: predictor(k) for k in TOKEN_FLOORS}, teacher, examples, pad_id, vocab_size
+    )
     return {
-        name: {
-            "tf_top1": (top == teacher_top).float() * 100.0,
-            "tf_fkl": (p * (teacher_log_p - log_q)).sum(-1),
+        f"{kind}_tokens": {
+            "output": f"<{kind}: {TOKEN_FLOORS[kind]}>",
+            "metrics": {k: v for k, v in forced[kind].corpus().items() if not k.endswith("_prompt")},
         }
-        for name, (log_q, top) in token_floor_predictions(floors, reads).items()
+        for kind in TOKEN_FLOORS
     }
