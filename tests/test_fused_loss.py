@@ -13,9 +13,10 @@ from torch._dynamo.utils import counters
 from speckd_bench.api.method_config import KDConfig
 from speckd_bench.config.run_config import TrainConfig
 from speckd_bench.data.examples import Example, collate
+from speckd_bench.loss.chunk_body import TemperedLogProbs
 from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
 from speckd_bench.loss.divergences import DIVERGENCES
-from speckd_bench.loss.gate import speckd_gate
+from speckd_bench.loss.gate import GateDraws, control_gate, gate_result, speckd_gate
 from speckd_bench.loss.objective import (
     LiveTeacher,
     MicroBatch,
@@ -28,11 +29,14 @@ from speckd_bench.loss.objective import (
 )
 
 N, H, V = 11, 6, 17
+SPEC_RULE = {"rule": "spec", "propose": "sample", "gen_temperature": 0.7}
 GATES = {
     "none": {},
     "topk": {"gate": "speckd", "rule": "topk", "k": 3, "reject_weight": 0.1},
     "prob": {"gate": "speckd", "rule": "prob", "tau": 0.05},
     "spec": {"gate": "speckd", "rule": "spec", "propose": "sample", "gen_temperature": 0.7},
+    "random": {"gate": "random", "gate_rate": 0.4, "reject_weight": 0.1},
+    "confidence": {"gate": "confidence", "gate_match": True, **SPEC_RULE, "reject_weight": 0.05},
 }
 SEED = 5
 """Every path seeds its own generator alike: the sampled gate draws the same numbers chunk by chunk."""
@@ -47,6 +51,16 @@ def inputs(seed: int = 0, bias: bool = True):
     return hidden, weight, b, teacher
 
 
+def gate_weights(logits: torch.Tensor, teacher: torch.Tensor, cfg: KDConfig) -> torch.Tensor:
+    """The gate's weights on all N rows at once, from a generator seeded with SEED."""
+    gen = torch.Generator().manual_seed(SEED)
+    if cfg.gate == "speckd":
+        return speckd_gate(logits, teacher, cfg, gen).weights
+    draws = GateDraws.draw(N, cfg, gen, logits.device)
+    accepted = control_gate(cfg, draws, N, [(slice(None), logits, TemperedLogProbs(teacher))])
+    return gate_result(accepted, cfg.reject_weight).weights
+
+
 def float64_reference(hidden, weight, bias, teacher, cfg: KDConfig):
     """sum_t w_t D_t computed in float64 straight from the divergence's own function."""
     hidden, weight = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
@@ -55,9 +69,8 @@ def float64_reference(hidden, weight, bias, teacher, cfg: KDConfig):
     params = {k: getattr(cfg, k) for k in div.params}
     per_token = div.fn(torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1), **params)
     weights = torch.ones(N, dtype=torch.float64)
-    if cfg.gate == "speckd":
-        gen = torch.Generator().manual_seed(SEED)
-        weights = speckd_gate(logits.detach().float(), teacher.float(), cfg, gen).weights.double()
+    if cfg.gate != "none":
+        weights = gate_weights(logits.detach().float(), teacher.float(), cfg).double()
     loss = (weights * per_token).sum()
     loss.backward()
     return float(loss.detach()), hidden.grad, weight.grad
@@ -141,10 +154,21 @@ def assert_same_loss(got, want, rel: float = 1e-5) -> None:
         assert torch.allclose(g, w, rtol=rel, atol=1e-6)
 
 
-@pytest.mark.parametrize("gate", ["spec", "prob"])
+@pytest.mark.parametrize(
+    "gate",
+    [
+        GATES["spec"],
+        {**GATES["prob"], "propose": "sample"},
+        GATES["random"],
+        GATES["confidence"],
+        {"gate": "random", "gate_match": True, **SPEC_RULE},
+    ],
+    ids=["spec", "prob", "random", "confidence-matched", "random-matched"],
+)
 def test_sampled_gate_does_not_depend_on_the_chunk_size(gate):
-    """The gate's random numbers are drawn per micro-batch, so chunking never changes which rows pass."""
-    cfg = KDConfig(divergence="fkl", **{**GATES[gate], "propose": "sample"})
+    """The gate's random numbers are drawn per micro-batch, and a control gate chooses its rows over the
+    whole micro-batch, so chunking never changes which rows pass."""
+    cfg = KDConfig(divergence="fkl", **gate)
     assert_same_loss(fused_loss(cfg, rows=3), fused_loss(cfg, rows=N))
 
 

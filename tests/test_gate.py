@@ -126,3 +126,100 @@ def test_gating_a_cross_entropy_method_is_refused():
     with pytest.raises(UserError, match="method.gate=speckd needs a divergence"):
         check_method(sft, spec())
     check_method(Method("fkl", "test", "test"), spec())
+
+
+# Control gates. The teacher ranks tokens 0 > 1 > the rest in every row; its entropy orders the rows
+# 3 < 1 < 0 < 2. The student proposes token 1 in rows 0 and 2 (top-2: accepted) and 5 in rows 1 and 3.
+CONTROL_TEACHER = torch.tensor(
+    [[2.0, 1.5, 0, 0, 0, 0], [5.0, 4.0, 0, 0, 0, 0], [1.0, 0.9, 0, 0, 0, 0], [9.0, 8.0, 0, 0, 0, 0]]
+)
+CONTROL_STUDENT = torch.cat([STUDENT, STUDENT])
+
+
+def control(gate: str, **kw) -> KDConfig:
+    return KDConfig(divergence="fkl", gate=gate, **kw)
+
+
+def test_confidence_gate_keeps_the_rows_of_lowest_teacher_entropy_at_the_rate():
+    cfg = control("confidence", gate_rate=0.5, reject_weight=0.25)
+    out = kd_loss_sum(CONTROL_STUDENT, CONTROL_TEACHER, cfg)
+    per_token = per_token_divergence("fkl", CONTROL_STUDENT, CONTROL_TEACHER)
+    # rows 3 and 1 have the lowest entropy; rows 0 and 2 are rejected, at weight 0.25
+    want = per_token[1] + per_token[3] + 0.25 * (per_token[0] + per_token[2])
+    assert out.loss_sum.item() == pytest.approx(want.item(), rel=1e-6)
+    assert (out.n_tokens, out.n_accepted) == (4, 2)
+    assert (
+        kd_loss_sum(CONTROL_STUDENT, CONTROL_TEACHER, control("confidence", gate_rate=0.75)).n_accepted == 3
+    )
+
+
+@pytest.mark.parametrize(("rate", "accepted"), [(0.1, 4), (0.25, 10), (0.5, 20), (0.3, 12), (1.0, 40)])
+@pytest.mark.parametrize("gate", ["random", "confidence"])
+def test_control_gates_accept_round_rate_times_the_tokens(gate, rate, accepted):
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(40, 9, generator=g), torch.randn(40, 9, generator=g)
+    out = kd_loss_sum(s, t, control(gate, gate_rate=rate), torch.Generator().manual_seed(1))
+    assert out.n_accepted == accepted
+
+
+def test_random_gate_weights_rejected_tokens_like_speckd_and_follows_its_seed():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(30, 9, generator=g), torch.randn(30, 9, generator=g)
+    cfg = control("random", gate_rate=0.4, reject_weight=0.1)
+    per_token = per_token_divergence("fkl", s, t)
+    # the accepted rows are the 12 smallest of the gate generator's 30 uniforms
+    kept = torch.zeros(30, dtype=torch.bool)
+    kept[torch.rand(30, generator=torch.Generator().manual_seed(7)).argsort()[:12]] = True
+    want = per_token[kept].sum() + 0.1 * per_token[~kept].sum()
+    out = kd_loss_sum(s, t, cfg, torch.Generator().manual_seed(7))
+    assert out.loss_sum.item() == pytest.approx(want.item(), rel=1e-6)
+    again = kd_loss_sum(s, t, cfg, torch.Generator().manual_seed(7))
+    assert again.loss_sum.item() == out.loss_sum.item()
+    other = kd_loss_sum(s, t, cfg, torch.Generator().manual_seed(8))
+    assert other.n_accepted == 12 and other.loss_sum.item() != out.loss_sum.item()
+
+
+SPECKD_RULES = {
+    "topk": {"rule": "topk", "k": 2},
+    "spec": {"rule": "spec", "propose": "sample", "gen_temperature": 0.7},
+}
+
+
+@pytest.mark.parametrize("rule", list(SPECKD_RULES))
+@pytest.mark.parametrize("gate", ["random", "confidence"])
+def test_matched_control_gate_accepts_as_many_tokens_as_speckd_on_the_same_batch(gate, rule):
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(50, 9, generator=g), 2 * torch.randn(50, 9, generator=g)
+    speckd = kd_loss_sum(s, t, spec(**SPECKD_RULES[rule]), torch.Generator().manual_seed(4))
+    matched = kd_loss_sum(
+        s, t, control(gate, gate_match=True, **SPECKD_RULES[rule]), torch.Generator().manual_seed(4)
+    )
+    assert 0 < speckd.n_accepted < 50
+    assert matched.n_accepted == speckd.n_accepted
+
+
+def test_matched_confidence_gate_differs_from_speckd_only_in_which_tokens():
+    """SpecKD top-2 accepts rows 0 and 2; matched, the confidence gate accepts two rows too: 1 and 3."""
+    cfg = control("confidence", gate_match=True, rule="topk", k=2)
+    speckd = speckd_gate(CONTROL_STUDENT, CONTROL_TEACHER, spec(rule="topk", k=2))
+    assert speckd.accepted.tolist() == [True, False, True, False]
+    out = kd_loss_sum(CONTROL_STUDENT, CONTROL_TEACHER, cfg)
+    per_token = per_token_divergence("fkl", CONTROL_STUDENT, CONTROL_TEACHER)
+    assert out.n_accepted == 2
+    assert out.loss_sum.item() == pytest.approx((per_token[1] + per_token[3]).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("gate", ["random", "confidence"])
+def test_control_gates_log_tar_like_speckd(gate):
+    """The trainer's TAR is n_accepted / n_tokens of the step for every gate other than none."""
+    from speckd_bench.config.run_config import RunConfig
+    from speckd_bench.engine.trainer import Stage
+
+    student, teacher = tiny_llama(0), tiny_llama(1).eval()
+    micro = [collate([Example([3, 4, 5], list(range(6, 6 + n)), "p", ["r"]) for n in (3, 6, 2)], 0)]
+    cfg = control(gate, gate_rate=0.5)
+    stats = backward_step(copy.deepcopy(student), LiveTeacher(teacher), micro, cfg, 40)
+    assert (stats.n_tokens, stats.n_accepted) == (11, 6)  # round(5.5) = 6, to the even neighbour
+    run = RunConfig()
+    run.method = cfg
+    assert Stage.kd(run, Method("fkl", "test", "test")).gated

@@ -60,15 +60,16 @@ def _examples() -> list[Example]:
 
 def test_fidelity_of_the_teacher_to_itself_is_perfect():
     model = tiny_llama(0).eval()
-    out = teacher_forced(model, model, _examples(), pad_id=0, vocab_size=40)
-    assert out["tf_fkl"] == pytest.approx([0.0, 0.0], abs=1e-6)
-    assert out["tf_rkl"] == pytest.approx([0.0, 0.0], abs=1e-6)
-    assert out["tf_top1"] == [100.0, 100.0]
+    out = teacher_forced(model, model, _examples(), pad_id=0, vocab_size=40).per_prompt()
+    assert out["tf_fkl_prompt"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert out["tf_rkl_prompt"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert out["tf_tvd_prompt"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert out["tf_top1_prompt"] == [100.0, 100.0]
 
 
 def test_fidelity_matches_a_direct_computation_per_example():
     student, teacher = tiny_llama(1).eval(), tiny_llama(2).eval()
-    out = teacher_forced(student, teacher, _examples(), pad_id=0, vocab_size=40)
+    out = teacher_forced(student, teacher, _examples(), pad_id=0, vocab_size=40).per_prompt()
     for i, ex in enumerate(_examples()):
         ids = torch.tensor([ex.prompt_ids + ex.target_ids])
         positions = slice(len(ex.prompt_ids) - 1, len(ex.prompt_ids) - 1 + len(ex.target_ids))
@@ -78,9 +79,9 @@ def test_fidelity_matches_a_direct_computation_per_example():
         fkl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
         rkl = (log_q.exp() * (log_q - log_p)).sum(-1).mean()
         agree = (log_p.argmax(-1) == log_q.argmax(-1)).double().mean() * 100
-        assert out["tf_fkl"][i] == pytest.approx(float(fkl), rel=1e-4)
-        assert out["tf_rkl"][i] == pytest.approx(float(rkl), rel=1e-4)
-        assert out["tf_top1"][i] == pytest.approx(float(agree))
+        assert out["tf_fkl_prompt"][i] == pytest.approx(float(fkl), rel=1e-4)
+        assert out["tf_rkl_prompt"][i] == pytest.approx(float(rkl), rel=1e-4)
+        assert out["tf_top1_prompt"][i] == pytest.approx(float(agree))
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
@@ -144,7 +145,15 @@ def test_every_seed_starts_from_one_init_and_other_plans_get_their_own(
     assert longer["init"]["key"] != one["init"]["key"] and longer["init"]["plan"]["steps"] == 8
     reference = one["metrics"]["dolly"]["reference"]
     assert reference["teacher"]["key"] == two["metrics"]["dolly"]["reference"]["teacher"]["key"]
-    assert set(reference["floors"]) == {"empty", "constant", "echo_instruction", "echo_input"}
+    assert set(reference["floors"]) == {
+        "empty",
+        "constant",
+        "echo_instruction",
+        "echo_input",
+        "echo_instruction_input",
+    }
     after = one["metrics"]["dolly"]["after"]
-    assert {"tf_fkl", "tf_rkl", "tf_top1", "rougeL_teacher"} <= set(after["metrics"])
+    assert {"tf_fkl", "tf_rkl", "tf_top1", "tf_tvd", "tf_top1_prompt", "rougeL_teacher"} <= set(
+        after["metrics"]
+    )
     assert set(after["degeneracy"]) == {"empty", "distinct_1", "distinct_2", "repetition"}

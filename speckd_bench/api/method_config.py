@@ -1,7 +1,8 @@
 """Settings a method is configured with (`method.*`). Every method declares its own dataclass next to its
 code, extending one of these: MethodConfig (the name only: cross-entropy methods), KDConfig (a divergence
-to the teacher, optionally gated by SpecKD's acceptance test), and the blocks for methods that generate
-responses while training. `--set method.KEY=VALUE` is checked against the chosen method's own fields.
+to the teacher, optionally gated by SpecKD's acceptance test or a control gate), and the blocks for methods
+that generate responses while training. `--set method.KEY=VALUE` is checked against the chosen method's own
+fields.
 """
 
 from __future__ import annotations
@@ -40,7 +41,21 @@ class KDConfig(MethodConfig):
         0.5, "head mass threshold of akl", check=finite(0.0, 1.0, open_low=True), expected="mu in (0, 1]"
     )
     gate: str = setting(
-        "none", "none | speckd: gate the divergence with SpecKD's acceptance test", choices=("none", "speckd")
+        "none",
+        "none | speckd: SpecKD's acceptance test gates the divergence | random, confidence: control gates "
+        "keeping random tokens, or those of lowest teacher entropy (gate_rate, gate_match)",
+        choices=("none", "speckd", "random", "confidence"),
+    )
+    gate_rate: float = setting(
+        0.5,
+        "share of a micro-batch's target tokens the random and confidence gates accept (without gate_match)",
+        check=finite(0.0, 1.0, open_low=True),
+        expected="gate_rate in (0, 1]",
+    )
+    gate_match: bool = setting(
+        False,
+        "random and confidence gates accept, per micro-batch, as many tokens as SpecKD's rule (rule, k, tau, "
+        "propose) accepts on the same tokens, instead of gate_rate of them",
     )
     rule: str = setting(
         "topk", "how the teacher verifies the student's proposal", choices=("topk", "spec", "prob")

@@ -59,15 +59,24 @@ class FidelityMetric:
 
 
 # Fidelity to the teacher, reported beside the task's metrics (in this order) by every run that has a
-# teacher: teacher-forced forward / reverse KL and top-1 agreement on the reference continuations, and
-# ROUGE-L of the outputs against the teacher's own outputs on the same prompts.
+# teacher: teacher-forced forward / reverse KL, total variation and top-1 agreement on the reference
+# continuations, pooled over the eval set's reference tokens (each token counts once), and ROUGE-L of the
+# outputs against the teacher's own outputs on the same prompts.
 FIDELITY = (
     FidelityMetric("tf_fkl", "teacher-forced forward KL, nats per reference token", Better.LOWER),
     FidelityMetric("tf_rkl", "teacher-forced reverse KL, nats per reference token", Better.LOWER),
+    FidelityMetric("tf_tvd", "teacher-forced total variation distance per reference token", Better.LOWER),
     FidelityMetric("tf_top1", "teacher-forced top-1 agreement with the teacher (%)", Better.HIGHER),
     FidelityMetric("rougeL_teacher", "ROUGE-L of the outputs against the teacher's outputs", Better.HIGHER),
 )
 FIDELITY_METRICS = tuple(m.name for m in FIDELITY)
+# The teacher-forced metrics as means over prompts (every prompt weighs the same, however long): recorded
+# beside the pooled ones, shown only when asked for (--metric tf_top1_prompt).
+PER_PROMPT_FIDELITY = tuple(
+    FidelityMetric(f"{m.name}_prompt", f"{m.description}, mean over prompts", m.better)
+    for m in FIDELITY
+    if m.name.startswith("tf_")
+)
 
 
 def better(name: str) -> Better:
@@ -75,7 +84,7 @@ def better(name: str) -> Better:
     registered (a plugin's metric whose task was not loaded)."""
     if name in METRICS:
         return METRICS.get(name).better
-    return next((m.better for m in FIDELITY if m.name == name), Better.HIGHER)
+    return next((m.better for m in (*FIDELITY, *PER_PROMPT_FIDELITY) if m.name == name), Better.HIGHER)
 
 
 @cache

@@ -62,7 +62,8 @@ class DataConfig:
         expected=f"max_length <= {MAX_TOKENS}",
     )  # fmt: skip
     max_prompt_length: int = setting(
-        160, "prompts are cut to their last max_prompt_length tokens", check=_at_least(8),
+        160, "longer prompts are cut inside their fields (the template and each field's start kept)",
+        check=_at_least(8),
         expected="max_prompt_length >= 8",
     )  # fmt: skip
     chat_template: bool = setting(

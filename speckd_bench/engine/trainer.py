@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import get_scheduler
 
 from speckd_bench.api.method_config import KDConfig, MethodConfig
 from speckd_bench.api.methods import DataPolicy, Method
@@ -27,8 +26,6 @@ from speckd_bench.engine.run_state import Checkpoints, TrainProgress, deferred_i
 from speckd_bench.loss.chunked_head import chunk_rows
 from speckd_bench.loss.objective import MicroBatch, TeacherSource, micro_batch_loss
 from speckd_bench.progress import progress_bar
-
-SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +69,31 @@ def plan_steps(n_examples: int, train: TrainConfig, epochs: int, world: int = 1)
     """Optimiser steps of a run whose every micro-batch is `world` processes x train.batch_size rows."""
     per_epoch = math.ceil(n_examples / (train.batch_size * world))
     return train.max_steps or math.ceil(per_epoch * epochs / train.grad_accum)
+
+
+def lr_factor(scheduler: str, step: int, warmup: int, total: int) -> float:
+    """The base lr's multiplier at the update after `step` earlier ones: (step + 1) / (warmup + 1) over the
+    first `warmup` updates (so none runs at lr 0), then 1 decaying by `scheduler` (cosine, linear or
+    constant) over the other total - warmup updates, still above 0 at the last."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    if scheduler == "linear":
+        return max(0.0, 1.0 - progress)
+    if scheduler == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return 1.0
+
+
+def warmup_steps(train: TrainConfig, total: int) -> int:
+    """Updates of the linear warm-up: train.warmup_ratio of the stage's `total` updates."""
+    return int(train.warmup_ratio * total)
+
+
+def lr_schedule(train: TrainConfig, total: int) -> list[float]:
+    """The lr multiplier of each of a stage's `total` updates, as the Trainer applies them."""
+    warmup = warmup_steps(train, total)
+    return [lr_factor(train.scheduler, step, warmup, total) for step in range(total)]
 
 
 def run_seeds(seed: int) -> dict[str, int]:
@@ -182,11 +204,9 @@ class Trainer:
         self.params = [p for p in student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=stage.lr, weight_decay=stage.train.weight_decay)
         self.total = plan_steps(len(examples), stage.train, stage.epochs, self.dist.world)
-        self.scheduler = get_scheduler(
-            SCHEDULERS[stage.train.scheduler],
-            self.optimizer,
-            num_warmup_steps=int(stage.train.warmup_ratio * self.total),
-            num_training_steps=self.total,
+        kind, total, warmup = stage.train.scheduler, self.total, warmup_steps(stage.train, self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(kind, step, warmup, total)
         )
         self.progress = TrainProgress()
 
@@ -226,6 +246,7 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, stage.train.max_grad_norm))
         if not (math.isfinite(stats.loss) and math.isfinite(grad_norm)):
             return None
+        lr = self.scheduler.get_last_lr()[0]  # this update's (scheduler.step() moves to the next one's)
         self.optimizer.step()
         self.scheduler.step()
         dt = time.perf_counter() - t0
@@ -236,7 +257,7 @@ class Trainer:
             "divergence": stats.divergence_sum / n_tok if self.teacher is not None else None,
             "tar": stats.n_accepted / n_tok if stage.gated and self.teacher is not None else None,
             "grad_norm": grad_norm,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "target_tokens": stats.n_tokens,
             "tokens_per_s": stats.seq_tokens / dt,
             "seconds": dt,

@@ -32,7 +32,7 @@ from speckd_bench.config.result_keys import eval_identity
 from speckd_bench.config.run_config import RunConfig, TrainConfig
 from speckd_bench.data.examples import Example, examples_digest
 from speckd_bench.distributed import process_context
-from speckd_bench.engine.trainer import Stage, plan_steps
+from speckd_bench.engine.trainer import Stage, lr_schedule, plan_steps
 from speckd_bench.evaluation.reference import scored_identity
 from speckd_bench.methods.discovery import method_config
 
@@ -60,8 +60,9 @@ def init_plan(cfg: RunConfig, n_rows: int) -> dict[str, Any]:
     """The resolved SFT plan: what a reader needs to know about the init, and part of its identity."""
     t = init_train_config(cfg)
     world = process_context().world
+    steps = plan_steps(n_rows, t, t.init_sft_epochs, world)
     return {
-        "steps": plan_steps(n_rows, t, t.init_sft_epochs, world),
+        "steps": steps,
         "rows": n_rows,
         "epochs": t.init_sft_epochs,
         "lr": t.init_lr,
@@ -72,6 +73,7 @@ def init_plan(cfg: RunConfig, n_rows: int) -> dict[str, Any]:
         "warmup_ratio": t.warmup_ratio,
         "scheduler": t.scheduler,
         "max_grad_norm": t.max_grad_norm,
+        "lr_schedule": digest(lr_schedule(t, steps)),  # the multipliers the code applies, not their name
     }
 
 

@@ -19,7 +19,7 @@ from speckd_bench.data.rows import DataUnavailable, Rows, load_split
 from speckd_bench.data.tasks import TASKS, TaskSpec, eval_set_names
 from speckd_bench.distributed import process_context
 from speckd_bench.evaluation.degeneracy import degeneracy
-from speckd_bench.evaluation.fidelity import teacher_forced
+from speckd_bench.evaluation.fidelity import TeacherForced, teacher_forced
 from speckd_bench.evaluation.generate import generate
 
 
@@ -65,21 +65,27 @@ class TeacherView:
 def _add_fidelity(
     per_seed: dict[int, dict[str, float]],
     samples: list[dict[str, Any]],
-    per_example: dict[str, list[float]],
+    forced: TeacherForced,
     teacher_outputs: dict[int, list[str]],
 ) -> None:
     """Teacher-forced figures (the same for every eval seed) and ROUGE-L against the teacher's output of
-    the same prompt and eval seed, into the per-seed corpus scores and every sample's scores."""
+    the same prompt and eval seed, into the per-seed corpus scores and every sample's scores: a sample
+    holds its prompt's own teacher-forced means (`<metric>_prompt`) and target tokens (`tf_tokens`)."""
+    per_prompt = forced.per_prompt()
     for sample in samples:
-        scores = sample["scores"]
-        scores.update({name: values[sample["index"]] for name, values in per_example.items()})
+        scores, i = sample["scores"], sample["index"]
+        scores.update({name: values[i] for name, values in per_prompt.items()}, tf_tokens=forced.tokens[i])
         theirs = teacher_outputs.get(sample["eval_seed"])
         if theirs is not None:
-            scores["rougeL_teacher"] = rouge("rougeL", sample["output"], [theirs[sample["index"]]])
+            scores["rougeL_teacher"] = rouge("rougeL", sample["output"], [theirs[i]])
     for seed, corpus in per_seed.items():
-        corpus.update({name: statistics.fmean(values) for name, values in per_example.items()})
-        values = [s["scores"]["rougeL_teacher"] for s in samples if s["eval_seed"] == seed]
-        if seed in teacher_outputs and values:
+        corpus.update(forced.corpus())
+        values = [
+            s["scores"]["rougeL_teacher"]
+            for s in samples
+            if s["eval_seed"] == seed and seed in teacher_outputs
+        ]
+        if values:
             corpus["rougeL_teacher"] = statistics.fmean(values)
 
 
@@ -120,6 +126,8 @@ def evaluate(
                 "index": i,
                 "eval_seed": seed,
                 "prompt": ex.prompt,
+                "prompt_tokens": ex.prompt_tokens,
+                "prompt_cut": ex.prompt_cut,
                 "references": ex.references,
                 "output": text,
             }

@@ -3,9 +3,11 @@ then cached with its outputs) and the trivial floors of every eval set."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
+from speckd_bench.api import metrics
 from speckd_bench.caches import (
     atomic_write_json,
     building,
@@ -15,12 +17,14 @@ from speckd_bench.caches import (
 )
 from speckd_bench.config.result_keys import eval_identity
 from speckd_bench.config.run_config import RunConfig
-from speckd_bench.data.examples import Example, examples_digest
+from speckd_bench.data.examples import Example, build_examples, examples_digest
 from speckd_bench.data.rows import DataUnavailable, load_rows
 from speckd_bench.data.tasks import TASKS, task_digest
 from speckd_bench.distributed import process_context
+from speckd_bench.evaluation import degeneracy, fidelity, generate
+from speckd_bench.evaluation import evaluate as evaluate_module
 from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
-from speckd_bench.evaluation.floors import floor_scores
+from speckd_bench.evaluation.floors import CHOICE_ROWS, fit_token_floors, floor_scores, token_floor_fidelity
 
 
 def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
@@ -89,14 +93,34 @@ def reference_rows(
     for es in sets:
         entry = _teacher_eval(cfg, pair, es, quiet)
         view.outputs[es.name] = {int(seed): texts for seed, texts in entry["outputs"].items()}
-        rows[es.name] = {
-            "teacher": {**entry["summary"], "key": entry["key"]},
-            "floors": floor_scores(es.task, es.rows.rows, _train_rows(es, cfg)),
-        }
+        train_rows = _train_rows(es, cfg)
+        floors = floor_scores(es.task, es.rows.rows, train_rows)
+        if train_rows:
+            train = build_examples(es.task, train_rows[:CHOICE_ROWS], pair.tokenizer, cfg.data)
+            token_floors = fit_token_floors(train, pair.vocab_size)
+            pad_id = pair.tokenizer.pad_token_id
+            floors |= token_floor_fidelity(token_floors, pair.teacher, es.examples, pad_id, pair.vocab_size)
+        rows[es.name] = {"teacher": {**entry["summary"], "key": entry["key"]}, "floors": floors}
     return rows, view
 
 
+SCORING_MODULES = (evaluate_module, fidelity, generate, degeneracy, metrics)
+"""The code that turns a model and examples into scores: decoding, the text and fidelity metrics."""
+
+
+@functools.cache
+def scoring_code() -> str:
+    """A digest of the scoring modules' source: a cached score made by other scoring code is never
+    reused (a metric redefined, say from a mean over prompts to one over tokens)."""
+    return digest([Path(str(m.__file__)).read_text(encoding="utf-8") for m in SCORING_MODULES])
+
+
 def scored_identity(eval_set: str, examples: list[Example]) -> dict[str, Any]:
-    """What a score on one eval set depends on besides the model and the settings: the exact examples
-    and the task's metrics and answer extraction."""
-    return {"set": eval_set, "examples": examples_digest(examples), "task": task_digest(TASKS.get(eval_set))}
+    """What a score on one eval set depends on besides the model and the settings: the exact examples,
+    the task's metrics and answer extraction, and the scoring code."""
+    return {
+        "set": eval_set,
+        "examples": examples_digest(examples),
+        "task": task_digest(TASKS.get(eval_set)),
+        "scoring": scoring_code(),
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,12 +22,23 @@ from speckd_bench.data.examples import IGNORE, Batch, Example
 from speckd_bench.loss.chunk_body import TemperedLogProbs, chunk_body, pad_rows
 from speckd_bench.loss.chunked_head import chunk_rows, chunked_head_loss
 from speckd_bench.loss.divergences import DIVERGENCES
-from speckd_bench.loss.gate import GateDraws, speckd_gate
+from speckd_bench.loss.gate import (
+    CONTROL_GATES,
+    ControlChunk,
+    GateDraws,
+    GateResult,
+    control_gate,
+    gate_result,
+    speckd_gate,
+)
 from speckd_bench.models.loading import fusable, output_head, target_hidden, target_logits
 
 TeacherLogits = Callable[[slice, torch.Tensor], torch.Tensor]
 """The teacher's float32 logits (or log-probabilities) at a slice of the micro-batch's target rows, given
 the student's logits at those rows (a cached teacher shapes its unknown tail like the student's)."""
+
+StudentLogits = Callable[[slice], torch.Tensor]
+"""The student's float32 logits at a slice of the micro-batch's target rows, without gradient."""
 
 
 @dataclass
@@ -54,13 +65,19 @@ class OutputHead:
     compile_backend: str | None = None
     """torch.compile backend of the per-chunk KD body (None: eager)."""
 
+    def logits(self, part: slice) -> torch.Tensor:
+        """The float32 logits at a slice of the target rows (as chunked_head_loss forms them), no grad."""
+        return F.linear(self.hidden[part], self.weight, self.bias).float().detach()
+
 
 class _KDChunks:
-    """Per-chunk KD loss: divergence, times SpecKD's gate when on; counts accepted tokens on the way.
+    """Per-chunk KD loss: divergence, times the gate's weights when on; counts accepted tokens on the way.
 
     The teacher's log-probabilities of a chunk are computed once per temperature and shared by the gate
     and the divergence. The gate's random numbers are drawn for all `n_rows` rows of the micro-batch up
-    front. `compile_backend` compiles the divergence body, padded to `rows` rows per chunk.
+    front; a control gate chooses its rows before the first chunk, from one no-grad pass over the chunks
+    when it needs the models (`student` gives the student's logits there). `compile_backend` compiles the
+    divergence body, padded to `rows` rows per chunk.
     """
 
     def __init__(
@@ -68,27 +85,45 @@ class _KDChunks:
         teacher: TeacherLogits,
         cfg: KDConfig,
         generator: torch.Generator | None,
+        student: StudentLogits,
         n_rows: int,
         device: torch.device,
         compile_backend: str | None = None,
         rows: int = 0,
     ):
         self.teacher, self.cfg, self.rows = teacher, cfg, rows
-        gated = cfg.gate == "speckd"
-        self.draws = GateDraws.draw(n_rows, cfg, generator, device) if gated else None
+        self.draws = GateDraws.draw(n_rows, cfg, generator, device) if cfg.gate != "none" else None
+        self.control = None
+        if cfg.gate in CONTROL_GATES:
+            self.control = control_gate(cfg, self.draws, n_rows, self._chunks(student, n_rows))
         params = tuple((k, float(getattr(cfg, k))) for k in DIVERGENCES.get(cfg.divergence).params)
         self.body = chunk_body(cfg.divergence, cfg.temperature, params, compile_backend)
         self.padded = compile_backend is not None
         self.accepted: torch.Tensor | int = 0
         self.divergence: torch.Tensor | float = 0.0
 
+    def _chunks(self, student: StudentLogits, n_rows: int) -> Iterator[ControlChunk]:
+        """The micro-batch's rows chunk by chunk with both models' logits (one empty chunk for no rows)."""
+        step = max(1, self.rows or n_rows)
+        for start in range(0, max(1, n_rows), step):
+            part = slice(start, min(start + step, n_rows))
+            logits = student(part)
+            yield part, logits, TemperedLogProbs(self.teacher(part, logits))
+
+    def _gate(self, logits: torch.Tensor, teacher: TemperedLogProbs, part: slice) -> GateResult | None:
+        if self.control is not None:
+            return gate_result(self.control[part], self.cfg.reject_weight)
+        if self.draws is not None:
+            return speckd_gate(logits.detach(), teacher, self.cfg, draws=self.draws.rows(part))
+        return None
+
     def __call__(self, student_logits: torch.Tensor, part: slice) -> torch.Tensor:
         cfg = self.cfg
         teacher = TemperedLogProbs(self.teacher(part, student_logits.detach()))
         valid = torch.ones(student_logits.shape[0], device=student_logits.device)
         weights = valid
-        if cfg.gate == "speckd":
-            gate = speckd_gate(student_logits.detach(), teacher, cfg, draws=self.draws.rows(part))
+        gate = self._gate(student_logits, teacher, part)
+        if gate is not None:
             self.accepted = self.accepted + gate.accepted.sum()
             weights = gate.weights
         else:
@@ -129,9 +164,12 @@ def kd_loss_sum(
     cfg: KDConfig,
     generator: torch.Generator | None = None,
 ) -> LossSum:
-    """sum_t w_t * D(p_T || p_S)_t, where w is SpecKD's gate when cfg.gate == 'speckd', else 1."""
-    n = student_logits.shape[0]
-    chunks = _KDChunks(lambda part, _: teacher_logits[part], cfg, generator, n, student_logits.device)
+    """sum_t w_t * D(p_T || p_S)_t, where w is cfg.gate's weights (1 without a gate)."""
+    n, device = student_logits.shape[0], student_logits.device
+    student = student_logits.detach().float()
+    chunks = _KDChunks(
+        lambda part, _: teacher_logits[part], cfg, generator, lambda part: student[part], n, device
+    )
     loss = chunks(student_logits.float(), slice(None))
     return chunks.result(loss, int(student_logits.shape[0]))
 
@@ -145,7 +183,7 @@ def fused_kd_loss_sum(
     """kd_loss_sum from the student's hidden states, chunk by chunk; the teacher's logits are asked
     for one chunk at a time too."""
     n, device = head.hidden.shape[0], head.hidden.device
-    chunks = _KDChunks(teacher, cfg, generator, n, device, head.compile_backend, head.rows)
+    chunks = _KDChunks(teacher, cfg, generator, head.logits, n, device, head.compile_backend, head.rows)
     loss = chunked_head_loss(head.hidden, head.weight, head.bias, chunks, head.rows)
     return chunks.result(loss, int(head.hidden.shape[0]))
 
