@@ -4,11 +4,12 @@ user errors, interrupts and usage errors into one line on stderr and an exit cod
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
 from speckd_bench.cli import bench, leaderboard, methods, run, sweep, tasks
-from speckd_bench.errors import RunInterrupted, UserError, sigterm_as_interrupt
+from speckd_bench.errors import EXIT_INTERRUPTED, RunInterrupted, UserError, sigterm_as_interrupt
 from speckd_bench.progress import warn
 
 app = typer.Typer(
@@ -62,16 +63,24 @@ def main() -> None:
         sys.exit(2)
     except RunInterrupted as exc:
         warn(f"interrupted: {exc}")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         warn("aborted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except typer.TyperException as exc:  # typer's click usage errors (unknown option, missing argument)
         warn(usage_error_line(exc))
         sys.exit(2)
+    except OSError as exc:  # a full disk or a read-only folder met by any command: one line, exit 2
+        from speckd_bench.caches import disk_error
+
+        error = disk_error(exc, Path(exc.filename).parent if exc.filename else Path.cwd())
+        if error is exc:
+            raise
+        warn(f"error: {error}")
+        sys.exit(2)
     if isinstance(code, int) and code:  # non-standalone typer returns exit codes; 130 is a bare Ctrl-C
-        if code == 130:
+        if code == EXIT_INTERRUPTED:
             warn("aborted")
         sys.exit(code)
