@@ -105,3 +105,23 @@ def test_the_reference_sweep_finds_every_committed_run_done(monkeypatch):
     done = {config_keys(r.config)[0] for r in load_records(COMMITTED).records if r.complete}
     points = expand(load_sweep(COMMITTED.parent / "sweeps" / "reference.yaml"), COMMITTED)
     assert len(points) == 21 and {p.digest for p in points} <= done
+
+
+@pytest.mark.parametrize("method", ["speckd", "fkl"])
+def test_a_record_from_before_a_method_setting_existed_reads_it_at_its_default(method):
+    """A method setting added later (here the control gates') is filled in at its default, so an old
+    record and a new run of the same settings compare equal (the sweep finds it done, the table pools it)."""
+    from speckd_bench.data.tasks import discover_tasks
+    from speckd_bench.engine.recipe import build_run_config
+    from speckd_bench.methods.discovery import discover_methods
+    from speckd_bench.records.run_record import with_later_settings
+
+    discover_tasks()
+    discover_methods()
+    config = build_run_config(method=method, preset="tiny").to_dict()
+    old = json.loads(json.dumps(config))
+    for key in ("gate_rate", "gate_match"):
+        del old["method"][key]
+    assert with_later_settings(old) == config
+    old["method"]["name"] = "not_loaded_plugin"
+    assert "gate_rate" not in with_later_settings(old)["method"]  # unknown method: left as recorded

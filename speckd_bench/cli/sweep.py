@@ -14,11 +14,10 @@ from rich.live import Live
 from rich.table import Table
 
 from speckd_bench.errors import RunInterrupted, UserError
-from speckd_bench.progress import console, say, warn
+from speckd_bench.progress import console, say
 
 if TYPE_CHECKING:
     from speckd_bench.sweep.executors import Outcome
-    from speckd_bench.sweep.grid import Point, Sweep
     from speckd_bench.sweep.status import PointStatus
 
 sweep_app = typer.Typer(
@@ -47,15 +46,6 @@ class _Unwrapped:
         yield from rich_console.render(self.table, options.update(no_wrap=None, overflow=None))
 
 
-def _load(file: Path, results_dir: Path | None) -> tuple[Sweep, Path, list[Point]]:
-    """(sweep, results directory, points): the file read, checked and expanded."""
-    from speckd_bench.sweep.grid import expand, load_sweep
-
-    sweep = load_sweep(file)
-    where = results_dir or Path(sweep.results_dir or "results")
-    return sweep, where, expand(sweep, where)
-
-
 def _table(title: str, rows: list[PointStatus], steps: bool) -> _Unwrapped:
     from speckd_bench.sweep.status import totals
 
@@ -82,7 +72,9 @@ def plan(
 
     if format not in ("rich", "json"):
         raise UserError(f"--format {format!r}: use rich or json")
-    sweep, where, points = _load(file, results_dir)
+    from speckd_bench.sweep.grid import load_points
+
+    sweep, where, points = load_points(file, results_dir)
     rows = statuses(where, sweep.name, points)
     if format == "json":
         runs = [
@@ -115,9 +107,10 @@ def status(
     interval: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes (--watch).")] = 5.0,
 ) -> None:
     """Where every run of the sweep stands: a table, once or live (--watch)."""
+    from speckd_bench.sweep.grid import load_points
     from speckd_bench.sweep.status import statuses
 
-    sweep, where, points = _load(file, results_dir)
+    sweep, where, points = load_points(file, results_dir)
 
     def table() -> tuple[_Unwrapped, bool]:
         rows = statuses(where, sweep.name, points)
@@ -189,7 +182,9 @@ def run(
         raise UserError("cluster options (--partition, --timeout-min, ...) need --executor submitit")
     if executor == "submitit" and workers is not None:
         raise UserError("--workers applies to --executor local; submitit runs take --array-parallelism")
-    sweep, where, points = _load(file, results_dir)
+    from speckd_bench.sweep.grid import load_points
+
+    sweep, where, points = load_points(file, results_dir)
     options = cluster_options(sweep.cluster, flags, str(file)) if executor == "submitit" else {}
     rows = statuses(where, sweep.name, points)
     todo = [r for r in rows if r.status != "done"]
@@ -222,19 +217,3 @@ def run(
         raise RunInterrupted(
             f"{len(stopped)} runs stopped; continue them with: speckd-bench sweep run {file}"
         )
-
-
-def sweep_run_ids(file: Path, results_dir: Path) -> set[str]:
-    """The complete runs of a sweep's points in results_dir (for `report --sweep`); says on stderr how
-    many of its runs are not done."""
-    from speckd_bench.sweep.status import statuses
-
-    sweep, where, points = _load(file, results_dir)
-    rows = statuses(where, sweep.name, points)
-    missing = [r for r in rows if r.status != "done"]
-    if missing:
-        warn(
-            f"note: {len(missing)} of {len(rows)} runs of sweep {sweep.name} are not done "
-            f"(speckd-bench sweep status {file})"
-        )
-    return {r.run_id for r in rows if r.status == "done" and r.run_id}

@@ -120,11 +120,20 @@ class RunRecord:
 def with_later_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The config with every setting added to the harness after the record was written, at its default
     (a setting is added with a default that does what runs did before it existed), so that old and new
-    records of the same run compare equal. Method settings are the method's own and are left as recorded."""
+    records of the same run compare equal. Method settings come from the recorded method's own config
+    class (and are left as recorded when that method is not registered, e.g. a plugin not loaded)."""
     filled = json.loads(json.dumps(config))
     for section, defaults in RunConfig().to_dict().items():
         if section != "method" and isinstance(defaults, dict) and isinstance(filled.get(section), dict):
             filled[section] = {**defaults, **filled[section]}
+    method = filled.get("method")
+    if isinstance(method, dict):
+        try:
+            mcfg, own = method_config(str(method.get("name")))
+        except UserError:
+            return filled
+        own_defaults = {key.removeprefix("method."): value for key, value in own.items()}
+        filled["method"] = {**dataclasses.asdict(mcfg), **own_defaults, **method}
     return filled
 
 

@@ -216,3 +216,11 @@ def expand(sweep: Sweep, results_dir: Path) -> list[Point]:
             seen[digest] = label
             points.append(Point(label, named, settings, digest, group))
     return points
+
+
+def load_points(file: Path, results_dir: Path | None) -> tuple[Sweep, Path, list[Point]]:
+    """(sweep, results directory, points): the file read, checked and expanded; the results directory is
+    `results_dir`, else the file's `results_dir`, else results."""
+    sweep = load_sweep(file)
+    where = results_dir or Path(sweep.results_dir or "results")
+    return sweep, where, expand(sweep, where)

@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 from speckd_bench.caches import atomic_write_json
 from speckd_bench.errors import EXIT_INTERRUPTED
 from speckd_bench.records.store import load_records
-from speckd_bench.sweep.grid import STATUSES, Point, config_keys
+from speckd_bench.sweep.grid import STATUSES, Point, config_keys, load_points
 
 
 @dataclass(frozen=True)
@@ -157,3 +157,16 @@ def totals(rows: list[PointStatus]) -> dict[str, int]:
 def group_warm(results_dir: Path, group: str) -> bool:
     """Whether a complete run of this cache group exists: its shared caches are built."""
     return any(r.complete and r.group == group for r in scan_runs(results_dir))
+
+
+def done_run_ids(file: Path, results_dir: Path) -> tuple[set[str], str | None]:
+    """The complete runs of a sweep's points in results_dir (what `report --sweep` reports), and a note
+    saying how many of its runs are not done (None when all are)."""
+    sweep, where, points = load_points(file, results_dir)
+    rows = statuses(where, sweep.name, points)
+    missing = [r for r in rows if r.status != "done"]
+    note = (
+        f"note: {len(missing)} of {len(rows)} runs of sweep {sweep.name} are not done "
+        f"(speckd-bench sweep status {file})"
+    )
+    return {r.run_id for r in rows if r.status == "done" and r.run_id}, note if missing else None
