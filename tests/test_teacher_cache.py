@@ -107,3 +107,31 @@ def test_off_policy_runs_share_one_cache_that_the_first_builds(tmp_path, data_di
     assert (speckd["used"], speckd["hit"], speckd["path"]) == (True, True, fkl["path"])
     assert 0 < fkl["top_k_mass"] <= 1
     assert records["sft"]["teacher_cache"] == {"used": False}  # cross-entropy needs no teacher
+
+
+@pytest.mark.parametrize(
+    ("method", "settings", "message"),
+    [
+        ("sft", {}, None),
+        ("fkl", {"method.gate": "speckd", "method.k": "30"}, "method.k=30 is larger than"),
+        ("fkl", {"method.gate": "random", "method.gate_match": "true", "method.k": "30"}, "method.k=30"),
+        ("fkl", {"method.gate": "random", "method.k": "30"}, None),  # a fixed rate ranks nothing
+        ("fkl", {"method.gate": "confidence"}, "teacher's entropy"),
+    ],
+)
+def test_the_teacher_cache_refuses_gates_it_cannot_serve(method, settings, message):
+    from speckd_bench.data.tasks import discover_tasks
+    from speckd_bench.engine import teacher_cache
+    from speckd_bench.engine.recipe import build_run_config
+    from speckd_bench.errors import UserError
+    from speckd_bench.methods.discovery import discover_methods
+
+    discover_tasks()
+    methods = discover_methods()
+    overrides = {"train.teacher_cache": "true", "train.teacher_cache_k": "20", **settings}
+    cfg = build_run_config(method=method, preset="tiny", overrides=overrides)
+    if message is None:
+        teacher_cache.check(cfg, methods.get(method))
+    else:
+        with pytest.raises(UserError, match=message):
+            teacher_cache.check(cfg, methods.get(method))

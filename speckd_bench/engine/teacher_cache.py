@@ -186,14 +186,16 @@ def check(cfg: RunConfig, method: Any) -> None:
     """A top-k gate wider than the cache would rank tokens the cache no longer tells apart (SpecKD's, or a
     control gate matched to it)."""
     m, t = cfg.method, cfg.train
+    if not (t.teacher_cache and applies(method)):  # applies: a divergence method, whose config has a gate
+        return
     topk_rule = m.gate == "speckd" or (m.gate in ("random", "confidence") and m.gate_match)
-    if t.teacher_cache and applies(method) and topk_rule and m.rule == "topk" and m.k > t.teacher_cache_k:
+    if topk_rule and m.rule == "topk" and m.k > t.teacher_cache_k:
         raise UserError(
             f"method.k={m.k} is larger than train.teacher_cache_k={t.teacher_cache_k}, so the cached "
             f"teacher cannot rank its top {m.k}; set --set train.teacher_cache_k={m.k} or "
             "--set train.teacher_cache=false"
         )
-    if t.teacher_cache and applies(method) and m.gate == "confidence":
+    if m.gate == "confidence":
         raise UserError(
             "method.gate=confidence ranks tokens by the teacher's entropy, which the cached top-k teacher "
             "only approximates; set --set train.teacher_cache=false"
