@@ -43,3 +43,32 @@ def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys
     args = ["run", "--preset", "tiny", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "out")]
     code, err = cli(monkeypatch, capsys, args)
     assert_one_line_error(code, err, "cachefile", "set SPECKD_CACHE_DIR to a folder")
+
+
+def test_a_full_disk_while_a_checkpoint_is_saved_is_one_line_and_keeps_the_previous(
+    tmp_path, monkeypatch, capsys, data_dir
+):
+    import torch
+
+    import speckd_bench.engine.run_state as run_state
+    from speckd_bench.models.loading import smollm2_dir
+
+    smollm2_dir()  # converted beforehand: the one-time conversion bar is not part of the error output
+    capsys.readouterr()
+    saves = []
+    real_save = torch.save
+
+    def fill_up(obj, fh, *args, **kwargs):
+        saves.append(fh.name)
+        if len(saves) > 1:  # the first checkpoint is written, the second meets a full disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), fh.name)
+        return real_save(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(run_state.torch, "save", fill_up)
+    out = tmp_path / "out"
+    args = ["run", "--preset", "tiny", "--data-dir", str(data_dir), "--results-dir", str(out)]
+    code, err = cli(monkeypatch, capsys, [*args, "--set", "train.checkpoint_every=1", "--quiet"])
+    assert_one_line_error(code, err, "No space left on device")
+    (run,) = (out / "runs").iterdir()
+    (kept,) = (run / "checkpoints").glob("step-*")
+    assert (kept / "trainer.pt").is_file() and not list((run / "checkpoints").glob(".*"))
