@@ -3,6 +3,7 @@ run twice, a record field of the wrong type, a method name that matplotlib would
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def test_a_non_finite_metric_is_left_out_of_the_aggregates_with_a_note(tmp_path,
     assert (
         "nan" not in verdict and "inf" not in verdict and "speckd (rougeL 28.00) beats every floor" in verdict
     )
+    run_main(monkeypatch, capsys, "report", "--results-dir", out, "--baseline", "fkl")
+    rows = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("|")]
+    assert rows and not [line for line in rows if re.search(r"\b(nan|inf)\b", line)]
 
 
 def test_a_non_finite_floor_is_left_out_of_the_verdict(tmp_path, monkeypatch, capsys):
