@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import json
+import math
 from typing import Any
 
 from rich.console import Group as RichGroup
@@ -166,9 +167,21 @@ def _csv(sections: list[Section]) -> str:
     return buf.getvalue()
 
 
+def _strict(value: Any) -> Any:
+    """The value with every NaN or infinite float inside it (dicts, lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _json(sections: list[Section]) -> str:
-    """Every row of every section, reference rows first in each."""
-    return json.dumps([r.as_json() for s in sections for r in s.rows], indent=2) + "\n"
+    """Every row of every section, reference rows first in each; strict JSON (null for NaN or inf)."""
+    rows = [r.as_json() for s in sections for r in s.rows]
+    return json.dumps(_strict(rows), indent=2, allow_nan=False) + "\n"
 
 
 def _rich(sections: list[Section]) -> RichGroup:

@@ -5,6 +5,7 @@ live in their own modules; `render` and the names the command line uses stay imp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from speckd_bench.config.result_keys import result_config
 from speckd_bench.config.run_config import flatten
 from speckd_bench.errors import UserError
 from speckd_bench.leaderboard.render import check_format, render, section_lines
-from speckd_bench.leaderboard.runs import Run, is_number
+from speckd_bench.leaderboard.runs import Run, created_at, is_number
 from speckd_bench.leaderboard.sections import DESCRIBED_KEYS, Section, check_sort, init_key, sections_of
 from speckd_bench.records.run_record import RunRecord
 
@@ -85,9 +86,34 @@ def _summary_problem(value: Any, where: str) -> str | None:
     return None
 
 
+_SCALARS = {"str": str, "int": int}
+"""Types of the record's scalar fields by the name their annotation gives them."""
+
+
+def _scalar_problem(record: RunRecord) -> str | None:
+    """The first scalar field of a record (seed, method, created, ...) whose value is not of its declared
+    type, or None; RunRecord.from_json checks only the containers."""
+    for f in dataclasses.fields(record):
+        names = str(f.type).split(" | ")
+        expected = _SCALARS.get(names[0])
+        value = getattr(record, f.name)
+        if expected is None or (value is None and "None" in names):
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool):
+            return f"field {f.name} is {json.dumps(value)[:30]}, expected {names[0]}"
+    return None
+
+
 def record_problem(record: RunRecord) -> str | None:
-    """Why a record cannot be tabulated (no eval set, a malformed metric, a config without the protocol
-    keys), or None. RunRecord.from_json has checked its top-level fields."""
+    """Why a record cannot be tabulated (a scalar field of the wrong type, a creation time that is no
+    date, no eval set, a malformed metric, a config without the protocol keys), or None."""
+    problem = _scalar_problem(record)
+    if problem:
+        return problem
+    try:
+        created_at(record)
+    except ValueError:
+        return f"field created is {json.dumps(record.created)[:30]}, not an ISO date"
     if not record.metrics:
         return "its metrics hold no eval set"
     config = flatten(record.config)
@@ -132,7 +158,7 @@ class Filters:
             return False
         if self.students and model["student"] not in self.students:
             return False
-        return self.since is None or _created(record) >= self.since
+        return self.since is None or created_at(record) >= self.since
 
     def keep_set(self, record: RunRecord, eval_set: str) -> bool:
         return not self.tasks or record.task in self.tasks or eval_set in self.tasks
@@ -145,10 +171,6 @@ def parse_since(text: str) -> datetime:
     except ValueError:
         raise UserError(f"--since {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _created(record: RunRecord) -> datetime:
-    return parse_since(record.created or "1970-01-01")
 
 
 def build_sections(

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from speckd_bench.api.metrics import better
 from speckd_bench.evaluation.degeneracy import degenerate_reasons
+from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.stats import BootstrapCI, SeedComparison
 
 
@@ -165,7 +166,7 @@ class LeaderboardRow:
 
 
 def best_row(rows: list[LeaderboardRow], metric: str) -> LeaderboardRow | None:
-    """The row with the best mean of `metric` by the metric's declared direction; None when no row has
-    one."""
-    scored = [r for r in rows if r.mean(metric) is not None]
+    """The row with the best finite mean of `metric` by the metric's declared direction; None when no row
+    has one."""
+    scored = [r for r in rows if is_finite(r.mean(metric))]
     return max(scored, key=lambda r: better(metric).sign * r.mean(metric), default=None)

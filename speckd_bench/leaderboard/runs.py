@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,18 @@ from speckd_bench.records.run_record import RunRecord
 def is_number(value: Any) -> bool:
     """An int or float (a bool is not a number here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite(value: Any) -> bool:
+    """A number that is neither NaN nor infinite."""
+    return is_number(value) and math.isfinite(value)
+
+
+def created_at(record: RunRecord) -> datetime:
+    """When a record was written (a time without a timezone read as UTC; the epoch for none); ValueError
+    for a value that is no ISO date."""
+    when = datetime.fromisoformat(record.created or "1970-01-01")
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -80,17 +94,18 @@ class Run:
             if not is_number(value) or not isinstance(index, int):
                 return None
             per_index[index].append(value)
-        return {i: float(np.mean(v)) for i, v in per_index.items()} or None
+        means = {i: float(np.mean(v)) for i, v in per_index.items()}
+        return {i: m for i, m in means.items() if math.isfinite(m)} or None
 
 
 def values_at(runs: list[Run], path: str) -> list[float]:
-    """The numbers at a dotted path of each run's record (e.g. training.final_loss), where present."""
+    """The finite numbers at a dotted path of each run's record (e.g. training.final_loss), where present."""
     out = []
     section, _, rest = path.partition(".")
     for run in runs:
         value: Any = getattr(run.record, section)
         for part in rest.split(".") if rest else []:
             value = value.get(part) if isinstance(value, dict) else None
-        if is_number(value):
+        if is_finite(value):
             out.append(float(value))
     return out

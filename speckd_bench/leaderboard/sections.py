@@ -22,7 +22,7 @@ from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.formatting import number, settings_text
 from speckd_bench.leaderboard.columns import SORT_NAMES, sort_column
 from speckd_bench.leaderboard.rows import LeaderboardRow, MetricSummary, RowContext, best_row
-from speckd_bench.leaderboard.runs import Run, values_at
+from speckd_bench.leaderboard.runs import Run, created_at, is_finite, values_at
 from speckd_bench.leaderboard.stats import (
     BootstrapCI,
     SeedComparison,
@@ -149,20 +149,23 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _mean_figures(figures: list[dict[str, float] | None]) -> dict[str, float] | None:
-    """Key-wise mean of the degeneracy figures that are present; None when none is."""
+    """Key-wise mean of the finite degeneracy figures that are present; None when none is."""
     present = [f for f in figures if f]
-    return {k: float(np.mean([f[k] for f in present if k in f])) for k in present[0]} if present else None
+    keys = dict.fromkeys(k for f in present for k in f)
+    means = {k: _mean([f[k] for f in present if is_finite(f.get(k))]) for k in keys}
+    return {k: m for k, m in means.items() if m is not None} or None
 
 
 def _summary(group: Group, metric: str) -> MetricSummary:
+    """Mean, std and n over the runs' finite values of `metric`; `values` lists every run's value."""
     runs, eval_set = group.runs, group.eval_set
     after = [v for r in runs if (v := r.after_metric(eval_set, metric)) is not None]
-    stats = mean_std(after)
+    stats = mean_std([v for v in after if is_finite(v)])
     eval_seed_spread = [
         v
         for r in runs
         if len(r.after(eval_set).get("per_seed") or {}) > 1
-        and (v := (r.after(eval_set).get("std_over_eval_seeds") or {}).get(metric)) is not None
+        and is_finite(v := (r.after(eval_set).get("std_over_eval_seeds") or {}).get(metric))
     ]
     return MetricSummary(
         mean=stats.mean if stats else None,
@@ -216,28 +219,35 @@ def _paired(seeds: list[int], base_seeds: list[int]) -> bool:
     return sorted(seeds) == sorted(base_seeds) and len(set(seeds)) == len(seeds)
 
 
+def _finite_runs(group: Group, metric: str) -> list[Run]:
+    """The group's runs whose value of `metric` after training is finite."""
+    return [r for r in group.runs if is_finite(r.after_metric(group.eval_set, metric))]
+
+
 def prompt_bootstrap(group: Group, base: Group, metric: str) -> BootstrapCI | None:
-    """Paired bootstrap of group - base on `metric` over the prompts every run of both has scored;
-    training seeds are paired when both groups ran exactly the same seeds. None without samples."""
-    scores = {id(r): r.prompt_scores(group.eval_set, metric) for r in group.runs + base.runs}
-    if any(s is None for s in scores.values()):
+    """Paired bootstrap of group - base on `metric` over the prompts every run of both with a finite
+    value has scored; training seeds are paired when both groups ran exactly the same seeds. None
+    without samples."""
+    runs, base_runs = _finite_runs(group, metric), _finite_runs(base, metric)
+    scores = {id(r): r.prompt_scores(group.eval_set, metric) for r in runs + base_runs}
+    if not runs or not base_runs or any(s is None for s in scores.values()):
         return None
     common = sorted(set.intersection(*(set(s) for s in scores.values())))
     if not common:
         return None
-    paired = _paired([r.seed for r in group.runs], [r.seed for r in base.runs])
+    paired = _paired([r.seed for r in runs], [r.seed for r in base_runs])
 
     def matrix(runs: list[Run]) -> np.ndarray:
         ordered = sorted(runs, key=lambda r: r.seed) if paired else runs
         return np.array([[scores[id(r)][i] for i in common] for r in ordered])
 
-    return paired_bootstrap(matrix(group.runs), matrix(base.runs), seeds_paired=paired)
+    return paired_bootstrap(matrix(runs), matrix(base_runs), seeds_paired=paired)
 
 
 def _seed_values(group: Group, metric: str) -> list[tuple[int, float]]:
-    """(training seed, run-level metric after training), in seed order."""
-    runs = sorted(group.runs, key=lambda r: r.seed)
-    return [(r.seed, v) for r in runs if (v := r.after_metric(group.eval_set, metric)) is not None]
+    """(training seed, finite run-level metric after training), in seed order."""
+    runs = sorted(_finite_runs(group, metric), key=lambda r: r.seed)
+    return [(r.seed, r.after_metric(group.eval_set, metric)) for r in runs]
 
 
 def _compare_seeds(groups: list[Group], base: Group, metric: str) -> dict[int, SeedComparison]:
@@ -293,9 +303,7 @@ def _references(
             by_row[key].append(summary)
     rows = []
     for (source, label), summaries in by_row.items():
-        values = {
-            m: [v for s in summaries if (v := s.get("metrics", {}).get(m)) is not None] for m in metrics
-        }
+        values = {m: [v for s in summaries if is_finite(v := s.get("metrics", {}).get(m))] for m in metrics}
         differ = any(len(set(v)) > 1 for v in values.values())
         rows.append(
             LeaderboardRow(
@@ -315,7 +323,7 @@ def _floor_verdict(section: Section) -> str | None:
     """Does the best method beat every floor on the section's first metric? None without floors."""
     m = section.metrics[0]
     sign = better(m).sign
-    floors = [r for r in section.references if r.source == "floor" and r.mean(m) is not None]
+    floors = [r for r in section.references if r.source == "floor" and is_finite(r.mean(m))]
     best = best_row(section.methods, m)
     if not floors or best is None:
         return None
@@ -410,6 +418,45 @@ def _compare_with_baseline(section: Section, baseline: str) -> None:
             g.row.prompt_bootstrap[m] = prompt_bootstrap(g, base, m)
 
 
+def _once_per_seed(group: Group) -> list[str]:
+    """Keep one run per training seed in the group (the newest by created time, then the last by run id):
+    the runs share every result setting, so a rerun is the same seed again, not another seed. Returns a
+    note naming each seed's duplicates."""
+    by_seed: dict[int, list[Run]] = defaultdict(list)
+    for run in group.runs:
+        by_seed[run.seed].append(run)
+    notes = []
+    for seed, runs in by_seed.items():
+        runs.sort(key=lambda r: (created_at(r.record), str(r.record.run_id)), reverse=True)
+        if len(runs) > 1:
+            ids = ", ".join(sorted(str(r.record.run_id) for r in runs))
+            notes.append(
+                f"runs {ids} ran the same config with seed {seed}: counted once, "
+                f"as the newest ({runs[0].record.run_id})"
+            )
+    group.runs = [runs[0] for runs in by_seed.values()]
+    return notes
+
+
+def _non_finite_notes(runs: list[Run], eval_set: str, metrics: list[str]) -> list[str]:
+    """A note for each metric value of a run (after training, or of a reference row) that is NaN or
+    infinite: it is listed for the run but left out of means, std, tests, intervals and the floor
+    verdict."""
+    notes = []
+    for run in runs:
+        references = _reference_summaries(run.record, eval_set)
+        found = {"after training": run.after(eval_set)} | {label: s for (_, label), s in references.items()}
+        for where, summary in found.items():
+            values = summary.get("metrics") or {}
+            notes += [
+                f"run {run.record.run_id}: {eval_set} {m} {where} is {values[m]}; left out of means, std, "
+                "tests, intervals and the floor verdict"
+                for m in metrics
+                if m in values and values[m] is not None and not is_finite(values[m])
+            ]
+    return notes
+
+
 def _sort(groups: list[Group], sort: str, metric: str) -> list[Group]:
     """Groups by the --sort column, best first by its direction (ascending without one); rows without a
     value last."""
@@ -431,12 +478,13 @@ def _section(
     """One protocol's groups; `varying`: protocol keys that differ between sections, named in the
     description so that two sections never read alike."""
     eval_set = groups[0].eval_set
+    notes = [note for g in groups for note in _once_per_seed(g)]
     runs = [r for g in groups for r in g.runs]
     shown = _shown_metrics(runs, eval_set, metrics)
     _name_settings(groups)
     protocol = {k: json.loads(v) for k, v in groups[0].protocol.items()}
     description = _describe(protocol, runs, eval_set, varying)
-    section = Section(eval_set, protocol, description, shown, groups, baseline, varying)
+    section = Section(eval_set, protocol, description, shown, groups, baseline, varying, notes)
     if not shown:
         section.groups = []
         return section
@@ -446,11 +494,7 @@ def _section(
     section.references = _references(runs, eval_set, every, context)
     for g in groups:
         g.row = _method_row(g, every, context)
-        seeds = [r.seed for r in g.runs]
-        if len(set(seeds)) < len(seeds):
-            section.notes.append(
-                f"{g.label}: seeds {sorted(seeds)} repeat (reruns into one results dir count as extra seeds)"
-            )
+    section.notes += _non_finite_notes(runs, eval_set, every)
     if baseline:
         _compare_with_baseline(section, baseline)
     section.notes += dict.fromkeys(problem for r in runs for problem in r.problems)

@@ -29,6 +29,11 @@ CURVES = {
 }
 
 
+def _plain(text: str) -> str:
+    """Text that matplotlib shows as written: a `$` would start mathtext (and `a$x^2$b` fail to draw)."""
+    return text.replace("$", r"\$")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
@@ -75,7 +80,7 @@ def _draw(ax, group: Group, field: str, color) -> bool:
     steps, mean, low, high = _series(group, field)
     if steps.size == 0:
         return False
-    label = f"{group.label} (n={len(group.runs)})"
+    label = _plain(f"{group.label} (n={len(group.runs)})")
     ax.plot(steps, mean, color=color, label=label, linewidth=1.6, marker="o" if steps.size < 3 else None)
     ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
     return True
@@ -98,7 +103,7 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
     drawn = [g for g in groups if _series(g, field)[0].size]
     if not drawn:
         return False
-    title = f"{ylabel}: mean over training seeds, band = min to max\n{_subtitle(section)}"
+    title = _plain(f"{ylabel}: mean over training seeds, band = min to max\n{_subtitle(section)}")
     if panels:
         cols = min(3, len(drawn))
         rows = -(-len(drawn) // cols)
@@ -106,7 +111,7 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
         axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
         for ax, group in zip(axes, drawn, strict=False):
             _draw(ax, group, field, colors[group.label])
-            ax.set_title(f"{group.label} (n={len(group.runs)})", fontsize=9)
+            ax.set_title(_plain(f"{group.label} (n={len(group.runs)})"), fontsize=9)
             _style(ax, log_scale)
         for i, ax in enumerate(axes):
             ax.set_visible(i < len(drawn))
@@ -152,18 +157,17 @@ def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
     ax.bar(x, means, yerr=stds, capsize=5, color=[colors[g.label] for g in groups], alpha=0.85, zorder=2)
     rng = np.random.default_rng(0)
     for i, summary in enumerate(summaries):
-        values = summary.values
+        values = [v for v in summary.values if np.isfinite(v)]
         jitter = rng.uniform(-0.15, 0.15, len(values))
         ax.scatter(
             i + jitter, values, color="black", s=12, zorder=3, label="one training seed" if i == 0 else None
         )
     for row, style in _reference_lines(section, metric):
-        ax.axhline(row.mean(metric), linewidth=1, label=row.label, zorder=1, **style)
-    ax.set_xticks(x, [f"{g.label}\nn={len(g.runs)}" for g in groups], fontsize=8)
-    ax.set_ylabel(f"{metric} after training")
-    ax.set_title(
-        f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}", fontsize=10
-    )
+        ax.axhline(row.mean(metric), linewidth=1, label=_plain(row.label), zorder=1, **style)
+    ax.set_xticks(x, [_plain(f"{g.label}\nn={len(g.runs)}") for g in groups], fontsize=8)
+    ax.set_ylabel(_plain(f"{metric} after training"))
+    title = f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}"
+    ax.set_title(_plain(title), fontsize=10)
     ax.grid(True, axis="y", alpha=0.3, zorder=0)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     fig.savefig(path)

@@ -13,6 +13,7 @@ from typing import Any
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std
 from speckd_bench.leaderboard.render import render
+from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 from speckd_bench.publish.plots import write_plots
@@ -91,12 +92,13 @@ def _verdict(section: Section, group: Group, base: Group, metric: str) -> str:
 
 
 def _paired_with_init(group: Group, eval_set: str, metric: str) -> tuple[list[float], list[float]]:
-    """Per run of the group: (score after training, score of the init it started from)."""
+    """Per run of the group with finite scores: (score after training, score of the init it started
+    from)."""
     pairs = [
         (m["after"]["metrics"].get(metric), m["before"].get("init", {}).get("metrics", {}).get(metric))
         for m in (run.record.metrics[eval_set] for run in group.runs)
     ]
-    kept = [(a, b) for a, b in pairs if a is not None and b is not None]
+    kept = [(a, b) for a, b in pairs if is_finite(a) and is_finite(b)]
     return [a for a, _ in kept], [b for _, b in kept]
 
 
