@@ -138,6 +138,17 @@ def _check_utf8(row: dict[str, Any], name: str, text: str) -> None:
         ) from None
 
 
+def _check_prompt_fields(task: TaskSpec, row: dict[str, Any]) -> None:
+    """Every field the prompt renders is a string: null, a number, a list or an object would be rendered
+    as its Python text ("None", "['a']") and trained on."""
+    for name in task.prompt_fields(row):
+        if not isinstance(row[name], str):
+            raise UserError(
+                f"{row['_source']}: prompt field {name!r} is {json.dumps(row[name], default=repr)[:40]}; "
+                f"every field the prompt of task {task.name} renders must be a string"
+            )
+
+
 def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec]) -> None:
     """Apply the field mapping in place; a row that cannot feed the prompt or the references fails."""
     for name, spec in mapping.items():
@@ -157,6 +168,7 @@ def _check_row(task: TaskSpec, row: dict[str, Any], mapping: dict[str, FieldSpec
     if missing:
         raise UserError(f"{row['_source']}: row lacks field {missing[0]!r} required by task {task.name}")
     _check_utf8(row, "the prompt", prompt)
+    _check_prompt_fields(task, row)
     for name in task.required_fields:
         _check_text(row, name)
     if not task.references(row):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,10 +155,17 @@ class TaskSpec:
     plugin_dir: str | None = None
     """The plugin directory the task file came from (as given); None for a built-in task."""
 
-    def render(self, row: dict[str, Any]) -> str:
+    def template(self, row: dict[str, Any]) -> str:
+        """The prompt template for `row`: the one with input when its input field is not blank."""
         has_input = bool(self.input_field and str(row.get(self.input_field) or "").strip())
-        template = self.prompt_with_input if has_input and self.prompt_with_input else self.prompt
-        return template.format_map(row)
+        return self.prompt_with_input if has_input and self.prompt_with_input else self.prompt
+
+    def render(self, row: dict[str, Any]) -> str:
+        return self.template(row).format_map(row)
+
+    def prompt_fields(self, row: dict[str, Any]) -> list[str]:
+        """The row fields that the prompt of `row` renders."""
+        return [re.split(r"[.\[]", name, maxsplit=1)[0] for name in template_fields(self.template(row))]
 
     def references(self, row: dict[str, Any]) -> list[str]:
         refs = []
@@ -307,10 +315,15 @@ def _parse_split(tree: Any, check: _Checker, key: str) -> SplitSource:
     return SplitSource(mirror, columns, hub, fields)
 
 
+def template_fields(template: str) -> list[str]:
+    """The placeholders of a format template, as written ("{a.b}" gives "a.b"); ValueError when garbled."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
 def _check_template(template: Any, check: _Checker, key: str) -> str:
     check.need(isinstance(template, str), key, "must be a string")
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        fields = template_fields(template)
     except ValueError as exc:
         check.need(False, key, f"is not a valid template ({exc}); write literal braces as {{{{ }}}}")
     check.need(all(fields), key, "has an empty {} placeholder; name a field, e.g. {instruction}")

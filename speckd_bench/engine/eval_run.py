@@ -17,6 +17,7 @@ from speckd_bench.config.run_config import RunConfig, apply_overrides, config_fr
 from speckd_bench.data.tasks import DECODING_PRESETS, SUITES, TASKS, task_sources
 from speckd_bench.distributed import process_context
 from speckd_bench.engine.run_products import FINAL_CHECKPOINT
+from speckd_bench.engine.run_state import verify_final
 from speckd_bench.engine.scoring import (
     SAMPLES_FILE,
     EvalSets,
@@ -152,10 +153,11 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
 
 
 def run_checkpoint(run_dir: Path) -> Path:
-    """The run's final student: a transformers directory (checkpoint.save_final)."""
+    """The run's final student: a transformers directory (run_state.save_final) that matches its checksums."""
     checkpoint = run_dir / FINAL_CHECKPOINT
     if not (checkpoint / "config.json").is_file():
         raise UserError(f"run {run_dir.name} has no checkpoint at {checkpoint}")
+    verify_final(run_dir, checkpoint)
     return checkpoint
 
 

@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from speckd_bench.caches import (
     read_json,
     writing,
 )
-from speckd_bench.config.result_keys import result_changes
+from speckd_bench.config.result_keys import result_changes, result_config
 from speckd_bench.config.run_config import RunConfig, apply_overrides, config_from_dict, validate
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.methods.discovery import method_config
@@ -44,6 +45,10 @@ STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".lock"
 WEIGHT_FILES = ("student.safetensors", "trainer.pt")
+STARTED_WITH = "config"
+"""The key of state.json that keeps the config a run started with: config.json edited later is refused."""
+FINAL_CHECKSUMS = "checksums.json"
+"""{file: {sha256, bytes}} of every other file of a run's final checkpoint."""
 
 
 def _live_error(run_dir: Path) -> UserError:
@@ -112,6 +117,7 @@ class RunState:
             run_dir.mkdir(parents=True)
         state = cls(run_dir).hold() if hold else cls(run_dir)
         atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+        state.put(STARTED_WITH, cfg.to_dict())
         return state
 
     def release(self, complete: bool = False) -> None:
@@ -163,6 +169,21 @@ def find_run(results_dir: Path, which: str) -> Path:
     return run_dir
 
 
+def _check_edits(run_dir: Path, stored: Any) -> None:
+    """Fail when config.json's result settings differ from those the run started with (kept in state.json
+    by runs since that was added)."""
+    started = RunState.peek(run_dir).get(STARTED_WITH)
+    if not isinstance(started, dict) or not isinstance(stored, dict):
+        return
+    edits = result_changes(started, stored)
+    if edits:
+        raise UserError(
+            f"{run_dir / CONFIG_FILE} was edited after run {run_dir.name} started ({'; '.join(edits)}); a "
+            f"run resumes only with the settings it started with: put those values back in {CONFIG_FILE}, or "
+            "start a new run"
+        )
+
+
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's own resolved config; command-line overrides may change only paths and checkpointing."""
     path = run_dir / CONFIG_FILE
@@ -172,7 +193,14 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         raise UserError(
             f"{path} is broken ({exc}): run {run_dir.name} cannot be resumed; start a new run"
         ) from None
+    _check_edits(run_dir, stored)
     cfg = config_from_dict(stored, method_config, str(path))
+    missing = sorted(set(result_config(cfg.to_dict())) - set(result_config(stored)))
+    if missing:
+        raise UserError(
+            f"{path} lacks {', '.join(missing)}: it was edited or written by an older version; put back the "
+            f"values run {run_dir.name} started with, or start a new run"
+        )
     apply_overrides(cfg, overrides, "the command line")
     validate(cfg)
     changes = result_changes(stored, cfg.to_dict())
@@ -374,11 +402,36 @@ class Checkpoints:
 
 
 def save_final(student: Any, tokenizer: Any, path: Path) -> None:
-    """The trained student as a transformers directory, renamed into place once fully written (over one
-    left by an earlier session of this run)."""
+    """The trained student as a transformers directory with the SHA-256 of its files (FINAL_CHECKSUMS),
+    renamed into place once fully written (over one left by an earlier session of this run)."""
     with publish_dir(path, replace=True) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / FINAL_CHECKSUMS, checksums(tmp, sorted(p.name for p in tmp.iterdir())))
+
+
+def verify_final(run_dir: Path, path: Path) -> None:
+    """Fail in one line when the run's final checkpoint `path` does not match its checksums; one written
+    before they were kept loads with a warning."""
+    if not (path / FINAL_CHECKSUMS).is_file():
+        print(f"warning: {path} has no {FINAL_CHECKSUMS} (written by an older version); it cannot be "
+              "verified", file=sys.stderr)  # fmt: skip
+        return
+    try:
+        expected = read_json(path / FINAL_CHECKSUMS)
+    except ValueError:
+        expected = None
+    why = checksum_problem(path, expected)
+    if why is not None:
+        latest = Checkpoints(run_dir / CHECKPOINTS, {}, 0, 0).latest()
+        results = run_dir.parent.parent
+        fix = (
+            f"remove {run_dir / 'record.json'}, then resume it from its kept checkpoint {latest.name}: "
+            f"speckd-bench run --resume {run_dir.name} --results-dir {results}"
+            if latest is not None
+            else f"run it again: speckd-bench run --config {run_dir / CONFIG_FILE} --results-dir {results}"
+        )
+        raise UserError(f"run {run_dir.name}'s final checkpoint {path} is damaged ({why}); {fix}")
 
 
 class InterruptFlag:
