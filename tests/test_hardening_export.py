@@ -1,6 +1,7 @@
 """`export` never replaces a run or the results folder, and its files follow the umask."""
 
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -62,3 +63,15 @@ def test_export_follows_the_umask(run_dir, tmp_path):
     assert res.exit_code == 0, (res.output, res.exception)
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
     assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o640}
+
+
+@pytest.mark.slow
+def test_export_of_a_run_with_a_garbled_record_is_one_line(run_dir, tmp_path, monkeypatch, capsys):
+    from conftest import assert_one_line_error
+
+    copy = tmp_path / "results" / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    (copy / "record.json").write_text('{"garbled')
+    code, err = _export(copy, tmp_path / "model", monkeypatch, capsys)
+    assert_one_line_error(code, err, "record.json cannot be used")
+    assert not (tmp_path / "model").exists()

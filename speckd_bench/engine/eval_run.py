@@ -55,14 +55,19 @@ def _check_plugin_task(record: RunRecord) -> None:
         )
 
 
+def run_record(run_dir: Path) -> RunRecord:
+    """The run's record; a garbled or incomplete one fails in one line."""
+    try:
+        return RunRecord.read(run_dir / RECORD_FILE)
+    except RecordError as exc:
+        raise UserError(f"{run_dir}/{RECORD_FILE} cannot be used: {exc}") from None
+
+
 def config_of_run(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's recorded config (decoding, lengths; not its suite or lm-eval tasks: an eval scores what it
     is asked), then the suite's decoding preset unless the run already used that suite (its config holds
     the suite's decoding with the user's changes), then overrides (flags and --set)."""
-    try:
-        record = RunRecord.read(run_dir / RECORD_FILE)
-    except RecordError as exc:
-        raise UserError(f"{run_dir}/{RECORD_FILE} cannot be used: {exc}") from None
+    record = run_record(run_dir)
     _check_plugin_task(record)
     cfg = config_from_dict(record.config, method_config, f"{run_dir}/{RECORD_FILE}")
     run_suite = cfg.eval.suite

@@ -13,12 +13,12 @@ from transformers import GenerationConfig
 
 from speckd_bench.caches import follow_umask
 from speckd_bench.config.run_config import RunConfig
-from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of
+from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of, run_record
 from speckd_bench.errors import UserError
 from speckd_bench.formatting import number
 from speckd_bench.leaderboard.report import build_sections, render
 from speckd_bench.models.loading import load_teacher
-from speckd_bench.records.run_record import RECORD_FILE, RunRecord
+from speckd_bench.records.run_record import RunRecord
 
 RUN_CONFIG = "speckd_run_config.json"
 
@@ -186,7 +186,7 @@ def export_run(
     _check_out_dir(out_dir, force, results_dir)
     run_dir = run_dir_of(run, results_dir)
     checkpoint = run_checkpoint(run_dir)
-    record = RunRecord.read(run_dir / RECORD_FILE)
+    record = run_record(run_dir)
     cfg = config_of_run(run_dir, {})
     model, tokenizer, _ = load_teacher(str(checkpoint))
     model.generation_config = generation_config(cfg, tokenizer)
