@@ -96,7 +96,23 @@ def compare(opts: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return table
 
 
+def report(preset: str, task: str, rows: int, work: Path | None) -> str:
+    """The machine and the table: answers that differ between the kernel paths, per dtype. The decodes
+    run in child processes (ATEN_CPU_CAPABILITY is read once, at import) and are kept in `work`."""
+    opts = argparse.Namespace(preset=preset, task=task, rows=rows)
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        table = compare(opts, work)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = compare(opts, Path(tmp))
+    facts = {"preset": preset, "task": task, "decoding": "greedy, the preset's eval settings"}
+    header = machine_header("Reference-row parity across CPU kernel paths", facts)
+    return f"{header}\n\n{markdown_table(table, COLUMNS)}"
+
+
 def main() -> None:
+    """A child's decode (`--child DTYPE --out FILE`), or the whole comparison printed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="reference")
     parser.add_argument("--task", default="dolly")
@@ -107,17 +123,8 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.child:
         opts.out.write_text(json.dumps(decode(opts.preset, opts.task, opts.rows, opts.child)))
-        return
-    facts = {"preset": opts.preset, "task": opts.task, "decoding": "greedy, the preset's eval settings"}
-    print(machine_header("Reference-row parity across CPU kernel paths", facts))
-    print()
-    if opts.work:
-        opts.work.mkdir(parents=True, exist_ok=True)
-        table = compare(opts, opts.work)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            table = compare(opts, Path(tmp))
-    print(markdown_table(table, COLUMNS))
+        print(report(opts.preset, opts.task, opts.rows, opts.work))
 
 
 if __name__ == "__main__":

@@ -162,3 +162,24 @@ def bench_teacher_protocol(
     lengths = sorted(new_tokens or [64, 128, 256])
     text = teacher_protocol.main(task or ["dolly"], rows, lengths, dtype, str(data_dir) if data_dir else None)
     _bench_output(text, out_file)
+
+
+@bench_app.command("reference-parity")
+def bench_reference_parity(
+    preset: Annotated[
+        str, typer.Option(help="The protocol whose teacher answers are compared.")
+    ] = "reference",
+    task: Annotated[str, typer.Option(help="Eval set.")] = "dolly",
+    rows: Annotated[int, typer.Option(min=1, help="Eval rows.")] = 100,
+    work: Annotated[Path | None, typer.Option(help="Keep each decode here and reuse it.")] = None,
+    data_dir: MirrorOpt = None,
+    out_file: BenchOutOpt = None,
+) -> None:
+    """The teacher's greedy answers on the CPU's native kernels against the AVX2 ones, per dtype."""
+    import os
+
+    from speckd_bench.benchmarks import reference_parity
+
+    if data_dir is not None:
+        os.environ["SPECKD_DATA_DIR"] = str(data_dir)  # read by the child processes
+    _bench_output(reference_parity.report(preset, task, rows, work), out_file)

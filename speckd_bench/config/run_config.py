@@ -181,6 +181,13 @@ class EvalConfig:
         "score the teacher (cached per protocol) and the trivial floors on the eval sets, and report every "
         "student's fidelity to the teacher (teacher-forced KL and top-1 agreement, ROUGE-L to its outputs)",
     )
+    reference_dtype: str = setting(
+        "teacher",
+        "dtype of the teacher's reference decode (its answers and scores): teacher = model.teacher_dtype; "
+        "float32 = a float32 copy, whose answers are the same on every CPU kernel path (bfloat16's are not: "
+        "bench reference-parity)",
+        choices=("teacher", "float32"),
+    )
     suite: str = setting(
         "", "also score every eval set of this suite (e.g. minillm); its decoding preset applies"
     )

@@ -3,9 +3,12 @@ then cached with its outputs) and the trivial floors of every eval set."""
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from speckd_bench.api import metrics
 from speckd_bench.caches import (
@@ -61,9 +64,16 @@ def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[s
         return read_json(path) if hit else _decode_teacher(cfg, pair, es, key, path, quiet)
 
 
+def reference_teacher(teacher: Any, reference_dtype: str) -> Any:
+    """The teacher that decodes the reference answers: itself, or a float32 copy (eval.reference_dtype)."""
+    if reference_dtype == "teacher" or next(teacher.parameters()).dtype == torch.float32:
+        return teacher
+    return copy.deepcopy(teacher).to(torch.float32)
+
+
 def _decode_teacher(cfg: RunConfig, pair: Any, es: EvalSet, key: str, path: Path, quiet: bool) -> dict:
     """The teacher's scores and outputs on one eval set, decoded now and cached at `path`."""
-    teacher, tokenizer = pair.teacher, pair.tokenizer
+    teacher, tokenizer = reference_teacher(pair.teacher, cfg.eval.reference_dtype), pair.tokenizer
     res = evaluate(
         teacher,
         tokenizer,
