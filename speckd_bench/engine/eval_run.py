@@ -169,6 +169,6 @@ def run_checkpoint(run_dir: Path) -> Path:
 def eval_run(run: str, results_dir: Path, overrides: dict[str, Any], quiet: bool) -> Path:
     """Score a recorded run's checkpoint; the eval record goes to runs/<run-id>/evals/."""
     run_dir = run_dir_of(run, results_dir)
+    cfg = config_of_run(run_dir, overrides)  # the cheap checks (record, plugin tasks) before the digests
     checkpoint = run_checkpoint(run_dir)
-    cfg = config_of_run(run_dir, overrides)
     return evaluate_model(cfg, str(checkpoint), run_dir / "evals", run_dir.name, quiet)

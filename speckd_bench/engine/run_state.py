@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from speckd_bench.config.result_keys import result_changes, result_config
 from speckd_bench.config.run_config import RunConfig, apply_overrides, config_from_dict, validate
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.methods.discovery import method_config
+from speckd_bench.progress import warn
 from speckd_bench.records.store import load_records
 
 CONFIG_FILE = "config.json"
@@ -414,8 +414,7 @@ def verify_final(run_dir: Path, path: Path) -> None:
     """Fail in one line when the run's final checkpoint `path` does not match its checksums; one written
     before they were kept loads with a warning."""
     if not (path / FINAL_CHECKSUMS).is_file():
-        print(f"warning: {path} has no {FINAL_CHECKSUMS} (written by an older version); it cannot be "
-              "verified", file=sys.stderr)  # fmt: skip
+        warn(f"warning: {path} has no {FINAL_CHECKSUMS} (written by an older version); it cannot be verified")
         return
     try:
         expected = read_json(path / FINAL_CHECKSUMS)

@@ -185,9 +185,9 @@ def export_run(
     what the card's loading example passes to from_pretrained (a hub repo; default: out_dir)."""
     _check_out_dir(out_dir, force, results_dir)
     run_dir = run_dir_of(run, results_dir)
-    checkpoint = run_checkpoint(run_dir)
     record = run_record(run_dir)
     cfg = config_of_run(run_dir, {})
+    checkpoint = run_checkpoint(run_dir)
     model, tokenizer, _ = load_teacher(str(checkpoint))
     model.generation_config = generation_config(cfg, tokenizer)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
