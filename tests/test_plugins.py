@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import speckd_bench.data.tasks as tasks_module
-from speckd_bench.api.metrics import FIDELITY_METRICS
+from speckd_bench.api.metrics import FIDELITY_METRICS, PER_PROMPT_FIDELITY
 from speckd_bench.cli.app import app
 from speckd_bench.data.tasks import TASKS, discover_tasks
 
@@ -52,7 +52,7 @@ def plugin(tmp_path_factory) -> tuple[Path, Path]:
     mirror = tmp_path_factory.mktemp("mirror")
     (mirror / "countup").mkdir()
     for split, start, n in (("train", 0, 16), ("eval", 100, 5)):
-        rows = [{"n": i, "answer": str(i + 1)} for i in range(start, start + n)]
+        rows = [{"n": str(i), "answer": str(i + 1)} for i in range(start, start + n)]
         (mirror / "countup" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return plugin_dir, mirror
 
@@ -87,7 +87,8 @@ def test_plugin_trains_and_scores_with_its_hook_and_metric(trained):
     assert trained["task"] == "countup" and trained["main_metric"] == "accuracy"
     assert trained["data"]["n_train"] == 16 and trained["data"]["n_eval"] == 5
     after = trained["metrics"]["countup"]["after"]["metrics"]
-    assert set(after) == {"accuracy", "digits_only", *FIDELITY_METRICS}
+    per_prompt = {m.name for m in PER_PROMPT_FIDELITY}
+    assert set(after) == {"accuracy", "digits_only", *FIDELITY_METRICS, *per_prompt}
     assert trained["config"]["eval"]["max_new_tokens"] == 8  # the tiny preset sits above task defaults
     run_dir = trained["_results"] / "runs" / trained["run_id"]
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

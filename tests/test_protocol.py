@@ -151,6 +151,8 @@ def test_every_seed_starts_from_one_init_and_other_plans_get_their_own(
         "echo_instruction",
         "echo_input",
         "echo_instruction_input",
+        "unigram_tokens",
+        "bigram_tokens",
     }
     after = one["metrics"]["dolly"]["after"]
     assert {"tf_fkl", "tf_rkl", "tf_top1", "tf_tvd", "tf_top1_prompt", "rougeL_teacher"} <= set(
