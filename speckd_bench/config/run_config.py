@@ -57,6 +57,11 @@ class DataConfig:
     )
     max_train_examples: int = setting(256, check=_at_least(1), expected="max_train_examples >= 1")
     max_eval_examples: int = setting(100, check=_at_least(1), expected="max_eval_examples >= 1")
+    fidelity_examples: int = setting(
+        0, "rows of each eval split scored teacher-forced (the fidelity metrics, forward passes only), from "
+        "its start; 0: the generated rows (max_eval_examples). Never fewer than those",
+        check=_at_least(0), expected="fidelity_examples >= 0 (0: max_eval_examples)",
+    )  # fmt: skip
     max_length: int = setting(
         256, "prompt + response tokens of a training sequence", check=lambda v: v <= MAX_TOKENS,
         expected=f"max_length <= {MAX_TOKENS}",
@@ -120,6 +125,13 @@ class TrainConfig:
         check=_at_least(1),
         expected="teacher_cache_k >= 1",
     )
+    curve_every: int = setting(
+        0, "learning curve: every N optimiser steps (and before the first) score the student teacher-forced "
+        "on the first train.curve_rows rows of the eval set (pooled fidelity metrics, forward passes only) "
+        "into curve.jsonl and the record; 0: no curve", check=_at_least(0),
+        expected="curve_every >= 0 (0: no curve)",
+    )  # fmt: skip
+    curve_rows: int = setting(100, check=_at_least(1), expected="curve_rows >= 1")
     spike_factor: float = setting(
         2.0, "a step is a loss spike when its loss exceeds this many times the median of the previous 10",
         check=finite(1.0, open_low=True), expected="spike_factor > 1",
@@ -276,6 +288,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             **_CPU_PROTOCOL,
             "model.student": "layers:15",
+            "model.teacher_dtype": "float32",
+            "data.fidelity_examples": 500,
+            "train.curve_every": 25,
             "data.max_train_examples": 128,
             "train.init_rows": 1000,
             "train.init_sft_epochs": 3,
@@ -326,7 +341,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-# Keys that never change a run's results: where files live, how often training state is saved, how the
+# Keys that never change a run's results: where files live, how often training state is saved, how often
+# the learning curve is scored (forward passes in no_grad between steps: the weights are the same), how the
 # loss is laid out in memory (fused or not, compiled or not: the same math), where the teacher's weights
 # live (FSDP) and the decoding backend (the same greedy decoding). All agree up to float rounding, which in
 # bf16 can flip a near-tie between two greedy tokens (docs/performance.md).
@@ -334,6 +350,8 @@ NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
     "train.checkpoint_every",
+    "train.curve_every",
+    "train.curve_rows",
     "train.keep_checkpoints",
     "train.fused_loss",
     "train.fused_chunk_rows",

@@ -34,6 +34,7 @@ from speckd_bench.data.rows import load_split
 from speckd_bench.data.tasks import TaskSpec, run_defaults, task_sources
 from speckd_bench.distributed import process_context, shard_teacher
 from speckd_bench.engine import teacher_cache, tracking
+from speckd_bench.engine.curve import CURVE_FILE, LearningCurve, read_curve
 from speckd_bench.engine.run_checks import (
     check_distributed,
     check_lengths,
@@ -156,7 +157,7 @@ class RunRecipe:
         tracker.start(state.dir.name, cfg.to_dict(), state.dir)
         scoring = Scoring.build(cfg, eval_sets, self.quiet, pair if with_reference else None)
         warm = WarmStart(cfg, init_ex, pair.info)
-        score_keys = {es.name: warm.eval_key(es.name, es.examples) for es in eval_sets.sets}
+        score_keys = {es.name: warm.eval_key(es) for es in eval_sets.sets}
         return Setup(
             task, method, train_split.source, train_ex, init_ex, eval_sets, pair, state, checkpoints,
             wall_before, scoring, warm, score_keys, tracker,
@@ -300,14 +301,42 @@ class RunRecipe:
         )  # fmt: skip
         policy = method.policy(context) if method.policy else None
         teacher = self._teacher_source(setup)
+        curve = self._curve(setup)
         trainer = Trainer(
             Stage.kd(cfg, method), pair.student, teacher, setup.train_ex, vocab_size=pair.vocab_size,
             pad_id=pair.tokenizer.pad_token_id, policy=policy, checkpoints=setup.checkpoints,
-            on_step=setup.tracker.log_step,
+            on_step=lambda row, step: self._after_step(setup, curve, row, step),
         )  # fmt: skip
+        if curve is not None:
+            curve.last = trainer.total
+            curve.start(setup.checkpoints.latest_step() or 0)
         result = trainer.fit(setup.log_path, self.quiet)
         setup.state.put("trained", asdict(result))
         return Trained(result, policy, teacher)
+
+    def _curve(self, setup: Setup) -> LearningCurve | None:
+        """The training stage's learning curve (train.curve_every), or None without one."""
+        cfg, pair = self.cfg, setup.pair
+        if not cfg.train.curve_every:
+            return None
+        if pair.teacher is None:
+            raise UserError(
+                "train.curve_every scores the student against the teacher, which this run does not load "
+                "(eval.reference=false with a method that trains without it): set eval.reference=true or "
+                "train.curve_every=0"
+            )
+        examples = setup.eval.sets[0].forced[: cfg.train.curve_rows]
+        return LearningCurve(
+            setup.state.dir / CURVE_FILE, pair.student, pair.teacher, examples, pair.tokenizer.pad_token_id,
+            pair.vocab_size, cfg.train.curve_every, last=0,
+        )  # fmt: skip
+
+    def _after_step(self, setup: Setup, curve: LearningCurve | None, row: dict[str, Any], step: int) -> None:
+        """The trackers get every training-log row, and the curve's point when one is due."""
+        setup.tracker.log_step(row, step)
+        if curve is not None and curve.due(step):
+            point = curve.point(step)
+            setup.tracker.log_step({f"curve_{k}": v for k, v in point.items() if k != "step"}, step)
 
     def evaluate(self, setup: Setup) -> dict[str, EvalResult]:
         """Score the trained student (the evaluation stage `speckd-bench eval` runs too); keep its samples
@@ -377,6 +406,7 @@ class RunRecipe:
         path = setup.state.dir / RECORD_FILE
         record = self.record(setup, COMPLETE, before.scores, before.init)
         record.training = summarize_log(read_log(setup.log_path), cfg.train.spike_factor)
+        curve = read_curve(setup.state.dir / CURVE_FILE)
         if res.diverged_at is not None:
             record.training["diverged_at_step"] = res.diverged_at
         record.lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, self.quiet)
@@ -387,6 +417,10 @@ class RunRecipe:
         used = isinstance(trained.teacher, teacher_cache.CachedTeacher)
         record.teacher_cache = trained.teacher.info if used else {"used": False}
         record.paths = {"train_log": TRAIN_LOG, "samples": SAMPLES_FILE, "checkpoint": FINAL_CHECKPOINT}
+        if curve:  # its points, and the seconds they took (inside train_s)
+            record.training["curve"] = curve
+            record.paths["curve"] = CURVE_FILE
+            record.timings["curve_s"] = sum(p.get("seconds", 0.0) for p in curve)
         if dist.is_main:
             record.write(path)
             setup.checkpoints.remove()  # the record is complete, nothing left to resume; weights stay

@@ -33,6 +33,7 @@ from speckd_bench.config.run_config import RunConfig, TrainConfig
 from speckd_bench.data.examples import Example, examples_digest
 from speckd_bench.distributed import process_context
 from speckd_bench.engine.trainer import Stage, lr_schedule, plan_steps
+from speckd_bench.evaluation.evaluate import EvalSet
 from speckd_bench.evaluation.reference import scored_identity
 from speckd_bench.methods.discovery import method_config
 
@@ -99,9 +100,9 @@ class WarmStart:
         self.dir = cache_dir() / "init" / self.key
         self._eval_settings = eval_identity(cfg, models)
 
-    def eval_key(self, eval_set: str, examples: list[Example]) -> str:
+    def eval_key(self, es: EvalSet) -> str:
         """Key of a cached score of this init (or of the raw student) on one eval set."""
-        return digest({"init": self.key, "eval": self._eval_settings, **scored_identity(eval_set, examples)})
+        return digest({"init": self.key, "eval": self._eval_settings, **scored_identity(es)})
 
     @property
     def weights(self) -> Path:

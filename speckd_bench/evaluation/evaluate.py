@@ -100,9 +100,11 @@ def evaluate(
     extract: Callable[[str], str] | None = None,
     teacher: TeacherView | None = None,
     teacher_outputs: dict[int, list[str]] | None = None,
+    forced: list[Example] | None = None,
 ) -> EvalResult:
     """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number).
-    With `teacher`, the fidelity metrics are added (ROUGE-L to the teacher where `teacher_outputs`).
+    With `teacher`, the fidelity metrics are added (ROUGE-L to the teacher where `teacher_outputs`),
+    teacher-forced on `forced` (whose first rows are `examples`; default: `examples`).
 
     In a multi-process run each process generates for its shard of the prompts; the outputs are gathered
     in the prompts' order, so every process scores all of them (tokens summed, seconds of the slowest).
@@ -136,8 +138,10 @@ def evaluate(
             sample["scores"] = {name: values[i] for name, values in scored["per_example"].items()}
             samples.append(sample)
     if teacher is not None:
-        forced = teacher_forced(model, teacher.model, examples, tokenizer.pad_token_id, teacher.vocab_size)
-        _add_fidelity(per_seed, samples, forced, teacher_outputs or {})
+        scored = teacher_forced(
+            model, teacher.model, forced or examples, tokenizer.pad_token_id, teacher.vocab_size
+        )
+        _add_fidelity(per_seed, samples, scored, teacher_outputs or {})
     names = list(next(iter(per_seed.values())))
     mean = {n: statistics.fmean(s[n] for s in per_seed.values()) for n in names}
     std = {n: statistics.pstdev([s[n] for s in per_seed.values()]) for n in names}
@@ -151,7 +155,12 @@ class EvalSet:
 
     task: TaskSpec
     rows: Rows
+    """The rows the student answers (data.max_eval_examples)."""
+    fidelity_rows: list[dict[str, Any]] = field(default_factory=list)
+    """The rows after those that are only scored teacher-forced (data.fidelity_examples)."""
     examples: list[Example] = field(default_factory=list)
+    forced: list[Example] = field(default_factory=list)
+    """The teacher-forced examples: `examples`, then those of `fidelity_rows`."""
 
     @property
     def name(self) -> str:
@@ -159,8 +168,9 @@ class EvalSet:
 
 
 def load_eval_sets(task: str, suite: str, data: DataConfig) -> tuple[list[EvalSet], dict[str, str]]:
-    """The run's own task first, then the suite's other sets, at most data.max_eval_examples rows each;
-    and {set: reason} for suite sets whose rows are unavailable here (hub-only, offline): skipped."""
+    """The run's own task first, then the suite's other sets, at most data.max_eval_examples rows each (and
+    up to data.fidelity_examples for the fidelity metrics); and {set: reason} for suite sets whose rows
+    are unavailable here (hub-only, offline): skipped."""
     sets, skipped = [], {}
     for name in eval_set_names(task, suite):
         spec = TASKS.get(name)
@@ -171,7 +181,9 @@ def load_eval_sets(task: str, suite: str, data: DataConfig) -> tuple[list[EvalSe
                 raise
             skipped[name] = str(exc)
             continue
-        sets.append(EvalSet(spec, Rows(rows.rows[: data.max_eval_examples], rows.source)))
+        n = data.max_eval_examples
+        forced = rows.rows[n : max(n, data.fidelity_examples)]
+        sets.append(EvalSet(spec, Rows(rows.rows[:n], rows.source), forced))
     return sets, skipped
 
 
@@ -185,6 +197,7 @@ def warn_skipped(skipped: dict[str, str]) -> None:
 def build_eval_examples(sets: list[EvalSet], tokenizer: Any, data: DataConfig) -> None:
     for es in sets:
         es.examples = build_examples(es.task, es.rows.rows, tokenizer, data)
+        es.forced = es.examples + build_examples(es.task, es.fidelity_rows, tokenizer, data)
 
 
 def evaluate_sets(
@@ -212,6 +225,7 @@ def evaluate_sets(
             es.task.extract_prediction,
             teacher,
             outputs,
+            es.forced,
         )
         for sample in res.samples:
             sample["eval_set"] = es.name
@@ -221,6 +235,9 @@ def evaluate_sets(
 
 def eval_sets_info(sets: list[EvalSet], skipped: dict[str, str]) -> dict[str, Any]:
     """Per eval set: where its rows came from and how many were scored, or why it was skipped."""
-    info: dict[str, Any] = {es.name: {"source": es.rows.source, "n_eval": len(es.examples)} for es in sets}
+    info: dict[str, Any] = {
+        es.name: {"source": es.rows.source, "n_eval": len(es.examples), "n_fidelity": len(es.forced)}
+        for es in sets
+    }
     info.update({name: {"skipped": reason} for name, reason in skipped.items()})
     return info

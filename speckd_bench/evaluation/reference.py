@@ -20,7 +20,7 @@ from speckd_bench.caches import (
 )
 from speckd_bench.config.result_keys import eval_identity
 from speckd_bench.config.run_config import RunConfig
-from speckd_bench.data.examples import Example, build_examples, examples_digest
+from speckd_bench.data.examples import build_examples, examples_digest
 from speckd_bench.data.rows import DataUnavailable, load_rows
 from speckd_bench.data.tasks import TASKS, task_digest
 from speckd_bench.distributed import process_context
@@ -43,7 +43,7 @@ def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
 def teacher_key(cfg: RunConfig, models: dict[str, Any], es: EvalSet) -> str:
     """The teacher's score on one eval set depends on the teacher's weights, its dtype, the eval settings,
     the exact examples (which cover prompt format, lengths and tokenizer) and the task's scoring."""
-    return digest({**eval_identity(cfg, models), **scored_identity(es.name, es.examples)})
+    return digest({**eval_identity(cfg, models), **scored_identity(es)})
 
 
 def _entry_problem(path: Path) -> str | None:
@@ -109,7 +109,7 @@ def reference_rows(
             train = build_examples(es.task, train_rows[:CHOICE_ROWS], pair.tokenizer, cfg.data)
             token_floors = fit_token_floors(train, pair.vocab_size)
             pad_id = pair.tokenizer.pad_token_id
-            floors |= token_floor_fidelity(token_floors, pair.teacher, es.examples, pad_id, pair.vocab_size)
+            floors |= token_floor_fidelity(token_floors, pair.teacher, es.forced, pad_id, pair.vocab_size)
         rows[es.name] = {"teacher": {**entry["summary"], "key": entry["key"]}, "floors": floors}
     return rows, view
 
@@ -125,12 +125,16 @@ def scoring_code() -> str:
     return digest([Path(str(m.__file__)).read_text(encoding="utf-8") for m in SCORING_MODULES])
 
 
-def scored_identity(eval_set: str, examples: list[Example]) -> dict[str, Any]:
-    """What a score on one eval set depends on besides the model and the settings: the exact examples,
-    the task's metrics and answer extraction, and the scoring code."""
-    return {
-        "set": eval_set,
-        "examples": examples_digest(examples),
-        "task": task_digest(TASKS.get(eval_set)),
+def scored_identity(es: EvalSet) -> dict[str, Any]:
+    """What a score on one eval set depends on besides the model and the settings: the exact examples
+    (answered, and teacher-forced where more), the task's metrics and answer extraction, and the scoring
+    code."""
+    identity = {
+        "set": es.name,
+        "examples": examples_digest(es.examples),
+        "task": task_digest(TASKS.get(es.name)),
         "scoring": scoring_code(),
     }
+    if len(es.forced) > len(es.examples):
+        identity["forced"] = examples_digest(es.forced)
+    return identity
