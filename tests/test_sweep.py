@@ -94,6 +94,15 @@ def test_grid_expands_axes_in_file_order_with_variants_after_their_point(tmp_pat
     assert len({p.digest for p in points}) == len(points)
 
 
+def test_skip_leaves_out_the_points_meeting_a_condition(tmp_path):
+    text = grid_text(tmp_path) + "skip:\n  - {method: [sft], seed: 2}\n  - {variant: spec, seed: 1}\n"
+    kept = [p.label for p in expand(load_sweep(write(tmp_path / "g.yaml", text)), tmp_path)]
+    full = [p.label for p in expand(load_sweep(write(tmp_path / "f.yaml", grid_text(tmp_path))), tmp_path)]
+    left_out = [label for label in full if label not in kept]
+    assert left_out == ["method=sft seed=2", "method=speckd seed=1 variant=spec"]
+    assert kept == [label for label in full if label in kept]  # the order of the rest is unchanged
+
+
 def test_digest_is_what_skip_done_compares(tmp_path):
     sweep = load_sweep(write(tmp_path / "g.yaml", grid_text(tmp_path)))
     first, again = expand(sweep, tmp_path), expand(sweep, tmp_path / "elsewhere")
@@ -185,6 +194,8 @@ BAD_FILES = [
     ("variants: {a: {set: {method.k: 3}, only: {seed: 1}}}\n", "only: seed is not a setting"),
     ("method: fkl\nvariants: {same: {method.temperature: 1.0}}\n", "resolve to the same config"),
     ("num_processes: 0\n", "num_processes must be an integer >= 1"),
+    ("skip: {method: fkl}\n", "skip must be a list of conditions"),
+    ("skip: [{nope: 1}]\n", "skip: nope is not a setting"),
     ("results_dir: [a, b]\n", "results_dir cannot be an axis"),
     ("preset: [tiny, nope]\n", "unknown preset 'nope'"),
 ]

@@ -2,8 +2,9 @@
 resolved config and its status in a results directory (docs/sweeps.md).
 
 Every run setting may appear at the top level of the file (a list is an axis, a scalar is fixed); `set:`
-holds fixed `--set` overrides, `variants:` named override sets (another axis), `cluster:` the settings of
-the submitit executor and `num_processes:` the processes of every run (accelerate).
+holds fixed `--set` overrides, `variants:` named override sets (another axis), `skip:` the points left out
+of the full product (e.g. fewer seeds for some methods), `cluster:` the settings of the submitit executor
+and `num_processes:` the processes of every run (accelerate).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from speckd_bench.engine.recipe import build_run_config
 from speckd_bench.errors import UserError
 from speckd_bench.methods.discovery import discover_methods
 
-RESERVED = ("name", "set", "variants", "cluster", "num_processes")
+RESERVED = ("name", "set", "variants", "skip", "cluster", "num_processes")
 # Run settings that `speckd-bench run` takes as options of their own; every other one goes through --set.
 FLAGS = {"preset": "--preset", "task": "--task", "method.name": "--method", "seed": "--seed"}
 STATUSES = ("done", "running", "interrupted", "failed", "missing")
@@ -48,6 +49,8 @@ class Sweep:
     axes: dict[str, list[Any]]
     """Run setting -> its values, in the file's order (the first axis varies slowest)."""
     variants: list[Variant]
+    skip: list[dict[str, list[str]]]
+    """Conditions {setting or "variant": allowed values}; a point that meets every key of one is left out."""
     cluster: dict[str, Any]
     num_processes: int | None
     results_dir: str | None
@@ -145,6 +148,11 @@ def load_sweep(path: Path) -> Sweep:
     variants = tree.get("variants") or {}
     if not isinstance(variants, dict):
         raise UserError(f"{path}: variants must be a mapping of name: {{section.key: value, ...}}")
+    skip = tree.get("skip") or []
+    if not isinstance(skip, list) or not all(isinstance(c, dict) and c for c in skip):
+        raise UserError(
+            f"{path}: skip must be a list of conditions, e.g. - {{method: [sft, rkl], seed: [4, 5]}}"
+        )
     cluster = tree.get("cluster") or {}
     if not isinstance(cluster, dict):
         raise UserError(f"{path}: cluster must be a mapping (partition:, timeout_min:, ...)")
@@ -159,10 +167,30 @@ def load_sweep(path: Path) -> Sweep:
         {**fixed, **sets},
         axes,
         [_variant(n, body, path) for n, body in variants.items()],
+        [_condition(c, path) for c in skip],
         cluster,
         processes,
         None if results_dir is None else str(results_dir),
     )
+
+
+def _condition(body: dict[str, Any], path: Path) -> dict[str, list[str]]:
+    """One `skip:` entry: {setting, or "variant": the values it matches}."""
+    flat = {"variant": body.pop("variant")} if "variant" in body else {}
+    flat |= _settings(body, f"{path}: skip")
+    return {k: [_text(x) for x in (v if isinstance(v, list) else [v])] for k, v in flat.items()}
+
+
+def _skipped(sweep: Sweep, settings: dict[str, str], variant: str | None) -> bool:
+    """Whether a point meets every key of one of the sweep's skip conditions."""
+    named = settings | {"variant": variant or ""}
+    for condition in sweep.skip:
+        unknown = [k for k in condition if k not in named]
+        if unknown:
+            raise UserError(f"{sweep.path}: skip: {unknown[0]} is not a setting of the sweep")
+        if all(named[k] in allowed for k, allowed in condition.items()):
+            return True
+    return False
 
 
 def _applies(variant: Variant, settings: dict[str, str], path: Path) -> bool:
@@ -204,6 +232,8 @@ def expand(sweep: Sweep, results_dir: Path) -> list[Point]:
             if _applies(v, base, sweep.path)
         ]
         for variant, settings in plain + with_variants:
+            if _skipped(sweep, settings, variant):
+                continue
             named = coords | ({"variant": variant} if variant else {})
             label = " ".join(f"{k}={v}" for k, v in named.items()) or sweep.name
             try:
