@@ -22,21 +22,26 @@ demo: install
 	$(BIN)/speckd-bench run --task dolly --method speckd --results-dir results/local
 	$(BIN)/speckd-bench table --results-dir results/local
 
-# Reference leaderboard (results/README.md): `make leaderboard` runs the grid of sweeps/reference.yaml (every
-# method with every seed of the reference protocol, seed by seed) into results/: runs whose complete record
-# is already there are skipped, interrupted ones resumed, failed ones retried (docs/sweeps.md); then it
-# renders. `make leaderboard-report` renders the sweep's existing records only.
+# Reference leaderboard (results/README.md): `make leaderboard` runs the grid of sweeps/reference.yaml (the
+# reference experiment, seed by seed, on one torch thread per run, two runs at a time) into results/: runs
+# whose complete record is already there are skipped, interrupted ones resumed, failed ones retried
+# (docs/sweeps.md); then it renders. `make leaderboard-report` renders the sweep's existing records only.
+# Until that grid is complete, results/README.md is the first leaderboard:
+# `make leaderboard-report LEADERBOARD_SWEEP=sweeps/reference-16steps.yaml`.
 LEADERBOARD_DIR ?= results
 LEADERBOARD_SWEEP ?= sweeps/reference.yaml
 LEADERBOARD_BASELINE ?= fkl
 # The metric the reference leaderboard is judged on (why: docs/protocol.md), then the task's own.
 LEADERBOARD_METRICS ?= tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
 # Extra options of `speckd-bench sweep run`, e.g. --workers 2 or --executor submitit --partition gpu.
-LEADERBOARD_ARGS ?=
+LEADERBOARD_ARGS ?= --workers 2
 
 # A failed run does not stop the others; the sweep exits non-zero at the end, and make before rendering.
+# Every run of the reference grid on the same number of torch threads (recorded in each record's hardware):
+# thread counts change float summation order, so paired seeds would differ by more than the method.
+LEADERBOARD_THREADS ?= 1
 leaderboard: install
-	$(BIN)/speckd-bench sweep run $(LEADERBOARD_SWEEP) --results-dir $(LEADERBOARD_DIR) $(LEADERBOARD_ARGS)
+	OMP_NUM_THREADS=$(LEADERBOARD_THREADS) MKL_NUM_THREADS=$(LEADERBOARD_THREADS) $(BIN)/speckd-bench sweep run $(LEADERBOARD_SWEEP) --results-dir $(LEADERBOARD_DIR) $(LEADERBOARD_ARGS)
 	$(MAKE) leaderboard-report
 
 leaderboard-report: install

@@ -103,7 +103,7 @@ def test_the_reference_sweep_finds_every_committed_run_done(monkeypatch):
     raw = [json.loads(p.read_text()) for p in (COMMITTED / "runs").glob("*/record.json")]
     assert not any("cpu_bf16_autocast" in r["config"]["train"] for r in raw)  # written before it existed
     done = {config_keys(r.config)[0] for r in load_records(COMMITTED).records if r.complete}
-    points = expand(load_sweep(COMMITTED.parent / "sweeps" / "reference.yaml"), COMMITTED)
+    points = expand(load_sweep(COMMITTED.parent / "sweeps" / "reference-16steps.yaml"), COMMITTED)
     assert len(points) == 21 and {p.digest for p in points} <= done
 
 
