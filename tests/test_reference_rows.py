@@ -24,3 +24,33 @@ def test_the_reference_dtype_is_part_of_the_teacher_key():
     own, copied = RunConfig(), RunConfig()
     copied.eval.reference_dtype = "float32"
     assert eval_identity(own, models) != eval_identity(copied, models)
+
+
+def test_the_token_floors_fidelity_is_cached_per_teacher_key_and_training_examples(monkeypatch):
+    """The floors' teacher pass over every fidelity row runs once per key, not once per run."""
+    from types import SimpleNamespace
+
+    from speckd_bench.data.examples import Example
+    from speckd_bench.evaluation import reference
+
+    calls = []
+    monkeypatch.setattr(
+        reference,
+        "build_examples",
+        lambda task, rows, tok, data: [Example([1], [r, 3], "p", ["r"]) for r in rows],
+    )
+
+    def fidelity(floors, teacher, examples, pad_id, vocab_size):
+        calls.append(len(examples))
+        return {"unigram_tokens": {"output": "<unigram>", "metrics": {"tf_top1": 12.5}}}
+
+    monkeypatch.setattr(reference, "token_floor_fidelity", fidelity)
+    es = SimpleNamespace(name="dolly", task=None, forced=[Example([1], [2], "p", ["r"])] * 3)
+    pair = SimpleNamespace(vocab_size=40, tokenizer=SimpleNamespace(pad_token_id=0), teacher=None)
+    first = reference._token_floors(RunConfig(), pair, es, [4, 5], "teacher-key")
+    again = reference._token_floors(RunConfig(), pair, es, [4, 5], "teacher-key")
+    assert first == again == {"unigram_tokens": {"output": "<unigram>", "metrics": {"tf_top1": 12.5}}}
+    assert calls == [3]
+    reference._token_floors(RunConfig(), pair, es, [4, 5], "another-teacher-key")
+    reference._token_floors(RunConfig(), pair, es, [4, 6], "teacher-key")  # other training responses
+    assert calls == [3, 3, 3]

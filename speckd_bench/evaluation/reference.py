@@ -26,6 +26,7 @@ from speckd_bench.data.tasks import TASKS, task_digest
 from speckd_bench.distributed import process_context
 from speckd_bench.evaluation import degeneracy, fidelity, generate
 from speckd_bench.evaluation import evaluate as evaluate_module
+from speckd_bench.evaluation import floors as floors_module
 from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
 from speckd_bench.evaluation.floors import CHOICE_ROWS, fit_token_floors, floor_scores, token_floor_fidelity
 
@@ -94,6 +95,36 @@ def _decode_teacher(cfg: RunConfig, pair: Any, es: EvalSet, key: str, path: Path
     return entry
 
 
+def _floors_problem(path: Path) -> str | None:
+    """Why a cached token-floor entry cannot be used, or None."""
+    try:
+        entry = read_json(path)
+    except ValueError as exc:
+        return str(exc)
+    return None if isinstance(entry, dict) and isinstance(entry.get("floors"), dict) else "not a floor entry"
+
+
+def _token_floors(
+    cfg: RunConfig, pair: Any, es: EvalSet, train_rows: list[dict[str, Any]], teacher_key: str
+) -> dict[str, Any]:
+    """The unigram and bigram floors' fidelity on the set's teacher-forced examples: fitted on the training
+    responses, scored against the teacher (a forward pass over every fidelity row), cached per teacher
+    score key (teacher, settings, examples, scoring code), training examples and floor code."""
+    train = build_examples(es.task, train_rows[:CHOICE_ROWS], pair.tokenizer, cfg.data)
+    key = digest([teacher_key, examples_digest(train), Path(str(floors_module.__file__)).read_text("utf-8")])
+    path = cache_dir() / "floors" / f"{es.name}-fidelity-{key}.json"
+    with building(path, _floors_problem) as hit:
+        if hit:
+            return read_json(path)["floors"]
+        token_floors = fit_token_floors(train, pair.vocab_size)
+        pad_id = pair.tokenizer.pad_token_id
+        scores = token_floor_fidelity(token_floors, pair.teacher, es.forced, pad_id, pair.vocab_size)
+        if process_context().is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"key": key, "floors": scores})
+        return scores
+
+
 def reference_rows(
     cfg: RunConfig, pair: Any, sets: list[EvalSet], quiet: bool
 ) -> tuple[dict[str, dict[str, Any]], TeacherView]:
@@ -106,10 +137,7 @@ def reference_rows(
         train_rows = _train_rows(es, cfg)
         floors = floor_scores(es.task, es.rows.rows, train_rows)
         if train_rows:
-            train = build_examples(es.task, train_rows[:CHOICE_ROWS], pair.tokenizer, cfg.data)
-            token_floors = fit_token_floors(train, pair.vocab_size)
-            pad_id = pair.tokenizer.pad_token_id
-            floors |= token_floor_fidelity(token_floors, pair.teacher, es.forced, pad_id, pair.vocab_size)
+            floors |= _token_floors(cfg, pair, es, train_rows, entry["key"])
         rows[es.name] = {"teacher": {**entry["summary"], "key": entry["key"]}, "floors": floors}
     return rows, view
 
