@@ -53,12 +53,23 @@ def table(
         bool,
         typer.Option("--include-interrupted", help="Also tabulate runs stopped by Ctrl-C (else skipped)."),
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Column groups beside the core ones, comma-separated: fidelity, text, intervals, "
+            "degeneracy, stability, timing, lm-eval (CSV and JSON always hold every column).",
+        ),
+    ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column group.")] = False,
 ) -> None:
     """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
+    from speckd_bench.leaderboard.columns import parse_groups
     from speckd_bench.leaderboard.report import check_format, render
     from speckd_bench.leaderboard.selection import select_sections
 
     check_format(format)
+    groups = parse_groups(columns, wide)
     sections = select_sections(
         results_dir,
         tasks=task,
@@ -71,7 +82,7 @@ def table(
         sort=sort,
         include_interrupted=include_interrupted,
     )
-    rendered = render(sections, format)
+    rendered = render(sections, format, groups)
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
     else:
