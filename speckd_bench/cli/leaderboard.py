@@ -102,8 +102,13 @@ def plot(
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
     since: Annotated[str | None, typer.Option(help="Only runs created on or after this date.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method to compare with: adds a forest plot of each method's Δ to it."),
+    ] = None,
 ) -> None:
-    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars."""
+    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars,
+    and with --baseline a forest plot of the Δ to it (Holm-adjusted t-intervals over training seeds)."""
     from speckd_bench.leaderboard.selection import select_sections
     from speckd_bench.publish.plots import write_plots
 
@@ -115,6 +120,7 @@ def plot(
         students=student,
         since=since,
         metrics=metric,
+        baseline=baseline,
     )
     with _writing("pass --out DIR"):
         for path in write_plots(sections, out_dir or results_dir / "plots"):
