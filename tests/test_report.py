@@ -318,6 +318,8 @@ def test_rich_output_prints_every_method(board):
     text = _table(board).stdout
     for method in ("fkl", "speckd", "jsd", "sft", "rkl"):
         assert method in text
+    wide = runner.invoke(app, ["table", "--results-dir", str(board), "--baseline", "fkl"], terminal_width=250)
+    assert "Δ rougeL vs fkl [seed t-CI, Holm]" in wide.stdout  # brackets in a header are text, not markup
 
 
 def test_filters(board):

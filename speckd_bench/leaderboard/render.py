@@ -216,7 +216,7 @@ def _rich(sections: list[Section], groups: Groups) -> RichGroup:
         cols, cells = table_cells(s, groups)
         table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
         for i, title in enumerate(headers(cols)):
-            table.add_column(title, overflow="fold", justify="left" if i < 2 else "right")
+            table.add_column(Text(title), overflow="fold", justify="left" if i < 2 else "right")
         for row in cells:
             table.add_row(*(Text(t, style=styles[st]) for t, st in row))
         parts.append(table)
