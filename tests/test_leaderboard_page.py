@@ -1,5 +1,6 @@
 """`report --html`: one self-contained page, checked as HTML and in a real headless chromium (sorting by
-a header click, no console errors, a non-blank screenshot)."""
+a header click, no console errors, a non-blank screenshot, column-group toggles, no sideways overflow at
+1400 px and a method column that stays in view when a wide table scrolls)."""
 
 import re
 import shutil
@@ -46,7 +47,13 @@ def test_page_is_self_contained_with_every_group_and_the_protocol(page_file):
         assert section.description in text.replace("&#x27;", "'")
     groups = text.split('<tbody class="groups">')[1].split("</tbody>")[0]
     assert groups.count("<tr>") == len(sections[0].groups) == 7
-    assert "<em>teacher</em>" not in text and ">teacher</td>" in text  # a reference row
+    assert "<em>teacher</em>" not in text and re.search(r'<td class="col-core">teacher</td>', text)
+    for group in ("text", "intervals", "degeneracy", "stability", "timing"):  # a checkbox each
+        assert (
+            f'<input type="checkbox" value="{group}">' in text
+            and f'<th scope="col" class="col-{group}">' in text
+        )
+    assert 'value="lm-eval"' not in text  # no run recorded lm-eval scores
 
 
 @pytest.mark.browser
@@ -82,3 +89,39 @@ def test_page_in_headless_chromium_sorts_and_renders(page_file, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[:2] == (900, 1280)
     assert len({tuple(p) for p in pixels.reshape(-1, pixels.shape[-1])[::97]}) > 10  # not one colour
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
+def test_page_at_1400px_fits_and_keeps_the_method_column_in_view(page_file):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(page_file.as_uri())
+        overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        assert page.evaluate(overflow) <= 0  # the default view (core columns) needs no sideways scroll
+        table = page.locator("table.leaderboard").first
+        text = table.locator("thead th.col-text").first  # rougeL
+        assert not text.is_visible()
+        for box in page.locator(".groups-toggle input").all():
+            box.check()
+        assert text.is_visible()
+        scroller = page.locator(".scroll").first
+        wide = scroller.evaluate("e => e.scrollWidth - e.clientWidth")
+        assert wide > 200  # every group shown: the table scrolls inside its box, not the page
+        assert page.evaluate(overflow) <= 0
+        method = table.locator("tbody.groups tr td").first
+        before = method.bounding_box()
+        scroller.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+        assert scroller.evaluate("e => e.scrollLeft") >= wide - 1
+        after, box = method.bounding_box(), scroller.bounding_box()
+        assert after["x"] == pytest.approx(before["x"], abs=1) and after["x"] >= box["x"]
+        hit = page.evaluate(
+            "([x, y]) => document.elementFromPoint(x, y).closest('td') === "
+            "document.querySelector('table.leaderboard tbody.groups td')",
+            [after["x"] + after["width"] / 2, after["y"] + after["height"] / 2],
+        )
+        assert hit  # the method cell is on top, not hidden under the scrolled cells
+        browser.close()

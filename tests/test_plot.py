@@ -1,12 +1,13 @@
-"""`speckd-bench plot` writes readable PNG files: curves with a band over seeds and metric bars with the
-reference lines."""
+"""`speckd-bench plot` writes readable PNG files: curves with a band over seeds, metric bars with the
+reference lines and a forest plot of the Δ to the baseline; every metric axis names its unit and way."""
 
+import pytest
 from synthetic_records import write_run
 from typer.testing import CliRunner
 
 from speckd_bench.cli.app import app
 from speckd_bench.leaderboard.report import build_sections
-from speckd_bench.publish.plots import _reference_lines
+from speckd_bench.publish.plots import _reference_lines, axis_label, bar_figure, forest_figure
 from speckd_bench.records.store import load_records
 
 runner = CliRunner()
@@ -75,3 +76,49 @@ def test_bars_draw_the_teacher_and_the_best_floor(tmp_path):
     res = runner.invoke(app, ["plot", "--results-dir", str(tmp_path)])
     assert res.exit_code == 0, (res.output, res.exception)
     assert (tmp_path / "plots" / "dolly-default_dolly_rougeL.png").read_bytes().startswith(PNG)
+
+
+def _forest_board(root):
+    """fkl, speckd (+5 on every prompt, three seeds: significant) and sft (one seed: no interval)."""
+    for seed in (1, 2, 3):
+        for method, shift in (("fkl", 0.0), ("speckd", 5.0 + 0.1 * seed)):
+            write_run(
+                root, method=method, seed=seed, scores={10: [10.0 + shift + seed, 20.0]}, losses=[1.0] * 4
+            )
+    write_run(root, method="sft", seed=1, scores={10: [9.0, 19.0]}, losses=[1.0] * 4)
+    return build_sections(load_records(root).records, root, baseline="fkl")
+
+
+def test_metric_axes_name_the_unit_and_which_way_is_better(tmp_path):
+    assert axis_label("tf_tvd") == "tf_tvd [0-1 per token] ↓ (lower is better)"
+    assert axis_label("tf_top1_prompt") == "tf_top1_prompt [% of tokens] ↑ (higher is better)"
+    (section,) = _forest_board(tmp_path)
+    fig = bar_figure(section, "rougeL", {g.label: "C0" for g in section.groups})
+    assert fig.axes[0].get_ylabel() == "rougeL [0-100] ↑ (higher is better)"
+
+
+def test_forest_plot_shows_each_delta_with_its_interval_and_holm_mark(tmp_path):
+    (section,) = _forest_board(tmp_path)
+    fig = forest_figure(section, {g.label: "C0" for g in section.groups})
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_xlabel() == "Δ rougeL [0-100] ↑ (higher is better)\nbetter than fkl: to the right"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["speckd (n=3)", "sft (n=1)"]
+    speckd = next(r for r in section.methods if r.method == "speckd").delta["rougeL"]
+    assert speckd.significant and speckd.diff == pytest.approx(2.6)  # mean over the prompts: +5.2 / 2
+    drawn = {round(float(line.get_xdata()[0]), 3) for line in ax.lines if len(line.get_xdata()) == 1}
+    assert {2.6, -2.0} <= drawn  # speckd's point (with its error bar), sft's hollow point (14 vs 16)
+    (bar,) = ax.containers  # one error bar: sft has no interval with one seed
+    ((start, end),) = bar.lines[2][0].get_segments()
+    assert (start[0], end[0]) == pytest.approx((speckd.low, speckd.high))
+    assert [t.get_text() for t in ax.texts] == ["†"]
+    assert "† = significant after Holm" in fig.texts[0].get_text()
+
+
+def test_plot_with_a_baseline_writes_the_forest_plot(tmp_path):
+    _forest_board(tmp_path)
+    res = runner.invoke(app, ["plot", "--results-dir", str(tmp_path), "--baseline", "fkl"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert (tmp_path / "plots" / "dolly-default_dolly_delta.png").read_bytes().startswith(PNG)
+    section = _forest_board(tmp_path / "none")[0]
+    section.groups = [g for g in section.groups if g.method == "fkl"]
+    assert forest_figure(section, {}) is None  # nothing compared with the baseline

@@ -209,9 +209,13 @@ def test_prompt_bootstrap_is_a_separate_column(board):
     boot = _main(rows, "speckd", **{"method.k": 5})["prompt_bootstrap"]["rougeL"]
     assert boot["diff"] == pytest.approx(2.0) and 1.8 <= boot["low"] <= boot["high"] <= 2.2
     assert boot["seeds_paired"] and boot["n_prompts"] == 4 and "significant" not in boot
-    md = _md_rows(_table(board, "--format", "md", "--baseline", "fkl").stdout, "jsd")
-    cells = md["speckd k=5"].split(" | ")
-    assert cells[-9].startswith("+2.00 [") and SIGNIFICANT not in cells[-9]  # the prompt-bootstrap cell
+    text = _table(board, "--format", "md", "--baseline", "fkl", "--columns", "intervals").stdout
+    section = next(c for c in text.split("**dolly**:") if "\n| jsd" in c)
+    headers = next(line for line in section.splitlines() if line.startswith("| method")).split(" | ")
+    cell = _md_rows(text, "jsd")["speckd k=5"].split(" | ")[
+        headers.index("Δ rougeL prompt-bootstrap CI [95%]")
+    ]
+    assert cell.startswith("+2.00 [") and SIGNIFICANT not in cell
 
 
 def _md_rows(md: str, section_with: str) -> dict[str, str]:
@@ -223,7 +227,7 @@ def _md_rows(md: str, section_with: str) -> dict[str, str]:
 
 
 def test_markers_and_best_values_in_markdown(board):
-    md = _table(board, "--format", "md", "--baseline", "fkl").stdout
+    md = _table(board, "--format", "md", "--baseline", "fkl", "--wide").stdout
     rows = _md_rows(md, "jsd")
     speckd, jsd, fkl, sft = rows["speckd k=5"], rows["jsd -"], rows["fkl -"], rows["sft -"]
     assert "| **27.00 ± 2.20** |" in speckd and "| +2.00 [+1.12, +2.88] † |" in speckd  # Δ never bold
@@ -314,6 +318,8 @@ def test_rich_output_prints_every_method(board):
     text = _table(board).stdout
     for method in ("fkl", "speckd", "jsd", "sft", "rkl"):
         assert method in text
+    wide = runner.invoke(app, ["table", "--results-dir", str(board), "--baseline", "fkl"], terminal_width=250)
+    assert "Δ rougeL vs fkl [seed t-CI, Holm]" in wide.stdout  # brackets in a header are text, not markup
 
 
 def test_filters(board):
@@ -349,6 +355,7 @@ def test_sort(board):
         (["--metric", "blue"], "--metric 'blue' is in no record"),
         (["--sort", "speed"], "--sort 'speed' is not one of"),
         (["--format", "tex"], "--format 'tex' is not one of"),
+        (["--columns", "x"], "--columns 'x' is not a column group; groups: core, fidelity, text, intervals"),
     ],
 )
 def test_bad_options_are_one_line_errors(board, monkeypatch, capsys, args, message):
@@ -470,14 +477,14 @@ def test_reference_rows_hold_the_recorded_values(new_board):
 def test_degenerate_outputs_are_flagged(new_board):
     sft = next(r for r in _rows(new_board) if r["method"] == "sft")
     assert sft["degeneracy"] == pytest.approx(EMPTY) and sft["degenerate"] == ["83% empty"]
-    md = _md_rows(_table(new_board, "--format", "md").stdout, "sft")
+    md = _md_rows(_table(new_board, "--format", "md", "--columns", "degeneracy").stdout, "sft")
     assert "| 83 | 0.70 | 0.00 | ⚠ degenerate: 83% empty |" in md["sft 3"]
     assert "| 0 | 0.90 | 0.05 | - |" in md["fkl 3"]
 
 
 @pytest.mark.slow
 def test_fidelity_columns_and_their_direction(new_board):
-    md = _table(new_board, "--format", "md", "--baseline", "fkl").stdout
+    md = _table(new_board, "--format", "md", "--baseline", "fkl", "--columns", "fidelity").stdout
     header = next(line for line in _sections(md)[0].splitlines() if line.startswith("| method"))
     # markdown escapes names: tf\_fkl renders as tf_fkl
     assert "| rougeL (mean ± std) |" in header and "| tf\\_fkl ↓ (mean ± std) |" in header

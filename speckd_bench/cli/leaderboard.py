@@ -53,12 +53,23 @@ def table(
         bool,
         typer.Option("--include-interrupted", help="Also tabulate runs stopped by Ctrl-C (else skipped)."),
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Column groups beside the core ones, comma-separated: fidelity, text, intervals, "
+            "degeneracy, stability, timing, lm-eval (CSV and JSON always hold every column).",
+        ),
+    ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column group.")] = False,
 ) -> None:
     """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
+    from speckd_bench.leaderboard.columns import parse_groups
     from speckd_bench.leaderboard.report import check_format, render
     from speckd_bench.leaderboard.selection import select_sections
 
     check_format(format)
+    groups = parse_groups(columns, wide)
     sections = select_sections(
         results_dir,
         tasks=task,
@@ -71,7 +82,7 @@ def table(
         sort=sort,
         include_interrupted=include_interrupted,
     )
-    rendered = render(sections, format)
+    rendered = render(sections, format, groups)
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
     else:
@@ -91,8 +102,13 @@ def plot(
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
     since: Annotated[str | None, typer.Option(help="Only runs created on or after this date.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method to compare with: adds a forest plot of each method's Δ to it."),
+    ] = None,
 ) -> None:
-    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars."""
+    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars,
+    and with --baseline a forest plot of the Δ to it (Holm-adjusted t-intervals over training seeds)."""
     from speckd_bench.leaderboard.selection import select_sections
     from speckd_bench.publish.plots import write_plots
 
@@ -104,6 +120,7 @@ def plot(
         students=student,
         since=since,
         metrics=metric,
+        baseline=baseline,
     )
     with _writing("pass --out DIR"):
         for path in write_plots(sections, out_dir or results_dir / "plots"):

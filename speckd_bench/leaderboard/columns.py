@@ -1,9 +1,10 @@
 """The leaderboard's columns, each declared once: its table header, CSV name, value, cell text, legend,
-direction, `--sort` name and whether reference rows fill it. The tables (rich, md, latex, html, the
-results README and HTML page), the CSV, the sorts and the best marks all read these declarations.
+direction, `--sort` name, column group and whether reference rows fill it. The tables (rich, md, latex,
+html, the results README and HTML page), the CSV, the sorts and the best marks all read these declarations.
 
 A `Column` is one column of every section; a `MetricColumn` is repeated for each shown metric and bound
-to it (and to the section's baseline) with `bind`.
+to it (and to the section's baseline) with `bind`. The tables show the core group (method, main metric
+with its Δ, health flags) and the groups asked for (`--columns`); the CSV and JSON hold every column.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from speckd_bench.api.metrics import Better, better
+from speckd_bench.api.metrics import FIDELITY, FIDELITY_METRICS, Better, better
+from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.evaluation.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2
+from speckd_bench.evaluation.floors import TOKEN_FLOORS
 from speckd_bench.formatting import NO_VALUE, mean_std, number, settings_text, signed_interval
 from speckd_bench.leaderboard.rows import LeaderboardRow
 from speckd_bench.leaderboard.stats import ALPHA, CONFIDENCE, MIN_SEEDS_SIGNIFICANT, RESAMPLES
@@ -22,6 +25,13 @@ from speckd_bench.leaderboard.stats import ALPHA, CONFIDENCE, MIN_SEEDS_SIGNIFIC
 SIGNIFICANT = "†"
 DEGENERATE = "⚠ degenerate"
 LOWER = "↓"
+
+CORE = "core"
+"""The group every table shows: method, settings, n, the main metric with its Δ, degenerate, diverged."""
+GROUPS = (CORE, "fidelity", "text", "intervals", "degeneracy", "stability", "timing", "lm-eval")
+"""The column groups, in table order of their first column: fidelity and text are the other shown
+metrics (teacher-forced fidelity, task scores) with their Δ; intervals the prompt bootstrap and the
+eval-seed spread."""
 
 Rows = list[LeaderboardRow]
 Shown = Callable[[Rows, Rows], bool]
@@ -56,6 +66,10 @@ class Column:
     reference: bool = False
     """Reference rows fill this column (else it stays empty for them)."""
     shown: Shown = _always
+    group: str = CORE
+    """The column group (GROUPS) that shows it in a table."""
+    metric: str | None = None
+    """The metric a bound MetricColumn shows."""
 
     def cell(self, row: LeaderboardRow) -> str:
         if self.text is not None:
@@ -80,9 +94,13 @@ class MetricColumn:
     marks_best: bool = False
     reference: bool = False
     shown: Callable[[Rows, Rows, str], bool] = lambda methods, references, metric: True
+    group: str | None = None
+    """None: the metric's own group (core for the main metric, else fidelity or text)."""
 
-    def bind(self, metric: str, baseline: str | None) -> Column:
-        """This column for `metric` in a section compared with `baseline`."""
+    def bind(self, metric: str, baseline: str | None, main: bool = True) -> Column:
+        """This column for `metric` (the section's first, judged one when `main`) in a section compared
+        with `baseline`."""
+        own = CORE if main else "fidelity" if metric in FIDELITY_METRICS else "text"
         arrow = f" {LOWER}" if better(metric) is Better.LOWER else ""
         text = self.text
         return Column(
@@ -98,6 +116,8 @@ class MetricColumn:
             marks_best=self.marks_best,
             reference=self.reference,
             shown=lambda methods, references: self.shown(methods, references, metric),
+            group=self.group or own,
+            metric=metric,
         )
 
 
@@ -147,11 +167,27 @@ def _name(row: LeaderboardRow) -> str:
     return row.label if row.is_reference else str(row.method)
 
 
+_TOKEN_FLOORS = "; ".join(f"floor: {kind} tokens, {what}" for kind, what in TOKEN_FLOORS.items())
+REFERENCE_LEGEND = (
+    "Reference rows (italic, first in a section; no Δ, no stability): teacher; raw student and init student "
+    "(after the SFT warm start) before training; floors: empty output, one constant text (the candidate "
+    "scoring best on the train references), echo of each prompt field (and of all of them together); in the "
+    f"teacher-forced fidelity columns (tf_*) only, the token floors, which need no model ({_TOKEN_FLOORS}: "
+    "the unigram floor's top-1 is one constant token); mean over the section's runs where these differ."
+)
+FIDELITY_LEGEND = (
+    "Fidelity to the teacher: "
+    + "; ".join(f"{m.name}: {m.description}" for m in FIDELITY)
+    + ". The tf_* columns' floors are the token floor rows (floor: unigram tokens, floor: bigram tokens)."
+)
+"""Added to the legend of a table that shows a fidelity metric."""
+
 METHOD = Column(
     "method",
     "method",
     _name,
     text=_name,
+    legend=REFERENCE_LEGEND,
     sort="method",
     sort_value=lambda r: r.label,
     reference=True,
@@ -171,7 +207,10 @@ MEAN = MetricColumn(
     "mean",
     lambda r, m: r.metrics[m].mean,
     text=lambda r, m: mean_std(r.metrics[m].mean, r.metrics[m].std),
-    legend="mean ± std over training seeds (sample std);",
+    legend=(
+        f"Metric columns: mean ± std over training seeds (sample std); {LOWER}: lower is better; bold: the "
+        "best value of a metric column among the methods of its section."
+    ),
     ranked=True,
     sort="metric",
     marks_best=True,
@@ -183,6 +222,8 @@ EVAL_SEED_STD = MetricColumn(
     "eval_seed_std",
     lambda r, m: r.metrics[m].eval_seed_std,
     text=lambda r, m: number(r.metrics[m].eval_seed_std, 2),
+    legend="Eval-seed sd: the std over a run's eval seeds, mean over the runs with several.",
+    group="intervals",
     shown=lambda methods, references, m: any(r.metrics[m].eval_seed_std is not None for r in methods),
 )
 DELTA = MetricColumn(
@@ -217,6 +258,7 @@ BOOTSTRAP = MetricColumn(
         "significance."
     ),
     shown=lambda methods, references, m: any(r.prompt_bootstrap.get(m) for r in methods),
+    group="intervals",
 )
 BOOTSTRAP_BOUNDS = [
     MetricColumn(None, f"bootstrap_{name}", _bootstrap_field(name)) for name in ("low", "high")
@@ -228,9 +270,10 @@ EMPTY = Column(
     _figure("empty"),
     digits=0,
     scale=100,
-    legend="empty % = share of empty outputs,",
+    legend="Degeneracy of the outputs: empty % = share of empty outputs,",
     reference=True,
     shown=_any_degeneracy,
+    group="degeneracy",
 )
 DISTINCT_1 = Column(None, "distinct_1", _figure("distinct_1"))
 DISTINCT_2 = Column(
@@ -240,14 +283,16 @@ DISTINCT_2 = Column(
     legend="distinct-2 = distinct word bigrams / word bigrams,",
     reference=True,
     shown=_any_degeneracy,
+    group="degeneracy",
 )
 REPETITION = Column(
     "rep",
     "repetition",
     _figure("repetition"),
-    legend="rep = share of repeated 4-grams within an output (mean over outputs);",
+    legend="rep = share of repeated 4-grams within an output (mean over outputs).",
     reference=True,
     shown=_any_degeneracy,
+    group="degeneracy",
 )
 DEGENERATE_REASONS = Column(
     "degenerate",
@@ -255,7 +300,9 @@ DEGENERATE_REASONS = Column(
     lambda r: "; ".join(r.degenerate),
     text=lambda r: f"{DEGENERATE}: {', '.join(r.degenerate)}" if r.degenerate else NO_VALUE,
     legend=(
-        f"{DEGENERATE} when empty > {MAX_EMPTY:.0%}, distinct-2 < {MIN_DISTINCT_2} or rep > {MAX_REPETITION}."
+        f"{DEGENERATE} when the outputs are over {MAX_EMPTY:.0%} empty, their distinct-2 (distinct word "
+        f"bigrams / word bigrams) is under {MIN_DISTINCT_2} or their rep (share of repeated 4-grams within "
+        f"an output) over {MAX_REPETITION}."
     ),
     reference=True,
     shown=_any_degeneracy,
@@ -269,6 +316,7 @@ FINAL_LOSS = Column(
         "Final loss: mean over seeds (each method's own loss, so scales differ between methods and are not "
         "ranked);"
     ),
+    group="stability",
 )
 FINAL_LOSS_STD = Column(
     "final-loss sd (seeds)",
@@ -276,6 +324,7 @@ FINAL_LOSS_STD = Column(
     lambda r: r.final_loss_std,
     digits=3,
     legend="final-loss sd: its std across seeds.",
+    group="stability",
 )
 SPIKES = Column(
     "spikes/run",
@@ -288,6 +337,7 @@ SPIKES = Column(
     ),
     better=Better.LOWER,
     sort="spikes",
+    group="stability",
 )
 GRAD_NORM_CV = Column(
     "grad-norm CV",
@@ -296,6 +346,7 @@ GRAD_NORM_CV = Column(
     legend="Grad-norm CV: std/mean of the gradient norm over the steps of a run, mean over runs.",
     better=Better.LOWER,
     sort="grad_cv",
+    group="stability",
 )
 DIVERGED = Column(
     "diverged",
@@ -312,14 +363,17 @@ TAR = Column(
     lambda r: r.tar_mean,
     legend="TAR: SpecKD token acceptance rate, mean over steps and runs.",
     shown=lambda methods, references: any(r.tar_mean is not None for r in methods),
+    group="stability",
 )
 TOKENS_PER_S = Column(
     "train tok/s",
     "train_tokens_per_s",
     lambda r: r.train_tokens_per_s,
     digits=0,
+    legend="Train tok/s: training tokens per second, mean over runs;",
     better=Better.HIGHER,
     sort="tok_s",
+    group="timing",
 )
 WALL_MIN = Column(
     "wall min",
@@ -329,6 +383,7 @@ WALL_MIN = Column(
     legend="Wall min: per run, mean.",
     better=Better.LOWER,
     sort="wall",
+    group="timing",
 )
 PROTOCOL = Column(None, "protocol", lambda r: r.context.protocol)
 
@@ -357,34 +412,79 @@ TAIL = (
 SORT_NAMES = tuple(c.sort for c in (*PER_METRIC, *HEAD, *TAIL) if c.sort)
 """The --sort names: the first metric, its Δ, then the columns of every section."""
 
-LEGEND = " ".join(
-    [
-        MEAN.legend,
-        N.legend,
-        f"{LOWER}: lower is better.",
-        DELTA.legend,
-        BOOTSTRAP.legend,
-        "Bold: best value of a metric column among the methods of its section.",
-        "Reference rows (italic, first in a section; no Δ, no stability): teacher; raw student and init "
-        "student (after the SFT warm start) before training; floors: empty output, one constant text (the "
-        "candidate scoring best on the train references), echo of the instruction / input; mean over the "
-        "section's runs where these differ.",
-        "Degeneracy of the outputs:",
-        *(c.legend for c in (EMPTY, DISTINCT_2, REPETITION, DEGENERATE_REASONS)),
-        *(c.legend for c in (SPIKES, GRAD_NORM_CV, FINAL_LOSS, FINAL_LOSS_STD, DIVERGED, TAR, WALL_MIN)),
-    ]
+LM_EVAL_LEGEND = (
+    "lm-eval TASK METRIC: the lm-evaluation-harness score of the trained student (one per run, whatever the "
+    "section's eval set), mean ± std over training seeds, on lm-eval's scale (0-100 for the speckd_ tasks)."
 )
-"""What the tables' columns and marks mean, printed under every table."""
 
 
-def columns(metrics: list[str], baseline: str | None) -> list[Column]:
-    """Every column of a section with these metrics, compared with `baseline`."""
-    return [*HEAD, *(c.bind(m, baseline) for m in metrics for c in PER_METRIC), *TAIL]
+def lm_eval_column(name: str) -> Column:
+    """The column of one lm-eval score ("task metric") of the method rows."""
+
+    def summary(row: LeaderboardRow) -> Any:
+        return row.lm_eval.get(name)
+
+    return Column(
+        f"lm-eval {name} (mean ± std)",
+        f"lm_eval_{name}",
+        lambda r: s.mean if (s := summary(r)) else None,
+        text=lambda r: mean_std(s.mean, s.std) if (s := summary(r)) else NO_VALUE,
+        legend=LM_EVAL_LEGEND,
+        group="lm-eval",
+    )
 
 
-def table_columns(metrics: list[str], baseline: str | None, methods: Rows, references: Rows) -> list[Column]:
-    """The columns a section's table shows."""
-    return [c for c in columns(metrics, baseline) if c.header is not None and c.shown(methods, references)]
+def lm_eval_names(rows: Rows) -> list[str]:
+    """The lm-eval scores any of the rows holds, in the order first met."""
+    return list(dict.fromkeys(name for r in rows for name in r.lm_eval))
+
+
+def legend(cols: list[Column]) -> str:
+    """What the shown columns and their marks mean, printed under the tables: each column's legend once,
+    in column order, with the fidelity metrics' where one is shown."""
+    sentences: list[str] = []
+    for c in cols:
+        sentences += [c.legend] if c.legend else []
+        sentences += [FIDELITY_LEGEND] if c.metric in FIDELITY_METRICS else []
+    return " ".join(dict.fromkeys(sentences))
+
+
+def columns(metrics: list[str], baseline: str | None, lm_eval: list[str] | None = None) -> list[Column]:
+    """Every column of a section with these metrics (the first one the main) and lm-eval scores, compared
+    with `baseline`."""
+    per_metric = [c.bind(m, baseline, main=i == 0) for i, m in enumerate(metrics) for c in PER_METRIC]
+    return [*HEAD, *per_metric, *map(lm_eval_column, lm_eval or []), *TAIL]
+
+
+def table_columns(
+    metrics: list[str],
+    baseline: str | None,
+    methods: Rows,
+    references: Rows,
+    groups: tuple[str, ...] = (CORE,),
+) -> list[Column]:
+    """The columns a section's table shows: those of the core group and of `groups`."""
+    cols = columns(metrics, baseline, lm_eval_names(methods))
+    return [
+        c
+        for c in cols
+        if c.header is not None and c.group in (CORE, *groups) and c.shown(methods, references)
+    ]
+
+
+def parse_groups(text: str | None, wide: bool = False) -> tuple[str, ...]:
+    """The column groups of `--columns GROUP[,GROUP]` (every group with `--wide`; the core alone without
+    either); an unknown group is a UserError that lists them."""
+    if wide:
+        return GROUPS
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for name in names:
+        if name not in GROUPS:
+            raise UserError(
+                f"--columns {name!r} is not a column group{did_you_mean(name, GROUPS)}; groups: "
+                f"{', '.join(GROUPS)} (or --wide for all)"
+            )
+    return tuple(dict.fromkeys([CORE, *names]))
 
 
 def sort_column(sort: str, metric: str) -> Column:

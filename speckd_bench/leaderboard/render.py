@@ -1,5 +1,6 @@
 """The leaderboard's text formats: a rich table for the terminal, markdown, LaTeX (booktabs), HTML, CSV
-and JSON. The tables take their columns from `columns`; the CSV writes every declared CSV column."""
+and JSON. The tables show the column groups asked for (the core group by default: compact enough for a
+README) and the legend of what they show; the CSV writes every declared CSV column."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from rich.text import Text
 
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.formatting import md_escape, one_line
-from speckd_bench.leaderboard.columns import LEGEND, LOWER, SIGNIFICANT, Column, columns, table_columns
+from speckd_bench.leaderboard.columns import (
+    CORE,
+    LOWER,
+    SIGNIFICANT,
+    Column,
+    columns,
+    legend,
+    lm_eval_names,
+    table_columns,
+)
 from speckd_bench.leaderboard.rows import LeaderboardRow
 from speckd_bench.leaderboard.sections import Section
 
@@ -34,11 +44,15 @@ def _best(column: Column, rows: list[LeaderboardRow]) -> float | None:
     return max(values, key=lambda v: column.better.sign * v) if len(set(values)) > 1 else None
 
 
-def table_cells(section: Section) -> tuple[list[str], list[list[Cell]]]:
-    """Headers and (text, style) cells of one section, reference rows first; style is 'ref' for reference
-    rows, 'best' for the best value of a metric column among the methods, else ''."""
+Groups = tuple[str, ...]
+
+
+def table_cells(section: Section, groups: Groups = (CORE,)) -> tuple[list[Column], list[list[Cell]]]:
+    """The shown columns (of the core group and `groups`) and (text, style) cells of one section,
+    reference rows first; style is 'ref' for reference rows, 'best' for the best value of a metric column
+    among the methods, else ''."""
     methods = section.methods
-    cols = table_columns(section.metrics, section.baseline, methods, section.references)
+    cols = table_columns(section.metrics, section.baseline, methods, section.references, groups)
     best = [_best(col, methods) for col in cols]
     references = [
         [(one_line(col.cell(r)) if col.reference else "", "ref") for col in cols] for r in section.references
@@ -50,7 +64,16 @@ def table_cells(section: Section) -> tuple[list[str], list[list[Cell]]]:
         ]
         for r in methods
     ]
-    return [one_line(c.header) for c in cols], references + method_cells
+    return cols, references + method_cells
+
+
+def headers(cols: list[Column]) -> list[str]:
+    return [one_line(c.header) for c in cols]
+
+
+def table_legend(sections: list[Section], groups: Groups = (CORE,)) -> str:
+    """The legend of every column the sections' tables show."""
+    return legend([c for s in sections for c in table_cells(s, groups)[0]])
 
 
 def _styled(text: str, style: str, wrap: dict[str, str]) -> str:
@@ -63,16 +86,16 @@ def section_lines(s: Section) -> list[str]:
     return [*(f"note: {n}" for n in s.notes), *([s.floor_verdict] if s.floor_verdict else [])]
 
 
-def _md(sections: list[Section]) -> str:
+def _md(sections: list[Section], groups: Groups) -> str:
     out = []
     wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
-        headers, cells = table_cells(s)
+        cols, cells = table_cells(s, groups)
         out += [f"**{md_escape(s.eval_set)}**: {md_escape(s.description)}", ""]
-        out += ["| " + " | ".join(map(md_escape, headers)) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(map(md_escape, headers(cols))) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells]
         out += [*(f"- {md_escape(line)}" for line in section_lines(s)), ""]
-    return "\n".join([*out, LEGEND, ""])
+    return "\n".join([*out, table_legend(sections, groups), ""])
 
 
 _LATEX = str.maketrans(
@@ -108,35 +131,35 @@ def _latex_escape(text: str) -> str:
     return text.translate(_LATEX)
 
 
-def _latex(sections: list[Section]) -> str:
+def _latex(sections: list[Section], groups: Groups) -> str:
     out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
     wrap = {"best": "\\textbf{{{}}}", "ref": "\\textit{{{}}}"}
     for s in sections:
-        headers, cells = table_cells(s)
-        spec = "l" * (2 if headers[1] == "settings" else 1)
+        cols, cells = table_cells(s, groups)
+        spec = "l" * (2 if cols[1].csv == "settings" else 1)
         out += [
             f"% {one_line(s.eval_set)}: {one_line(s.description)}",
-            "\\begin{tabular}{" + spec + "r" * (len(headers) - len(spec)) + "}",
+            "\\begin{tabular}{" + spec + "r" * (len(cols) - len(spec)) + "}",
             "\\toprule",
-            " & ".join(map(_latex_escape, headers)) + " \\\\",
+            " & ".join(map(_latex_escape, headers(cols))) + " \\\\",
             "\\midrule",
         ]
         out += [" & ".join(_styled(_latex_escape(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
         out += ["\\bottomrule", "\\end{tabular}", *(f"% {one_line(line)}" for line in section_lines(s)), ""]
-    out.append(f"% {LEGEND}")
+    out.append(f"% {table_legend(sections, groups)}")
     return "\n".join(out) + "\n"
 
 
-def _html(sections: list[Section]) -> str:
+def _html(sections: list[Section], groups: Groups) -> str:
     out = ['<div class="speckd-leaderboard">']
     wrap = {"best": "<strong>{}</strong>", "ref": "<em>{}</em>"}
     for s in sections:
-        headers, cells = table_cells(s)
+        cols, cells = table_cells(s, groups)
         out += [
             f"<table>\n<caption>{html.escape(s.eval_set)}: {html.escape(s.description)}</caption>",
             "<thead>",
         ]
-        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers(cols)) + "</tr>")
         out += ["</thead>", "<tbody>"]
         for row in cells:
             out.append(
@@ -144,7 +167,7 @@ def _html(sections: list[Section]) -> str:
             )
         out += ["</tbody>", "</table>"]
         out += [f"<p>{html.escape(line)}</p>" for line in section_lines(s)]
-    out += [f"<p>{html.escape(LEGEND)}</p>", "</div>"]
+    out += [f"<p>{html.escape(table_legend(sections, groups))}</p>", "</div>"]
     return "\n".join(out) + "\n"
 
 
@@ -156,9 +179,11 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _csv(sections: list[Section]) -> str:
-    """One flat, numeric table over every section, reference rows included (empty cell = no value)."""
+    """One flat, numeric table of every column over every section, reference rows included (empty cell =
+    no value)."""
     metrics = list(dict.fromkeys(m for s in sections for m in s.metrics))
-    cols = [c for c in columns(metrics, None) if c.csv is not None]
+    lm_eval = lm_eval_names([r for s in sections for r in s.methods])
+    cols = [c for c in columns(metrics, None, lm_eval) if c.csv is not None]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([c.csv for c in cols])
@@ -184,19 +209,19 @@ def _json(sections: list[Section]) -> str:
     return json.dumps(_strict(rows), indent=2, allow_nan=False) + "\n"
 
 
-def _rich(sections: list[Section]) -> RichGroup:
+def _rich(sections: list[Section], groups: Groups) -> RichGroup:
     parts: list[Any] = []
     styles = {"best": "bold green", "ref": "italic cyan", "": ""}
     for s in sections:
-        headers, cells = table_cells(s)
+        cols, cells = table_cells(s, groups)
         table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
-        for i, title in enumerate(headers):
-            table.add_column(title, overflow="fold", justify="left" if i < 2 else "right")
+        for i, title in enumerate(headers(cols)):
+            table.add_column(Text(title), overflow="fold", justify="left" if i < 2 else "right")
         for row in cells:
             table.add_row(*(Text(t, style=styles[st]) for t, st in row))
         parts.append(table)
         parts += [Text(line, style="yellow") for line in section_lines(s)]
-    parts.append(Text(LEGEND, style="dim"))
+    parts.append(Text(table_legend(sections, groups), style="dim"))
     return RichGroup(*parts)
 
 
@@ -205,9 +230,10 @@ def check_format(fmt: str) -> None:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
 
 
-def render(sections: list[Section], fmt: str) -> str | RichGroup:
-    """The sections in one of FORMATS: a string, or a rich renderable for the terminal."""
+def render(sections: list[Section], fmt: str, groups: Groups = (CORE,)) -> str | RichGroup:
+    """The sections in one of FORMATS: a string, or a rich renderable for the terminal; the tables show
+    the column groups `groups` (columns.parse_groups), the CSV and JSON every column."""
     check_format(fmt)
-    return {"md": _md, "csv": _csv, "latex": _latex, "html": _html, "json": _json, "rich": _rich}[fmt](
-        sections
-    )
+    if fmt in ("csv", "json"):
+        return (_csv if fmt == "csv" else _json)(sections)
+    return {"md": _md, "latex": _latex, "html": _html, "rich": _rich}[fmt](sections, groups)

@@ -1,6 +1,7 @@
 """The leaderboard's way in: which run records it can use, which the filters keep, the settings that
-group them, and the sections built from them (`build_sections`). The sections, rows, columns and formats
-live in their own modules; `render` and the names the command line uses stay importable from here.
+group them, and the sections built from them (`build_sections`, each method row with its runs' lm-eval
+scores). The sections, rows, columns and formats live in their own modules; `render` and the names the
+command line uses stay importable from here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from speckd_bench.config.result_keys import result_config
 from speckd_bench.config.run_config import flatten
 from speckd_bench.errors import UserError
 from speckd_bench.leaderboard.render import check_format, render, section_lines
+from speckd_bench.leaderboard.rows import lm_eval_summaries
 from speckd_bench.leaderboard.runs import Run, created_at, is_number
 from speckd_bench.leaderboard.sections import DESCRIBED_KEYS, Section, check_sort, init_key, sections_of
 from speckd_bench.records.run_record import RunRecord
@@ -193,4 +195,7 @@ def build_sections(
             if filters.keep_set(record, eval_set):
                 run = Run(record, results_dir / "runs" / str(record.run_id))
                 groups[(eval_set, json.dumps(_settings(record, eval_set), sort_keys=True))].append(run)
-    return sections_of(groups, metrics=metrics, baseline=baseline, methods=filters.methods, sort=sort)
+    sections = sections_of(groups, metrics=metrics, baseline=baseline, methods=filters.methods, sort=sort)
+    for group in (g for s in sections for g in s.groups):
+        group.row.lm_eval = lm_eval_summaries([run.record.lm_eval for run in group.runs])
+    return sections

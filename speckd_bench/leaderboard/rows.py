@@ -9,7 +9,7 @@ from typing import Any, Literal
 from speckd_bench.api.metrics import better
 from speckd_bench.evaluation.degeneracy import degenerate_reasons
 from speckd_bench.leaderboard.runs import is_finite
-from speckd_bench.leaderboard.stats import BootstrapCI, SeedComparison
+from speckd_bench.leaderboard.stats import BootstrapCI, SeedComparison, mean_std
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ class LeaderboardRow:
     """Per shown metric: the seed-level comparison with the baseline (None: none possible); empty when the
     section has no baseline."""
     prompt_bootstrap: dict[str, BootstrapCI | None] = field(default_factory=dict)
+    lm_eval: dict[str, MetricSummary] = field(default_factory=dict)
+    """Method rows: each lm-evaluation-harness score ("task metric") the runs recorded, over the runs."""
 
     @property
     def is_reference(self) -> bool:
@@ -160,6 +162,10 @@ class LeaderboardRow:
                 m: {"baseline": self.baseline, **asdict(d)} if d else None for m, d in self.delta.items()
             },
             "prompt_bootstrap": {m: asdict(ci) if ci else None for m, ci in self.prompt_bootstrap.items()},
+            "lm_eval": {
+                name: {"mean": s.mean, "std": s.std, "n": s.n, "per_run": s.values}
+                for name, s in self.lm_eval.items()
+            },
             "is_baseline": self.is_baseline,
             **tail,
         }
@@ -170,3 +176,27 @@ def best_row(rows: list[LeaderboardRow], metric: str) -> LeaderboardRow | None:
     has one."""
     scored = [r for r in rows if is_finite(r.mean(metric))]
     return max(scored, key=lambda r: better(metric).sign * r.mean(metric), default=None)
+
+
+def _lm_eval_name(task: str, key: str) -> str:
+    """ "task metric" of an lm-eval result key ("acc,none"), the filter named when it is not "none"."""
+    metric, _, kind = key.partition(",")
+    return f"{task} {metric}" if kind in ("", "none") else f"{task} {metric} ({kind})"
+
+
+def lm_eval_summaries(blocks: list[dict[str, Any] | None]) -> dict[str, MetricSummary]:
+    """Mean and std over the runs of each lm-eval score ("task metric") their record.lm_eval blocks hold
+    ({"results": {task: {"acc,none": 0.5, "acc_stderr,none": 0.1, ...}}}): every finite number but the
+    standard errors, in the order first met; n is the runs that recorded it."""
+    scores: dict[str, list[float]] = {}
+    for block in blocks:
+        results = block.get("results") if isinstance(block, dict) else None
+        for task, values in (results if isinstance(results, dict) else {}).items():
+            for key, value in values.items() if isinstance(values, dict) else ():
+                if "_stderr" not in key and is_finite(value):
+                    scores.setdefault(_lm_eval_name(task, key), []).append(float(value))
+    summaries = {}
+    for name, values in scores.items():
+        stats = mean_std(values)
+        summaries[name] = MetricSummary(stats.mean, stats.std, stats.n, values)
+    return summaries

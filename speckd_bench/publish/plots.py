@@ -1,8 +1,10 @@
-"""PNG plots of leaderboard sections: training curves (loss, grad norm, TAR) per method with a band of
-± one std over training seeds, and a bar chart of each shown metric per method with error bars, the
-warm-start student, the teacher and the best floor drawn across it.
+"""PNG plots of leaderboard sections: training curves (loss, grad norm, TAR) per method with a band over
+training seeds, a bar chart of each shown metric per method with error bars, the warm-start student, the
+teacher and the best floor drawn across it, and a forest plot of each method's Δ to the baseline with its
+Holm-adjusted t-interval over training seeds. Every metric axis names its unit and which way is better.
 
-Figures are drawn on matplotlib's Agg canvas (no display needed).
+Figures are drawn on matplotlib's Agg canvas (no display needed); the `*_figure` functions return them
+unsaved.
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from speckd_bench.api.metrics import Better, better
+from speckd_bench.leaderboard.columns import SIGNIFICANT
 from speckd_bench.leaderboard.rows import LeaderboardRow, best_row
 from speckd_bench.leaderboard.sections import Group, Section
 
 # log field -> (file stem, y label, log scale, one panel per method)
 CURVES = {
-    "loss": ("loss", "training loss (each method's own objective)", True, False),
-    "grad_norm": ("grad_norm", "gradient norm before clipping", False, True),
-    "tar": ("tar", "token acceptance rate (SpecKD gate)", False, False),
+    "loss": ("loss", "training loss (each method's own objective, scales differ)", True, False),
+    "grad_norm": ("grad_norm", "gradient norm (L2, before clipping)", False, True),
+    "tar": ("tar", "token acceptance rate, 0-1 (SpecKD gate)", False, False),
 }
+UNITS = {"tf_fkl": "nats/token", "tf_rkl": "nats/token", "tf_tvd": "0-1 per token", "tf_top1": "% of tokens"}
+"""Units of the fidelity metrics; the task metrics are on a 0-100 scale."""
+
+
+def unit(metric: str) -> str:
+    return UNITS.get(metric.removesuffix("_prompt"), "0-100")
+
+
+def axis_label(metric: str, prefix: str = "") -> str:
+    """ "tf_tvd [0-1 per token] ↓ (lower is better)": the metric, its unit and which way is better."""
+    way = "↓ (lower is better)" if better(metric) is Better.LOWER else "↑ (higher is better)"
+    return _plain(f"{prefix}{metric} [{unit(metric)}] {way}")
 
 
 def _plain(text: str) -> str:
@@ -146,7 +162,8 @@ def _reference_lines(section: Section, metric: str) -> list[tuple[LeaderboardRow
     return [(row, style) for row, style in picks if row is not None]
 
 
-def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
+def bar_figure(section: Section, metric: str, colors: dict) -> Figure:
+    """Mean ± std of `metric` per method over training seeds, each seed a dot, reference lines across."""
     groups = section.groups
     fig = _new_figure(max(5.0, 1.1 * len(groups) + 2.5), 4.5)
     ax = fig.add_subplot()
@@ -165,16 +182,58 @@ def _bars(section: Section, metric: str, colors: dict, path: Path) -> None:
     for row, style in _reference_lines(section, metric):
         ax.axhline(row.mean(metric), linewidth=1, label=_plain(row.label), zorder=1, **style)
     ax.set_xticks(x, [_plain(f"{g.label}\nn={len(g.runs)}") for g in groups], fontsize=8)
-    ax.set_ylabel(_plain(f"{metric} after training"))
+    ax.set_ylabel(axis_label(metric))
     title = f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}"
     ax.set_title(_plain(title), fontsize=10)
     ax.grid(True, axis="y", alpha=0.3, zorder=0)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
-    fig.savefig(path)
+    return fig
+
+
+def forest_figure(section: Section, colors: dict) -> Figure | None:
+    """Each method's Δ to the section's baseline, one panel per shown metric: the difference of the means
+    with its Holm-adjusted t-interval over training seeds (a hollow dot where none could be computed) and
+    the Holm mark; None when the section has no baseline."""
+    base = next((r for r in section.methods if r.is_baseline), None)
+    rows = [r for r in section.methods if not r.is_baseline]
+    metrics = [m for m in section.metrics if any(r.delta.get(m) for r in rows)]
+    if base is None or not metrics:
+        return None
+    cols = min(3, len(metrics))
+    fig = _new_figure(4.2 * cols + 0.8, (0.35 * len(rows) + 1.4) * -(-len(metrics) // cols) + 0.8)
+    axes = fig.subplots(-(-len(metrics) // cols), cols, sharey=True, squeeze=False).ravel()
+    y = np.arange(len(rows))[::-1]
+    for ax, metric in zip(axes, metrics, strict=False):
+        ax.axvline(0.0, color="black", linewidth=1)
+        for row, at in zip(rows, y, strict=True):
+            delta = row.delta.get(metric)
+            if delta is None:
+                continue
+            color = colors.get(row.label, "black")
+            if delta.low is None:
+                ax.plot(delta.diff, at, "o", mfc="white", color=color)
+                continue
+            err = [[delta.diff - delta.low], [delta.high - delta.diff]]
+            ax.errorbar(delta.diff, at, xerr=err, fmt="o", color=color, capsize=4)
+            if delta.significant:
+                ax.annotate(SIGNIFICANT, (delta.high, at), xytext=(4, -4), textcoords="offset points")
+        side = "left" if better(metric) is Better.LOWER else "right"
+        ax.set_xlabel(axis_label(metric, "Δ ") + f"\nbetter than {_plain(base.label)}: to the {side}")
+        ax.set_yticks(y, [_plain(f"{r.label} (n={r.n})") for r in rows], fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    for i, ax in enumerate(axes):
+        ax.set_visible(i < len(metrics))
+    title = (
+        f"{section.eval_set}: Δ to {base.label} (n={base.n}), Holm-adjusted t-interval over training seeds; "
+        f"{SIGNIFICANT} = significant after Holm\n{_subtitle(section)}"
+    )
+    fig.suptitle(_plain(title), fontsize=10)
+    return fig
 
 
 def write_plots(sections: list[Section], out_dir: Path) -> list[Path]:
-    """Curves once per protocol (shared by its eval sets), a bar chart per section and metric."""
+    """Curves once per protocol (shared by its eval sets), a bar chart per section and metric, a forest
+    plot of the Δ to the baseline per section that has one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     keys = {json.dumps(s.protocol, sort_keys=True) for s in sections}
@@ -194,6 +253,11 @@ def write_plots(sections: list[Section], out_dir: Path) -> list[Path]:
                     written.append(path)
         for metric in section.metrics:
             path = out_dir / f"{stem}_{_slug(section.eval_set)}_{_slug(metric)}.png"
-            _bars(section, metric, colors, path)
+            bar_figure(section, metric, colors).savefig(path)
+            written.append(path)
+        forest = forest_figure(section, colors)
+        if forest is not None:
+            path = out_dir / f"{stem}_{_slug(section.eval_set)}_delta.png"
+            forest.savefig(path)
             written.append(path)
     return written
