@@ -121,6 +121,7 @@ def evaluate(
         per_seed[seed] = scored["corpus"]
         new_tokens += int(dist.sum([gen.new_tokens])[0])
         seconds += dist.max(gen.seconds)
+        raw = dist.gather(gen.raw)
         for i, (ex, text) in enumerate(zip(examples, texts, strict=True)):
             sample = {
                 "index": i,
@@ -130,6 +131,7 @@ def evaluate(
                 "prompt_cut": ex.prompt_cut,
                 "references": ex.references,
                 "output": text,
+                "raw_output": raw[i],
             }
             if extract:
                 sample["answer"] = answers[i]
