@@ -72,6 +72,10 @@ def usage_error_line(exc: Exception) -> str:
     """A click/typer usage error as one line: what is wrong, for which command, and where its help is."""
     text = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
     text = text.replace("Value error, ", "")  # pydantic's prefix on typer's choice errors
+    param = getattr(exc, "param", None)
+    if isinstance(exc, typer.BadParameter) and param is not None and " is not one of " in text:
+        # a choice, as the library's own errors read: --format 'csv' is not one of 'rich', 'json'
+        text = f"{param.opts[0]} {text.split(': ', 1)[1]}"
     text = text[:1].lower() + text[1:]
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "speckd-bench"

@@ -30,7 +30,7 @@ ReportToOpt = Annotated[
     str | None,
     typer.Option(
         "--report-to",
-        metavar="all|none|NAME[,NAME...]",
+        metavar="<all|none|NAME,...>",
         autocompletion=_complete_trackers,
         help="Experiment trackers: all (every tracker whose package is installed), none (the default), or "
         "names, comma-separated, of accelerate's: aim, clearml, comet_ml, dvclive, mlflow, swanlab, "

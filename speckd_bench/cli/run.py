@@ -32,7 +32,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or mes
 Decoding = Literal["greedy", "sample"]
 DecodingOpt = Annotated[
     Decoding | None,
-    typer.Option(help="Evaluation decoding (eval.decoding): sample uses eval.temperature/top_p/top_k."),
+    typer.Option(help="Evaluation decoding (eval.decoding; sampling: eval.temperature, top_p, top_k)."),
 ]
 
 
