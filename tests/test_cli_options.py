@@ -104,24 +104,26 @@ def test_decoding_choices_are_the_settings():
     assert typing.get_args(run.Decoding) == meta["choices"]
 
 
-def test_decoding_flag_sets_eval_decoding(monkeypatch, data_dir):
+def test_run_passes_decoding_and_every_available_tracker(monkeypatch, data_dir):
     from speckd_bench.engine import recipe
 
     seen = []
-    monkeypatch.setattr(recipe, "run_once", lambda cfg, **_: seen.append(cfg) or data_dir)
-    res = runner.invoke(app, ["run", "--preset", "tiny", "--data-dir", str(data_dir), "--decoding", "sample"])
+    monkeypatch.setattr(recipe, "run_once", lambda cfg, **kw: seen.append((cfg, kw)) or data_dir)
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: ["tensorboard"])
+    args = ["--decoding", "sample", "--report-to", "all"]
+    res = runner.invoke(app, ["run", "--preset", "tiny", "--data-dir", str(data_dir), *args])
     assert res.exit_code == 0, res.output
-    assert [cfg.eval.decoding for cfg in seen] == ["sample"]
+    assert [(cfg.eval.decoding, kw["report_to"]) for cfg, kw in seen] == [("sample", ["tensorboard"])]
 
 
 def test_report_to_all_none_and_names(monkeypatch):
     monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: ["tensorboard", "mlflow"])
-    assert options.report_to("all") == ["tensorboard", "mlflow"]
-    assert options.report_to("mlflow,all") == ["mlflow", "tensorboard"]
-    assert options.report_to("none") == options.report_to(None) == []
-    assert options.report_to("tensorboard") == ["tensorboard"]
+    assert options.resolve_report_to("all") == ["tensorboard", "mlflow"]
+    assert options.resolve_report_to("mlflow,all") == ["mlflow", "tensorboard"]
+    assert options.resolve_report_to("none") == options.resolve_report_to(None) == []
+    assert options.resolve_report_to("tensorboard") == ["tensorboard"]
     with pytest.raises(UserError, match="'tensorbord' is not a tracker"):
-        options.report_to("all,tensorbord")
+        options.resolve_report_to("all,tensorbord")
 
 
 def test_bench_device(monkeypatch):

@@ -47,7 +47,7 @@ def discover(plugins: list[Path] | None) -> None:
     load_plugins(plugins)
 
 
-def report_to(text: str | None) -> list[str]:
+def resolve_report_to(text: str | None) -> list[str]:
     """--report-to as tracker names: `all` adds every available tracker; unknown or uninstalled names fail
     in one line (a UserError)."""
     from speckd_bench.engine.tracking import parse_report_to

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from speckd_bench.cli.options import MirrorOpt, PluginsOpt, ReportToOpt, discover, report_to
+from speckd_bench.cli.options import MirrorOpt, PluginsOpt, ReportToOpt, discover, resolve_report_to
 from speckd_bench.config.run_config import load_yaml_config, parse_sets
 from speckd_bench.errors import UserError
 from speckd_bench.progress import SETTINGS, say
@@ -109,7 +109,7 @@ def run(
             "--results-dir (a grid stopped half way continues where it stopped).",
         ),
     ] = False,
-    report_to_: ReportToOpt = None,
+    report_to: ReportToOpt = None,
     logging_steps: Annotated[
         int,
         typer.Option(
@@ -128,7 +128,7 @@ def run(
     from speckd_bench.engine.recipe import build_run_config, run_once
     from speckd_bench.records.store import find_complete
 
-    trackers = report_to(report_to_)
+    trackers = resolve_report_to(report_to)
     SETTINGS.logging_steps = logging_steps
     discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
