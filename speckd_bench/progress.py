@@ -1,9 +1,10 @@
-"""Progress of long steps: rich bars on a terminal; plain, timestamped lines when stdout is a file (CI,
-nohup, SLURM): one when a step starts and ends, and for training one every `logging_steps` steps and at
-least every `max_silence_s` seconds (checked at each step). Silent with --quiet.
+"""Progress of long steps: a live rich bar or spinner on a terminal; when stdout is not one (a log file,
+CI, nohup, SLURM, a sweep worker), plain lines that start with the local time, without control codes or
+carriage-return redraws: one when a step starts and ends, and for training one every `logging_steps` steps
+and at least every `max_silence_s` seconds (checked at each step). Silent with --quiet.
 
-Also the one home of console output: `console` (rich, stdout), `say` (a plain line on stdout) and `warn`
-(a plain line on stderr)."""
+Also the one home of console output: `console` (rich, stdout), `say` (a plain line on stdout), `log` (a
+progress line on stdout, timestamped off a terminal) and `warn` (a plain line on stderr)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def _stdout_console() -> Console:
@@ -45,9 +54,24 @@ def say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def log(text: str) -> None:
+    """A progress line on stdout; off a terminal it starts with the local time (YYYY-MM-DD HH:MM:SS), on
+    every line (rich's console.log leaves out a time equal to the previous one and pads to the width)."""
+    say(text if console.is_terminal else f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}")
+
+
 def warn(text: str) -> None:
     """One plain line on stderr (no markup, no wrapping)."""
     print(text, file=sys.stderr)
+
+
+def plain_library_bars() -> None:
+    """When stderr is not a terminal, turn off the tqdm bars of transformers, datasets and the hub (and the
+    GGUF conversion's), which redraw with carriage returns; set before those libraries are imported, and
+    inherited by child processes (sweep workers, accelerate launches)."""
+    if not sys.stderr.isatty():
+        for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(name, "1")
 
 
 def _clock(seconds: float) -> str:
@@ -81,7 +105,7 @@ class _Lines(_Bar):
         self.label, self.total, self.every = label, total, every
         self.done = self.skipped = 0
         self.t0 = self.last = time.monotonic()
-        say(f"{label}: start ({total} steps)")
+        log(f"{label}: start ({total} steps)")
 
     def start_at(self, done: int) -> None:
         self.done = self.skipped = done
@@ -97,15 +121,15 @@ class _Lines(_Bar):
         rate = (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
         eta = _clock((self.total - self.done) / rate) if rate else "?"
         shown = "".join(f"  {k} {_stat(v)}" for k, v in stats.items() if v is not None)
-        say(f"{self.label}: step {self.done}/{self.total}{shown}  elapsed {_clock(elapsed)}  eta {eta}")
+        log(f"{self.label}: step {self.done}/{self.total}{shown}  elapsed {_clock(elapsed)}  eta {eta}")
 
     def end(self) -> None:
-        say(f"{self.label}: done {self.done}/{self.total} in {_clock(time.monotonic() - self.t0)}")
+        log(f"{self.label}: done {self.done}/{self.total} in {_clock(time.monotonic() - self.t0)}")
 
 
 @contextmanager
 def progress_bar(label: str, total: int, quiet: bool, log_steps: bool = False) -> Iterator[_Bar]:
-    """A bar on a terminal, plain lines elsewhere; `log_steps`: a line every SETTINGS.logging_steps."""
+    """A live bar on a terminal, plain lines elsewhere; `log_steps`: a line every SETTINGS.logging_steps."""
     if quiet:
         yield _Bar(None, None)
         return
@@ -115,9 +139,11 @@ def progress_bar(label: str, total: int, quiet: bool, log_steps: bool = False) -
         lines.end()
         return
     columns = (
+        SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"),
     )
@@ -127,11 +153,15 @@ def progress_bar(label: str, total: int, quiet: bool, log_steps: bool = False) -
 
 @contextmanager
 def stage(label: str, quiet: bool) -> Iterator[None]:
-    """A step without a bar: a line when it starts and one when it ends, unless quiet or on a terminal."""
-    plain = not quiet and not console.is_terminal
+    """A step without a bar: a spinner on a terminal, else a line when it starts and one when it ends."""
+    if quiet:
+        yield
+        return
+    if console.is_terminal:
+        with console.status(label):
+            yield
+        return
     t0 = time.monotonic()
-    if plain:
-        say(f"{label}: start")
+    log(f"{label}: start")
     yield
-    if plain:
-        say(f"{label}: done in {_clock(time.monotonic() - t0)}")
+    log(f"{label}: done in {_clock(time.monotonic() - t0)}")

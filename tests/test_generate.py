@@ -1,18 +1,30 @@
 """Evaluation decoding: the static-cache backend gives transformers generate's greedy outputs on the same
-prompts, reuses its per-bucket cache, and bad backends fail with one line."""
+prompts, reuses its per-bucket cache, bad backends fail with one line, and the raw decode (special tokens
+kept) reaches every sample beside the cleaned text."""
 
 import sys
 
 import pytest
 import torch
 from tiny_models import tiny_llama
-from transformers import LlamaForCausalLM
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 import speckd_bench.evaluation.generate as gen
 from speckd_bench.benchmarks.generate import format_table, main
 from speckd_bench.cli.app import main as cli_main
 from speckd_bench.config.run_config import EvalConfig
-from speckd_bench.evaluation.generate import buckets_built, cut_at_eos, decode, left_pad, prompt_positions
+from speckd_bench.data.examples import Example
+from speckd_bench.evaluation.evaluate import evaluate
+from speckd_bench.evaluation.generate import (
+    buckets_built,
+    cut_at_eos,
+    decode,
+    generate,
+    left_pad,
+    prompt_positions,
+)
 
 VOCAB = 64
 PAD = 0
@@ -135,3 +147,36 @@ def test_small_benchmark_reports_identical_outputs():
     assert all(r["new_tokens_per_s"] > 0 for r in rows)
     table = format_table(rows)
     assert "ours (static)" in table and "transformers" in table and "float32" in table
+
+
+def word_tokenizer(eos: int) -> PreTrainedTokenizerFast:
+    """Token i is the word `wi`; 0 is <pad>, `eos` is </s> (both special)."""
+    vocab = {f"w{i}": i for i in range(VOCAB)} | {"<pad>": PAD, "</s>": eos}
+    del vocab[f"w{PAD}"], vocab[f"w{eos}"]
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<pad>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>")
+
+
+def test_generate_keeps_the_raw_decode_with_its_special_tokens(model):
+    ps = prompts(6, seed=8)
+    reference = run(model, ps, "dynamic", eos=None)
+    eos = next(t for r in reference for t in r[1:] if 0 < sum(t in x for x in reference) < len(reference))
+    tokenizer = word_tokenizer(eos)
+    cfg = EvalConfig(max_new_tokens=12, batch_size=4, backend="dynamic")
+    gen = generate(model, tokenizer, ps, cfg, seed=0, label="x", quiet=True)
+    ended = [eos in r for r in reference]
+    assert any(ended) and not all(ended)
+    for raw, text, stopped in zip(gen.raw, gen.texts, ended, strict=True):
+        assert raw.endswith("</s>") == stopped and "</s>" not in text
+        assert text == raw.removesuffix("</s>").strip()
+
+
+def test_every_sample_stores_the_raw_output(model):
+    ps = prompts(3, seed=9)
+    eos = run(model, ps, "dynamic", eos=None)[0][2]
+    tokenizer = word_tokenizer(eos)
+    examples = [Example(p, [eos], f"prompt {i}", ["w1 w2"]) for i, p in enumerate(ps)]
+    cfg = EvalConfig(max_new_tokens=12, batch_size=2, backend="dynamic")
+    result = evaluate(model, tokenizer, examples, ("rougeL",), cfg, "x", quiet=True)
+    assert result.samples[0]["raw_output"].endswith("</s>")  # its EOS is the third token
+    assert all(s["output"] == s["raw_output"].removesuffix("</s>").strip() for s in result.samples)

@@ -1,5 +1,7 @@
-"""Progress when stdout is a file: plain start/end lines per stage, a training line every N steps."""
+"""Progress when stdout is a file: plain, timestamped start/end lines per stage and a training line every N
+steps, without control codes or carriage returns; on a terminal, a live bar or spinner."""
 
+import io
 import os
 import re
 import subprocess
@@ -7,8 +9,16 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from speckd_bench import progress
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
+
+
+def unstamped(lines: list[str]) -> list[str]:
+    """The progress lines (those with a timestamp), without it."""
+    return [STAMP.sub("", line) for line in lines if STAMP.match(line)]
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -26,8 +36,9 @@ def test_cli_to_a_file_prints_plain_progress_lines(tmp_path, data_dir):
         proc = _cli(args, stdout=stdout, stderr=subprocess.PIPE)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     text = out.read_text()
-    assert "\x1b[" not in text  # no terminal control codes in a log file
-    lines = text.splitlines()
+    assert "\x1b" not in text and "\r" not in text  # no control codes or redraws in a log file
+    assert "\r" not in proc.stderr.decode()  # nor library progress bars on stderr
+    lines = unstamped(text.splitlines())
     for stage in ("load models", "init SFT", "train speckd", "eval trained student (seed 10)"):
         assert any(line.startswith(f"{stage}: start") for line in lines), stage
         assert any(line.startswith(f"{stage}: done") for line in lines), stage
@@ -38,7 +49,7 @@ def test_cli_to_a_file_prints_plain_progress_lines(tmp_path, data_dir):
         r"elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d$"
     )
     assert all(re.match(pattern, line) for line in steps), steps
-    assert "record: " in lines[-1]
+    assert "record: " in text.splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -62,7 +73,9 @@ def test_a_line_at_least_every_max_silence_seconds(monkeypatch, capsys):
         for _ in range(3):  # 20 s each
             now[0] += 20.0
             bar.advance(loss=1.0)
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()
+    assert all(STAMP.match(line) for line in out)
+    lines = unstamped(out)
     assert lines[0] == "train x: start (1000 steps)"
     # 30 s after the start, then 30 s after that line; 20 s per timed step for 498 steps
     assert lines[1:] == [
@@ -77,3 +90,44 @@ def test_quiet_and_terminal_print_no_lines(monkeypatch, capsys):
     with progress.stage("y", quiet=True):
         pass
     assert capsys.readouterr().out == ""
+
+
+def test_off_a_terminal_every_line_is_timestamped_and_plain(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=out, width=240))  # a file: not a terminal
+    monkeypatch.setattr(progress.SETTINGS, "logging_steps", 2)
+    with progress.stage("load models", quiet=False):
+        pass
+    with progress.progress_bar("train x", 4, quiet=False, log_steps=True) as bar:
+        for _ in range(4):
+            bar.advance(loss=0.5)
+    progress.log("done: run a")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 7 and all(STAMP.match(line) for line in lines), lines
+    heads = [line.split(":")[0] for line in unstamped(lines)]
+    assert heads == ["load models"] * 2 + ["train x"] * 4 + ["done"]  # start, done; start, 2/4, 4/4, done
+
+
+def test_a_terminal_gets_a_live_bar_and_spinner_without_timestamps(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=out, force_terminal=True, width=100))
+    with (
+        progress.stage("load models", quiet=False),
+        progress.progress_bar("train x", 3, quiet=False, log_steps=True) as bar,
+    ):
+        for _ in range(3):
+            bar.advance(loss=0.5)
+    text = out.getvalue()
+    assert "\x1b[" in text and "load models" in text and "train x" in text
+    assert ": start" not in text and not re.search(r"\d{4}-\d\d-\d\d", text)
+
+
+@pytest.mark.parametrize(("tty", "disabled"), [(False, "1"), (True, None)])
+def test_library_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch, tty, disabled):
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stderr", SimpleNamespace(isatty=lambda: tty))
+    progress.plain_library_bars()
+    assert os.environ.get("TQDM_DISABLE") == os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == disabled

@@ -1,24 +1,48 @@
-"""The `speckd-bench` command: the typer root with every command group registered, and `main`, which turns
-user errors, interrupts and usage errors into one line on stderr and an exit code."""
+"""The `speckd-bench` command: the typer root with every command group registered (`-h` or `--help` on
+each, `--version`, shell completion), and `main`, which turns user errors, interrupts and usage errors into
+one line on stderr and an exit code."""
 
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from speckd_bench.cli import bench, leaderboard, methods, run, sweep, tasks
 from speckd_bench.errors import EXIT_INTERRUPTED, RunInterrupted, UserError, sigterm_as_interrupt
-from speckd_bench.progress import warn
+from speckd_bench.progress import plain_library_bars, say, warn
+
+PROG = "speckd-bench"
 
 app = typer.Typer(
-    help="speckd-bench: train a student by knowledge distillation (SpecKD or a baseline), evaluate it, "
-    "and tabulate runs into a leaderboard.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every subcommand inherits them
 )
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        say(f"{PROG} {metadata.version(PROG)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."
+        ),
+    ] = False,
+) -> None:
+    """speckd-bench: train a student by knowledge distillation (SpecKD or a baseline), evaluate it, and
+    tabulate runs into a leaderboard."""
+
+
 # `--help` lists the commands in this order, then the groups.
 app.command()(run.run)
 app.command()(leaderboard.table)
@@ -47,6 +71,11 @@ def _wrong_place(exc: Exception) -> str:
 def usage_error_line(exc: Exception) -> str:
     """A click/typer usage error as one line: what is wrong, for which command, and where its help is."""
     text = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    text = text.replace("Value error, ", "")  # pydantic's prefix on typer's choice errors
+    param = getattr(exc, "param", None)
+    if isinstance(exc, typer.BadParameter) and param is not None and " is not one of " in text:
+        # a choice, as the library's own errors read: --format 'csv' is not one of 'rich', 'json'
+        text = f"{param.opts[0]} {text.split(': ', 1)[1]}"
     text = text[:1].lower() + text[1:]
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "speckd-bench"
@@ -56,8 +85,9 @@ def usage_error_line(exc: Exception) -> str:
 def main() -> None:
     """The `speckd-bench` console script: run the command, exit with its code."""
     sigterm_as_interrupt()  # a scheduler's SIGTERM stops a run like Ctrl-C: checkpointed, resumable
+    plain_library_bars()
     try:
-        code = app(standalone_mode=False, prog_name="speckd-bench")
+        code = app(standalone_mode=False, prog_name=PROG)
     except UserError as exc:
         warn(f"error: {exc}")
         sys.exit(2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -17,7 +17,10 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-BenchDeviceOpt = Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")]
+BenchDeviceOpt = Annotated[
+    Literal["auto", "cpu", "cuda"], typer.Option(help="Device: auto is cuda when one is visible.")
+]
+Dtype = Literal["auto", "float32", "bfloat16"]
 BenchOutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the table to this file.")]
 
 
@@ -28,24 +31,10 @@ def _bench_output(text: str, path: Path | None) -> None:
         path.write_text(text + "\n")
 
 
-def _bench_device(device: str) -> str:
-    import torch
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
-    return device
-
-
 def _check_size(size: str, sizes: Collection[str]) -> None:
+    """The sizes live in the benchmark modules (they import torch): checked once the command runs."""
     if size not in sizes:
         raise UserError(f"--size {size!r}: use one of {', '.join(sizes)}")
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in ("auto", "float32", "bfloat16"):
-        raise UserError(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
 
 
 @bench_app.command("kd-step")
@@ -54,7 +43,7 @@ def bench_kd_step(
         str, typer.Option(help="small (CPU, seconds), smollm2 (the default pair), qwen (GPU).")
     ] = "small",
     device: BenchDeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option(help="Parameter dtype: auto (bf16 on CUDA, fp32 on CPU).")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="Parameter dtype: auto (bf16 on CUDA, fp32 on CPU).")] = "auto",
     steps: Annotated[int, typer.Option(min=1, help="Timed steps per variant (the median is shown).")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per variant first.")] = 2,
     chunk_rows: Annotated[int, typer.Option(min=0, help="Target rows per fused chunk (0: automatic).")] = 0,
@@ -62,14 +51,18 @@ def bench_kd_step(
 ) -> None:
     """One KD optimiser step: naive full logits vs the plain and fused paths (and Liger if installed)."""
     from speckd_bench.benchmarks import kd_step
+    from speckd_bench.benchmarks.device import bench_device
 
     _check_size(size, kd_step.SIZES)
-    _check_dtype(dtype)
-    rows, facts = kd_step.main(size, _bench_device(device), dtype, steps, warmup, chunk_rows)
+    rows, facts = kd_step.main(size, bench_device(device), dtype, steps, warmup, chunk_rows)
     _bench_output(kd_step.format_table(rows, facts, size), out_file)
 
 
-@bench_app.command("gpu-smoke", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@bench_app.command(
+    "gpu-smoke",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,  # -h and --help reach the benchmark's own parser, which lists its options
+)
 def bench_gpu_smoke(ctx: typer.Context) -> None:
     """Random-init models of the GPU presets' shapes: speckd and fkl steps through the Trainer and one
     decoding pass, with ms/step, tokens/s and peak memory (the README's 'Several GPUs' table). Options:
@@ -88,14 +81,10 @@ def bench_generate(
     out_file: BenchOutOpt = None,
 ) -> None:
     """Greedy evaluation decoding: transformers generate (dynamic, static) vs ours, same inputs."""
-    import torch
-
     from speckd_bench.benchmarks import generate
+    from speckd_bench.benchmarks.device import bench_device
 
-    resolved = _bench_device(device)
-    if resolved == "auto":
-        resolved = "cuda" if torch.cuda.is_available() else "cpu"
-    _bench_output(generate.format_table(generate.main(resolved, size)), out_file)
+    _bench_output(generate.format_table(generate.main(bench_device(device), size)), out_file)
 
 
 @bench_app.command("decode-parity")
@@ -114,9 +103,10 @@ def bench_decode_parity(
 ) -> None:
     """Train a student on a synthetic task, then compare static and dynamic greedy outputs (fp32, bf16)."""
     from speckd_bench.benchmarks import decode_parity
+    from speckd_bench.benchmarks.device import bench_device
 
     _check_size(size, decode_parity.SIZES)
-    rows, facts = decode_parity.main(size, _bench_device(device), steps)
+    rows, facts = decode_parity.main(size, bench_device(device), steps)
     _bench_output(decode_parity.format_table(rows, facts, size), out_file)
 
 
@@ -151,14 +141,13 @@ def bench_teacher_protocol(
     new_tokens: Annotated[
         list[int] | None, typer.Option(help="Answer lengths (repeatable; default 64 128 256).")
     ] = None,
-    dtype: Annotated[str, typer.Option(help="Teacher dtype: auto, float32 or bfloat16.")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="Teacher dtype.")] = "auto",
     data_dir: MirrorOpt = None,
     out_file: BenchOutOpt = None,
 ) -> None:
     """The teacher against the trivial floors per prompt format and answer length."""
     from speckd_bench.benchmarks import teacher_protocol
 
-    _check_dtype(dtype)
     lengths = sorted(new_tokens or [64, 128, 256])
     text = teacher_protocol.main(task or ["dolly"], rows, lengths, dtype, str(data_dir) if data_dir else None)
     _bench_output(text, out_file)

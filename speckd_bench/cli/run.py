@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from speckd_bench.cli.options import MirrorOpt, PluginsOpt, discover
+from speckd_bench.cli.options import MirrorOpt, PluginsOpt, ReportToOpt, discover, resolve_report_to
 from speckd_bench.config.run_config import load_yaml_config, parse_sets
-from speckd_bench.engine.tracking import parse_report_to
 from speckd_bench.errors import UserError
 from speckd_bench.progress import SETTINGS, say
 
@@ -30,6 +29,11 @@ LmEvalIncludeOpt = Annotated[
     list[Path] | None, typer.Option("--lm-eval-include", help="Directory of lm-eval task YAMLs (repeatable).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or messages.")]
+Decoding = Literal["greedy", "sample"]
+DecodingOpt = Annotated[
+    Decoding | None,
+    typer.Option(help="Evaluation decoding (eval.decoding; sampling: eval.temperature, top_p, top_k)."),
+]
 
 
 def _given(flags: dict[str, object]) -> dict[str, object]:
@@ -38,10 +42,10 @@ def _given(flags: dict[str, object]) -> dict[str, object]:
 
 
 def _eval_flags(
-    eval_suite: str | None, lm_eval: str | None, lm_eval_include: list[Path] | None
+    eval_suite: str | None, lm_eval: str | None, lm_eval_include: list[Path] | None, decoding: str | None
 ) -> dict[str, object]:
     """Config overrides of the evaluation flags shared by `run` and `eval`."""
-    flags: dict[str, object] = {"eval.suite": eval_suite}
+    flags: dict[str, object] = {"eval.suite": eval_suite, "eval.decoding": decoding}
     if lm_eval:
         flags["lm_eval.tasks"] = [name.strip() for name in lm_eval.split(",") if name.strip()]
     if lm_eval_include:
@@ -72,6 +76,7 @@ def run(
     eval_suite: EvalSuiteOpt = None,
     lm_eval: LmEvalOpt = None,
     lm_eval_include: LmEvalIncludeOpt = None,
+    decoding: DecodingOpt = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override, e.g. method.k=5 (repeatable).")
@@ -87,10 +92,10 @@ def run(
         ),
     ] = None,
     launcher: Annotated[
-        str,
+        Literal["none", "accelerate"],
         typer.Option(
-            help="none | accelerate: re-run this command under `accelerate launch` (data parallel on this "
-            "machine: one process per GPU, gloo on CPUs)."
+            help="accelerate: re-run this command under `accelerate launch` (data parallel on this machine: "
+            "one process per GPU, gloo on CPUs)."
         ),
     ] = "none",
     num_processes: Annotated[
@@ -104,14 +109,7 @@ def run(
             "--results-dir (a grid stopped half way continues where it stopped).",
         ),
     ] = False,
-    report_to: Annotated[
-        str | None,
-        typer.Option(
-            "--report-to",
-            help="Experiment trackers, comma-separated (accelerate's: tensorboard, mlflow, wandb, trackio, "
-            "...; default none): config, training-log rows and final metrics; local files in <run>/trackers.",
-        ),
-    ] = None,
+    report_to: ReportToOpt = None,
     logging_steps: Annotated[
         int,
         typer.Option(
@@ -130,7 +128,7 @@ def run(
     from speckd_bench.engine.recipe import build_run_config, run_once
     from speckd_bench.records.store import find_complete
 
-    trackers = parse_report_to(report_to)
+    trackers = resolve_report_to(report_to)
     SETTINGS.logging_steps = logging_steps
     discover(plugins)
     overrides: dict[str, object] = dict(parse_sets(set_ or []))
@@ -144,7 +142,7 @@ def run(
         "data.max_eval_examples": max_eval_examples,
     }
     overrides.update(_given(flags))
-    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
+    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include, decoding))
     if resume is not None:
         _resume(resume, overrides, method, preset, config, seed, quiet, trackers)
         return
@@ -214,6 +212,7 @@ def eval_(
     eval_suite: EvalSuiteOpt = None,
     lm_eval: LmEvalOpt = None,
     lm_eval_include: LmEvalIncludeOpt = None,
+    decoding: DecodingOpt = None,
     data_dir: MirrorOpt = None,
     results_dir: Annotated[Path, typer.Option(help="Where runs/ and evals/ live.")] = Path("results"),
     max_eval_examples: Annotated[int | None, typer.Option(help="Rows per eval set.")] = None,
@@ -239,7 +238,7 @@ def eval_(
         "data.max_eval_examples": max_eval_examples,
     }
     overrides.update(_given(flags))
-    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include))
+    overrides.update(_eval_flags(eval_suite, lm_eval, lm_eval_include, decoding))
     if run is not None:
         if preset or config:
             raise UserError("--preset and --config apply to --model; a run's evaluation uses its own config")

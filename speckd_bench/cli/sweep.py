@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from speckd_bench.errors import RunInterrupted, UserError
-from speckd_bench.progress import console, say
+from speckd_bench.progress import console, log, say
 
 if TYPE_CHECKING:
     from speckd_bench.sweep.executors import Outcome
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 sweep_app = typer.Typer(
     help="Sweeps: expand a grid of runs from a YAML file, run what is not done, watch where it stands.",
     no_args_is_help=True,
-    add_completion=False,
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The sweep file (YAML).")]
@@ -65,14 +64,11 @@ def _table(title: str, rows: list[PointStatus], steps: bool) -> _Unwrapped:
 def plan(
     file: FileArg,
     results_dir: ResultsOpt = None,
-    format: Annotated[str, typer.Option("--format", help="rich | json")] = "rich",
+    format: Annotated[Literal["rich", "json"], typer.Option("--format", help="Output format.")] = "rich",
 ) -> None:
     """The expanded grid: every run with its resolved-config digest and its status in the results dir."""
-    from speckd_bench.sweep.status import statuses, totals
-
-    if format not in ("rich", "json"):
-        raise UserError(f"--format {format!r}: use rich or json")
     from speckd_bench.sweep.grid import load_points
+    from speckd_bench.sweep.status import statuses, totals
 
     sweep, where, points = load_points(file, results_dir)
     rows = statuses(where, sweep.name, points)
@@ -132,21 +128,23 @@ def _report(outcome: Outcome) -> None:
     took = f" in {outcome.seconds:.0f} s" if outcome.seconds else ""
     run = f" ({outcome.run_id})" if outcome.run_id else ""
     error = f": {outcome.error}" if outcome.error else ""
-    say(f"{outcome.result}: {outcome.label}{run}{took}{error}")
+    log(f"{outcome.result}: {outcome.label}{run}{took}{error}")
 
 
 @sweep_app.command("run")
 def run(
     file: FileArg,
     results_dir: ResultsOpt = None,
-    executor: Annotated[str, typer.Option(help="local | submitit")] = "local",
+    executor: Annotated[Literal["local", "submitit"], typer.Option(help="Where the runs run.")] = "local",
     workers: Annotated[
         int | None,
         typer.Option(min=1, help="local: runs at once (default 1 on CPU, one per GPU, each pinned)."),
     ] = None,
     retries: Annotated[int, typer.Option(min=0, help="Attempts after a failed one, per run.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; run nothing.")] = False,
-    backend: Annotated[str | None, typer.Option(help="submitit: slurm (default) or local.")] = None,
+    backend: Annotated[
+        Literal["slurm", "local"] | None, typer.Option(help="submitit: slurm (default) or local.")
+    ] = None,
     partition: Annotated[str | None, typer.Option(help="submitit: SLURM partition.")] = None,
     timeout_min: Annotated[int | None, typer.Option(help="submitit: time limit per job (min).")] = None,
     gpus_per_task: Annotated[int | None, typer.Option(help="submitit: GPUs per run.")] = None,
@@ -167,8 +165,6 @@ def run(
     )
     from speckd_bench.sweep.status import statuses, sweep_dir
 
-    if executor not in ("local", "submitit"):
-        raise UserError(f"--executor {executor!r}: use local or submitit")
     flags = {
         "backend": backend,
         "partition": partition,

@@ -123,6 +123,7 @@ def evaluate(
         per_seed[seed] = scored["corpus"]
         new_tokens += int(dist.sum([gen.new_tokens])[0])
         seconds += dist.max(gen.seconds)
+        raw = dist.gather(gen.raw)
         for i, (ex, text) in enumerate(zip(examples, texts, strict=True)):
             sample = {
                 "index": i,
@@ -132,6 +133,7 @@ def evaluate(
                 "prompt_cut": ex.prompt_cut,
                 "references": ex.references,
                 "output": text,
+                "raw_output": raw[i],
             }
             if extract:
                 sample["answer"] = answers[i]

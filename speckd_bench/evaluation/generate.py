@@ -39,7 +39,9 @@ CHECK_EVERY = 16
 @dataclass
 class Generations:
     texts: list[str]
-    """One output per prompt, in the prompts' order."""
+    """One output per prompt, in the prompts' order: special tokens dropped, whitespace stripped."""
+    raw: list[str]
+    """The same outputs as decoded, special tokens (EOS) and whitespace kept: what the model emitted."""
     new_tokens: int
     seconds: float
 
@@ -111,11 +113,13 @@ def decode(
 def generate(
     model: Any, tokenizer: Any, prompts: list[list[int]], cfg: EvalConfig, seed: int, label: str, quiet: bool
 ) -> Generations:
-    """Decode every prompt and detokenise (special tokens dropped, whitespace stripped)."""
+    """Decode every prompt and detokenise: the cleaned text (special tokens dropped, whitespace stripped)
+    and the raw continuation (special tokens kept)."""
     start = time.perf_counter()
     outputs = decode(model, prompts, cfg, seed, tokenizer.pad_token_id, tokenizer.eos_token_id, label, quiet)
     texts = [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in outputs]
-    return Generations(texts, sum(len(t) for t in outputs), time.perf_counter() - start)
+    raw = [tokenizer.decode(tokens, skip_special_tokens=False) for tokens in outputs]
+    return Generations(texts, raw, sum(len(t) for t in outputs), time.perf_counter() - start)
 
 
 def _decode_transformers(
