@@ -288,8 +288,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             **_CPU_PROTOCOL,
             "model.student": "layers:15",
-            "model.teacher_dtype": "float32",
             "data.fidelity_examples": 500,
+            "eval.reference_dtype": "float32",
             "train.curve_every": 25,
             "data.max_train_examples": 128,
             "train.init_rows": 1000,
