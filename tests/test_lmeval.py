@@ -12,7 +12,7 @@ from speckd_bench.config.run_config import RunConfig
 from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
-from speckd_bench.evaluation.lmeval import expand_names, export_tasks, run_lm_eval
+from speckd_bench.evaluation.lmeval import check_lm_eval, expand_names, export_tasks, run_lm_eval
 from speckd_bench.models.loading import load_teacher
 
 runner = CliRunner()
@@ -150,12 +150,52 @@ def test_lm_eval_names_are_checked(tmp_path):
     assert isinstance(res.exception, UserError)
 
 
+def test_unknown_lm_eval_task_fails_before_any_model_loads(tmp_path, data_dir, monkeypatch, capsys):
+    from conftest import assert_one_line_error, cli
+
+    import speckd_bench.engine.recipe as recipe
+
+    def no_models(*_args, **_kwargs):
+        raise AssertionError("models loaded before the lm-eval tasks were checked")
+
+    monkeypatch.setattr(recipe, "load_pair", no_models)
+    args = ["run", "--preset", "tiny", "--data-dir", data_dir, "--results-dir", tmp_path / "results"]
+    code, err = cli(monkeypatch, capsys, [*args, "--lm-eval", "speckd_dolly,speckd_dolyl"])
+    assert_one_line_error(code, err, "unknown lm-eval task 'speckd_dolyl' (did you mean speckd_dolly")
+    assert not list(tmp_path.glob("results/runs/*"))
+    missing = tmp_path / "no"
+    code, err = cli(monkeypatch, capsys, [*args, "--lm-eval", "tiny_mc", "--lm-eval-include", missing])
+    assert_one_line_error(code, err, f"lm_eval.include: {missing} is not a folder")
+
+
+def test_our_tasks_and_included_ones_resolve_without_indexing_lm_evals_own(mc_dir, monkeypatch):
+    import lm_eval.tasks
+
+    discover_tasks()
+    real = lm_eval.tasks.TaskManager
+
+    def local_only(*args, include_defaults=True, **kwargs):
+        assert not include_defaults, "lm-eval's own tasks were indexed"
+        return real(*args, include_defaults=include_defaults, **kwargs)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", local_only)
+    cfg = RunConfig()
+    cfg.task, cfg.lm_eval.tasks, cfg.lm_eval.include = "dolly", ["speckd_dolly", "tiny_mc"], [str(mc_dir)]
+    assert check_lm_eval(cfg) == ["speckd_dolly", "tiny_mc"]
+
+
 @pytest.mark.slow
-def test_unknown_lm_eval_task_is_a_user_error_with_suggestions(tiny, synthetic_data):
-    model, tokenizer = tiny
+def test_lm_evals_own_names_are_indexed_once_and_suggested():
+    import lm_eval.tasks
+
     discover_tasks()
     cfg = RunConfig()
-    cfg.data.data_dir = str(synthetic_data)
-    cfg.lm_eval.tasks = ["speckd_dolyl"]
-    with pytest.raises(UserError, match=r"unknown lm-eval task 'speckd_dolyl' \(did you mean speckd_dolly"):
-        run_lm_eval(model, tokenizer, cfg, quiet=True)
+    cfg.lm_eval.tasks = ["hellaswg"]
+    with pytest.raises(UserError, match=r"unknown lm-eval task 'hellaswg' \(did you mean hellaswag"):
+        check_lm_eval(cfg)
+    cfg.lm_eval.tasks = ["hellaswag", "speckd_dolly"]
+    real, lm_eval.tasks.TaskManager = lm_eval.tasks.TaskManager, None  # the index comes from the cache
+    try:
+        assert check_lm_eval(cfg) == ["hellaswag", "speckd_dolly"]
+    finally:
+        lm_eval.tasks.TaskManager = real
