@@ -2,6 +2,8 @@
 agreement with our own evaluation, the exported YAML files, and the record of a run."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -199,3 +201,38 @@ def test_lm_evals_own_names_are_indexed_once_and_suggested():
         assert check_lm_eval(cfg) == ["hellaswag", "speckd_dolly"]
     finally:
         lm_eval.tasks.TaskManager = real
+
+
+@pytest.mark.slow
+def test_a_failing_lm_eval_keeps_the_run_and_says_how_to_score_it_again(tmp_path, data_dir, monkeypatch):
+    import speckd_bench.engine.scoring as scoring
+
+    real = scoring.run_lm_eval
+
+    def out_of_memory(*_args, **_kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(scoring, "run_lm_eval", out_of_memory)
+    args = [
+        "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
+        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
+        "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
+        "--lm-eval", "speckd_dolly", "--quiet",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    run_dir = Path(res.stdout.strip()).parent
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "complete" and "after" in record["metrics"]["dolly"]
+    assert record["lm_eval"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert (run_dir / "checkpoint" / "config.json").is_file()
+    warning = next(line for line in res.stderr.splitlines() if "lm-eval failed" in line)
+    command = warning.split("run them with: ")[1]
+    assert command.startswith(f"speckd-bench eval --run {run_dir.name} ")
+
+    monkeypatch.setattr(scoring, "run_lm_eval", real)
+    res = runner.invoke(app, [*shlex.split(command)[1:], "--quiet"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    again = json.loads(Path(res.stdout.strip()).read_text())
+    assert again["run_id"] == run_dir.name and again["lm_eval"]["tasks"] == ["speckd_dolly"]
+    assert 0.0 <= again["lm_eval"]["results"]["speckd_dolly"]["rougeL,none"] <= 100.0

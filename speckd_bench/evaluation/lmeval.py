@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -332,3 +333,33 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
         "lm_eval_version": lm_eval_version,
         "seconds": time.perf_counter() - start,
     }
+
+
+def lm_eval_metrics(lm_eval: dict[str, Any] | None) -> list[tuple[str, str, str, float]]:
+    """(task, metric, filter, value) of every score in a record's lm_eval part, standard errors left out;
+    none when lm-eval was not run or failed."""
+    scores = []
+    for task, values in ((lm_eval or {}).get("results") or {}).items():
+        for key, value in values.items():
+            metric, _, filter_name = key.partition(",")
+            if metric.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            scores.append((task, metric, filter_name or "none", float(value)))
+    return scores
+
+
+def rerun_command(run_id: str, cfg: RunConfig) -> str:
+    """The command that runs cfg's lm-eval tasks again on a recorded run's student."""
+    args = ["speckd-bench", "eval", "--run", run_id, "--results-dir", cfg.results_dir]
+    args += ["--lm-eval", ",".join(cfg.lm_eval.tasks)]
+    for folder in cfg.lm_eval.include:
+        args += ["--lm-eval-include", folder]
+    if cfg.data.data_dir:
+        args += ["--data-dir", cfg.data.data_dir]
+    return shlex.join(args)
+
+
+def failure_line(exc: BaseException) -> str:
+    """An exception as the one line a record keeps (a UserError is its message)."""
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
