@@ -336,15 +336,15 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
 
 
 def lm_eval_metrics(lm_eval: dict[str, Any] | None) -> list[tuple[str, str, str, float]]:
-    """(task, metric, filter, value) of every score in a record's lm_eval part, standard errors left out;
-    none when lm-eval was not run or failed."""
+    """(task, metric, filter, value) of every score in a record's lm_eval part (lm-eval's `metric,filter`
+    keys), standard errors left out; none when lm-eval was not run or failed."""
     scores = []
     for task, values in ((lm_eval or {}).get("results") or {}).items():
         for key, value in values.items():
-            metric, _, filter_name = key.partition(",")
-            if metric.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, int | float):
+            metric, comma, filter_name = key.partition(",")  # not `alias` or `sample_len`: no filter
+            if not comma or metric.endswith("_stderr") or not isinstance(value, int | float):
                 continue
-            scores.append((task, metric, filter_name or "none", float(value)))
+            scores.append((task, metric, filter_name, float(value)))
     return scores
 
 
