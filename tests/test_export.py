@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
+import yaml
+from huggingface_hub import ModelCard, constants
 from typer.testing import CliRunner
 
 from speckd_bench.cli.app import app, main
@@ -19,6 +20,7 @@ def run_dir(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("results")
     args = ["run", "--preset", "tiny", "--method", "fkl", "--quiet", "--data-dir", str(data_dir)]
     args += ["--results-dir", str(out), "--set", "train.max_steps=4", "--set", "eval.eval_before=false"]
+    args += ["--lm-eval", "speckd_dolly", "--set", "lm_eval.limit=2"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, (res.output, res.exception)
     return Path(res.stdout.strip()).parent
@@ -44,8 +46,42 @@ def test_folder_is_a_standard_model_with_a_card(exported, run_dir):
     assert record["git_commit"] is None or record["git_commit"] in card
     assert "| fkl | 1 |" in card  # the run's leaderboard row
     generation = json.loads((exported / "generation_config.json").read_text())
-    assert generation["max_new_tokens"] == record["config"]["eval"]["max_new_tokens"]
+    assert "max_new_tokens" not in generation  # the protocol's budget is no cap on the user's answers
     assert generation.get("do_sample", False) is False
+
+
+@pytest.mark.slow
+def test_card_metadata_carries_data_tags_and_every_score(exported, run_dir):
+    front = (exported / "README.md").read_text().split("---\n")[1]
+    meta = yaml.safe_load(front)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert meta["datasets"] == ["MiniLLM/dolly"]  # the dolly task file's hub source
+    assert {"knowledge-distillation", "fkl"} <= set(meta["tags"])
+    assert "base_model" not in meta and "license" not in meta  # a random teacher: neither is known
+    (index,) = meta["model-index"]
+    assert index["name"] == record["run_id"]
+    scores = [
+        (r["dataset"]["name"], m["type"], m["value"], r.get("source", {}).get("name"))
+        for r in index["results"]
+        for m in r["metrics"]
+    ]
+    after = record["metrics"]["dolly"]["after"]["metrics"]
+    assert scores[0] == ("dolly", "rougeL", after["rougeL"], None)  # the main metric first
+    assert "tf_fkl" in after and all(not s[1].startswith(("tf_", "rougeL_")) for s in scores)
+    lm_eval = record["lm_eval"]["results"]["speckd_dolly"]["rougeL,none"]
+    assert ("lm-eval speckd_dolly", "rougeL", lm_eval, "lm-evaluation-harness") in scores
+    assert ModelCard.load(exported / "README.md").data.eval_results[0].metric_value == after["rougeL"]
+
+
+@pytest.mark.slow
+def test_card_names_the_model_the_student_was_cut_from_and_its_license(run_dir):
+    from speckd_bench.engine.eval_run import run_record
+    from speckd_bench.publish.card_data import card_data
+
+    record = run_record(run_dir)
+    record.models = {**record.models, "teacher": "smollm2-135m-instruct"}
+    data = card_data(record)
+    assert (data.base_model, data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
 
 
 @pytest.mark.slow
@@ -57,9 +93,10 @@ def test_transformers_greedy_text_equals_the_runs_samples(exported, run_dir):
     record = json.loads((run_dir / "record.json").read_text())
     keep = record["config"]["data"]["max_prompt_length"]  # the harness keeps a prompt's last tokens
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()][:4]
+    budget = record["config"]["eval"]["max_new_tokens"]
     for sample in samples:
         ids = tok(sample["prompt"], add_special_tokens=False, return_tensors="pt").input_ids[:, -keep:]
-        out = model.generate(ids)
+        out = model.generate(ids, max_new_tokens=budget)
         assert tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip() == sample["output"]
 
 

@@ -2,6 +2,8 @@
 agreement with our own evaluation, the exported YAML files, and the record of a run."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +14,7 @@ from speckd_bench.config.run_config import RunConfig
 from speckd_bench.data.tasks import discover_tasks
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
-from speckd_bench.evaluation.lmeval import expand_names, export_tasks, run_lm_eval
+from speckd_bench.evaluation.lmeval import check_lm_eval, expand_names, export_tasks, run_lm_eval
 from speckd_bench.models.loading import load_teacher
 
 runner = CliRunner()
@@ -150,12 +152,87 @@ def test_lm_eval_names_are_checked(tmp_path):
     assert isinstance(res.exception, UserError)
 
 
+def test_unknown_lm_eval_task_fails_before_any_model_loads(tmp_path, data_dir, monkeypatch, capsys):
+    from conftest import assert_one_line_error, cli
+
+    import speckd_bench.engine.recipe as recipe
+
+    def no_models(*_args, **_kwargs):
+        raise AssertionError("models loaded before the lm-eval tasks were checked")
+
+    monkeypatch.setattr(recipe, "load_pair", no_models)
+    args = ["run", "--preset", "tiny", "--data-dir", data_dir, "--results-dir", tmp_path / "results"]
+    code, err = cli(monkeypatch, capsys, [*args, "--lm-eval", "speckd_dolly,speckd_dolyl"])
+    assert_one_line_error(code, err, "unknown lm-eval task 'speckd_dolyl' (did you mean speckd_dolly")
+    assert not list(tmp_path.glob("results/runs/*"))
+    missing = tmp_path / "no"
+    code, err = cli(monkeypatch, capsys, [*args, "--lm-eval", "tiny_mc", "--lm-eval-include", missing])
+    assert_one_line_error(code, err, f"lm_eval.include: {missing} is not a folder")
+
+
+def test_our_tasks_and_included_ones_resolve_without_indexing_lm_evals_own(mc_dir, monkeypatch):
+    import lm_eval.tasks
+
+    discover_tasks()
+    real = lm_eval.tasks.TaskManager
+
+    def local_only(*args, include_defaults=True, **kwargs):
+        assert not include_defaults, "lm-eval's own tasks were indexed"
+        return real(*args, include_defaults=include_defaults, **kwargs)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", local_only)
+    cfg = RunConfig()
+    cfg.task, cfg.lm_eval.tasks, cfg.lm_eval.include = "dolly", ["speckd_dolly", "tiny_mc"], [str(mc_dir)]
+    assert check_lm_eval(cfg) == ["speckd_dolly", "tiny_mc"]
+
+
 @pytest.mark.slow
-def test_unknown_lm_eval_task_is_a_user_error_with_suggestions(tiny, synthetic_data):
-    model, tokenizer = tiny
+def test_lm_evals_own_names_are_indexed_once_and_suggested():
+    import lm_eval.tasks
+
     discover_tasks()
     cfg = RunConfig()
-    cfg.data.data_dir = str(synthetic_data)
-    cfg.lm_eval.tasks = ["speckd_dolyl"]
-    with pytest.raises(UserError, match=r"unknown lm-eval task 'speckd_dolyl' \(did you mean speckd_dolly"):
-        run_lm_eval(model, tokenizer, cfg, quiet=True)
+    cfg.lm_eval.tasks = ["hellaswg"]
+    with pytest.raises(UserError, match=r"unknown lm-eval task 'hellaswg' \(did you mean hellaswag"):
+        check_lm_eval(cfg)
+    cfg.lm_eval.tasks = ["hellaswag", "speckd_dolly"]
+    real, lm_eval.tasks.TaskManager = lm_eval.tasks.TaskManager, None  # the index comes from the cache
+    try:
+        assert check_lm_eval(cfg) == ["hellaswag", "speckd_dolly"]
+    finally:
+        lm_eval.tasks.TaskManager = real
+
+
+@pytest.mark.slow
+def test_a_failing_lm_eval_keeps_the_run_and_says_how_to_score_it_again(tmp_path, data_dir, monkeypatch):
+    import speckd_bench.engine.scoring as scoring
+
+    real = scoring.run_lm_eval
+
+    def out_of_memory(*_args, **_kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(scoring, "run_lm_eval", out_of_memory)
+    args = [
+        "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
+        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
+        "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
+        "--lm-eval", "speckd_dolly", "--quiet",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    run_dir = Path(res.stdout.strip()).parent
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "complete" and "after" in record["metrics"]["dolly"]
+    assert record["lm_eval"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert (run_dir / "checkpoint" / "config.json").is_file()
+    warning = next(line for line in res.stderr.splitlines() if "lm-eval failed" in line)
+    command = warning.split("run them with: ")[1]
+    assert command.startswith(f"speckd-bench eval --run {run_dir.name} ")
+
+    monkeypatch.setattr(scoring, "run_lm_eval", real)
+    res = runner.invoke(app, [*shlex.split(command)[1:], "--quiet"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    again = json.loads(Path(res.stdout.strip()).read_text())
+    assert again["run_id"] == run_dir.name and again["lm_eval"]["tasks"] == ["speckd_dolly"]
+    assert 0.0 <= again["lm_eval"]["results"]["speckd_dolly"]["rougeL,none"] <= 100.0

@@ -98,3 +98,27 @@ def test_bad_or_missing_tracker_is_one_line_exit_2(monkeypatch, capsys, value, m
     err = capsys.readouterr().err
     assert exc.value.code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_lm_eval_scores_reach_the_trackers_without_standard_errors(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from speckd_bench.engine.tracking import Tracking
+
+    lm_eval = {
+        "results": {
+            "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.1, "alias": "x"},
+            "tiny_mc": {"acc,none": 0.5, "acc_stderr,none": "N/A"},
+        }
+    }
+    tracking = Tracking(["tensorboard"])
+    tracking.start("run-1", {"seed": 1}, tmp_path)
+    tracking.log_lm_eval(lm_eval, step=4)
+    tracking.log_lm_eval({"error": "RuntimeError: out of memory"}, step=4)  # a failure logs nothing
+    tracking.finish()
+    events = EventAccumulator(str(tmp_path / "trackers" / "tensorboard"))
+    events.Reload()
+    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    assert set(scalars) == {"lm_eval/gsm8k/exact_match/strict-match", "lm_eval/tiny_mc/acc"}
+    assert [(e.step, e.value) for e in scalars["lm_eval/tiny_mc/acc"]] == [(4, 0.5)]
+    assert scalars["lm_eval/gsm8k/exact_match/strict-match"][0].value == pytest.approx(0.25)

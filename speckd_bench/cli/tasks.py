@@ -10,7 +10,6 @@ from rich.table import Table
 
 from speckd_bench.cli.options import MirrorOpt, PluginsOpt, discover
 from speckd_bench.config.run_config import DataConfig
-from speckd_bench.errors import UserError
 from speckd_bench.progress import console, say
 
 tasks_app = typer.Typer(
@@ -53,13 +52,6 @@ def _data_config(data_dir: Path | None) -> DataConfig:
     return DataConfig(data_dir=str(data_dir) if data_dir else None)
 
 
-def _mirror_has(files: list[str], cfg: DataConfig) -> bool:
-    from speckd_bench.data.rows import mirror_dir
-
-    base = mirror_dir(cfg)
-    return base is not None and bool(files) and all((base / f).is_file() for f in files)
-
-
 @tasks_app.command("validate")
 def tasks_validate(
     file: Annotated[Path, typer.Argument(help="A task (or suite) YAML file.")],
@@ -68,7 +60,7 @@ def tasks_validate(
     ] = None,
 ) -> None:
     """Check a task file against the schema, and its rows where the local mirror has them."""
-    from speckd_bench.data.rows import load_split
+    from speckd_bench.data.rows import in_mirror, load_split
     from speckd_bench.data.tasks import Suite, check_suite, load_plugin_file
 
     spec = load_plugin_file(file)
@@ -80,7 +72,7 @@ def tasks_validate(
     lines = [f"ok: task {spec.name} ({spec.kind}; metrics {', '.join(spec.metrics)}{hook})"]
     cfg = _data_config(data_dir)
     for split, src in spec.splits.items():  # every row is checked before anything is printed
-        if _mirror_has(src.mirror_files, cfg):
+        if in_mirror(src, cfg):
             rows = load_split(spec, split, cfg)
             row = rows.rows[0]
             lines += [
@@ -108,13 +100,10 @@ def tasks_export_lmeval(
 ) -> None:
     """Write our tasks as lm-eval tasks (speckd_<task>) over the local rows, for lm-eval --include_path."""
     from speckd_bench.data.tasks import TASKS
-    from speckd_bench.evaluation.lmeval import export_tasks
+    from speckd_bench.evaluation.lmeval import export_tasks, mirrored_tasks
 
     cfg = _data_config(data_dir)
-    names = task or [n for n, t in TASKS.items() if _mirror_has(t.splits["eval"].mirror_files, cfg)]
-    if not names:
-        raise UserError("no task has its eval rows in the local mirror; pass --data-dir or --task")
-    specs = [TASKS.get(n) for n in names]
+    specs = [TASKS.get(n) for n in task or mirrored_tasks(cfg)]
     exported = export_tasks(specs, out_dir, cfg, max_new_tokens, max_rows)
     for name, rows in exported:
         say(f"{name}: {len(rows.rows)} rows from {rows.source}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.config.run_config import DataConfig
-from speckd_bench.data.tasks import FieldSpec, HubSource, TaskSpec
+from speckd_bench.data.tasks import FieldSpec, HubSource, SplitSource, TaskSpec
 from speckd_bench.errors import UserError
 from speckd_bench.jsonl import numbered_objects
 
@@ -24,6 +24,12 @@ def mirror_dir(cfg: DataConfig) -> Path | None:
     """--data-dir, else $SPECKD_DATA_DIR, else None (hub only)."""
     value = cfg.data_dir or os.environ.get("SPECKD_DATA_DIR")
     return Path(value).expanduser() if value else None
+
+
+def in_mirror(src: SplitSource, cfg: DataConfig) -> bool:
+    """Whether the local mirror holds every file of the split (so its rows are read from there)."""
+    base, files = mirror_dir(cfg), src.mirror_files
+    return base is not None and bool(files) and all((base / f).is_file() for f in files)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

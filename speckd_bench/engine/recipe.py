@@ -409,7 +409,8 @@ class RunRecipe:
         curve = read_curve(setup.state.dir / CURVE_FILE)
         if res.diverged_at is not None:
             record.training["diverged_at_step"] = res.diverged_at
-        record.lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, self.quiet)
+        record.lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, self.quiet, setup.run_id)
+        setup.tracker.log_lm_eval(record.lm_eval, res.steps)
         record.timings.update(self._timings(setup, before, res, after))
         for name, result in after.items():
             record.metrics[name]["after"] = result.summary()

@@ -22,9 +22,10 @@ from speckd_bench.evaluation.evaluate import (
     load_eval_sets,
     warn_skipped,
 )
-from speckd_bench.evaluation.lmeval import run_lm_eval
+from speckd_bench.evaluation.lmeval import failure_line, rerun_command, run_lm_eval
 from speckd_bench.evaluation.reference import reference_rows
 from speckd_bench.models.loading import ModelPair
+from speckd_bench.progress import warn
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -99,8 +100,22 @@ def eval_speed(results: dict[str, EvalResult]) -> tuple[float, int]:
     return sum(r.seconds for r in results.values()), sum(r.new_tokens for r in results.values())
 
 
-def lm_eval_scores(student: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any] | None:
-    """lm-evaluation-harness's scores of `student` (the main process), or None when no task is asked."""
+def lm_eval_scores(
+    student: Any, tokenizer: Any, cfg: RunConfig, quiet: bool, run_id: str | None = None
+) -> dict[str, Any] | None:
+    """lm-evaluation-harness's scores of `student` (the main process), or None when no task is asked.
+    For a trained run (`run_id`) a failure of lm-eval does not lose the run: its scores are
+    {"error": one line}, and stderr says how to run them again on the saved student."""
     if not cfg.lm_eval.tasks or not process_context().is_main:
         return None
-    return run_lm_eval(student, tokenizer, cfg, quiet)
+    if run_id is None:
+        return run_lm_eval(student, tokenizer, cfg, quiet)
+    try:
+        return run_lm_eval(student, tokenizer, cfg, quiet)
+    except Exception as exc:  # whatever lm-eval raises, the trained student and its scores are kept
+        line = failure_line(exc)
+        warn(
+            f"warning: lm-eval failed ({line}); run {run_id} is recorded without its lm-eval scores; "
+            f"run them with: {rerun_command(run_id, cfg)}"
+        )
+        return {"error": line}

@@ -1,6 +1,7 @@
 """Experiment trackers (`run --report-to tensorboard,mlflow,...`) through accelerate's tracker classes:
-the resolved config, every training-log row and the final metrics, under the run id, with the tracker's
-local files in <run>/trackers/. The training loop only calls log_step; no tracker code of our own."""
+the resolved config, every training-log row, the final metrics and lm-eval's scores, under the run id,
+with the tracker's local files in <run>/trackers/. The training loop only calls log_step; no tracker code
+of our own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from speckd_bench.config.run_config import flatten
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.evaluation.lmeval import lm_eval_metrics
 
 PROJECT = "speckd-bench"
 """wandb / trackio project, MLflow experiment (MLFLOW_EXPERIMENT_NAME wins) of every run."""
@@ -114,6 +116,16 @@ class Tracking:
                 values |= _numbers(summary.get("metrics", {}), f"{stage}/{name}/")
             values |= _numbers(per_set.get("after", {}).get("metrics", {}), f"eval/{name}/")
         for tracker in self.trackers:
+            tracker.log(values, step=step)
+
+    def log_lm_eval(self, lm_eval: dict[str, Any] | None, step: int | None = None) -> None:
+        """lm-eval's scores as lm_eval/<task>/<metric> (/<filter> unless lm-eval's `none`); nothing when
+        lm-eval was not run or failed."""
+        values = {
+            "/".join(["lm_eval", task, metric, *([name] if name != "none" else [])]): value
+            for task, metric, name, value in lm_eval_metrics(lm_eval)
+        }
+        for tracker in self.trackers if values else []:
             tracker.log(values, step=step)
 
     def finish(self) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -22,9 +23,16 @@ from typing import Any
 import yaml
 
 from speckd_bench.api.metrics import METRICS
-from speckd_bench.caches import atomic_write_jsonl, atomic_write_text
+from speckd_bench.caches import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    cache_dir,
+    digest,
+    read_json,
+)
 from speckd_bench.config.run_config import DataConfig, EvalConfig, RunConfig
-from speckd_bench.data.rows import Rows, load_split
+from speckd_bench.data.rows import Rows, in_mirror, load_split
 from speckd_bench.data.tasks import TASKS, TaskSpec, load_task_file
 from speckd_bench.errors import UserError, did_you_mean
 
@@ -187,6 +195,15 @@ def export_tasks(
     return exported
 
 
+def mirrored_tasks(data: DataConfig) -> list[str]:
+    """The registered tasks whose eval rows are in the local mirror (what `tasks export-lmeval` exports
+    by default)."""
+    names = [name for name, task in TASKS.items() if in_mirror(task.splits["eval"], data)]
+    if not names:
+        raise UserError("no task has its eval rows in the local mirror; pass --data-dir or --task")
+    return names
+
+
 def expand_names(names: list[str], task: str) -> list[str]:
     """`@task` becomes the lm-eval tasks the task file lists; duplicates go."""
     out: list[str] = []
@@ -201,17 +218,60 @@ def expand_names(names: list[str], task: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def check_lm_eval(cfg: RunConfig) -> None:
-    """Before anything heavy: lm-eval is installed when asked for, and `@task` expands."""
+def _default_names() -> list[str]:
+    """lm-eval's own task, group and tag names: indexing its task folder takes seconds, so the list is
+    kept in the cache per lm-eval version and install."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    key = digest([lm_eval.__version__, str(Path(lm_eval.__file__).parent)])
+    path = cache_dir() / "lm-eval" / f"tasks-{key}.json"
+    if path.is_file():
+        try:
+            return list(read_json(path))
+        except ValueError:
+            pass  # garbled: index again
+    names = sorted(TaskManager().all_tasks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, names)
+    return names
+
+
+def _included_names(include: list[str]) -> list[str]:
+    """The tasks in the lm_eval.include folders, each of which must be a folder."""
+    from lm_eval.tasks import TaskManager
+
+    for folder in include:
+        if not Path(folder).is_dir():
+            raise UserError(f"lm_eval.include: {folder} is not a folder of lm-eval task YAMLs")
+    return list(TaskManager(include_path=include, include_defaults=False).all_tasks) if include else []
+
+
+def check_lm_eval(cfg: RunConfig) -> list[str]:
+    """Before any model loads: lm-eval is installed when asked for, and every task name (after `@task`
+    expands) is ours (`speckd_<task>`), in an include folder or lm-eval's own; returns the names. An
+    unknown name fails naming the closest ones (a misspelt `speckd_` name at once, without indexing
+    lm-eval's own tasks)."""
     if not cfg.lm_eval.tasks:
-        return
+        return []
     try:
         import lm_eval  # noqa: F401
     except ImportError:
         raise UserError(
             "--lm-eval needs lm-evaluation-harness: pip install 'speckd-bench[lm-eval]'"
         ) from None
-    expand_names(cfg.lm_eval.tasks, cfg.task)
+    names = expand_names(cfg.lm_eval.tasks, cfg.task)
+    ours = [exported_name(t) for t in TASKS]
+    known = {*ours, *_included_names(cfg.lm_eval.include)}
+    if any(n not in known and not n.startswith(PREFIX) for n in names):
+        known.update(_default_names())
+    for name in names:
+        if name not in known:
+            raise UserError(
+                f"unknown lm-eval task {name!r}{did_you_mean(name, sorted(known))}; this harness's tasks "
+                f"are {', '.join(ours)}; lm-eval's own are listed by `lm-eval ls tasks`"
+            )
+    return names
 
 
 def _task_manager(include: list[str], names: list[str]) -> Any:
@@ -221,13 +281,6 @@ def _task_manager(include: list[str], names: list[str]) -> Any:
     manager = TaskManager(include_path=include, include_defaults=False)
     if set(names) - set(manager.all_tasks):
         manager = TaskManager(include_path=include)
-    ours = [exported_name(t) for t in TASKS]
-    for name in names:
-        if name not in manager.all_tasks:
-            raise UserError(
-                f"unknown lm-eval task {name!r}{did_you_mean(name, [*ours, *manager.all_tasks])}; this "
-                f"harness's tasks are {', '.join(ours)}; lm-eval's own are listed by `lm-eval ls tasks`"
-            )
     return manager
 
 
@@ -237,14 +290,13 @@ def _json_safe(obj: Any) -> Any:
 
 def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any]:
     """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores."""
-    check_lm_eval(cfg)
+    names = check_lm_eval(cfg)
     from lm_eval import __version__ as lm_eval_version
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     if quiet:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    names = expand_names(cfg.lm_eval.tasks, cfg.task)
     limit = cfg.lm_eval.limit or cfg.data.max_eval_examples
     ours = [TASKS.get(n[len(PREFIX) :]) for n in names if n.startswith(PREFIX) and n[len(PREFIX) :] in TASKS]
     start = time.perf_counter()
@@ -281,3 +333,33 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
         "lm_eval_version": lm_eval_version,
         "seconds": time.perf_counter() - start,
     }
+
+
+def lm_eval_metrics(lm_eval: dict[str, Any] | None) -> list[tuple[str, str, str, float]]:
+    """(task, metric, filter, value) of every score in a record's lm_eval part (lm-eval's `metric,filter`
+    keys), standard errors left out; none when lm-eval was not run or failed."""
+    scores = []
+    for task, values in ((lm_eval or {}).get("results") or {}).items():
+        for key, value in values.items():
+            metric, comma, filter_name = key.partition(",")  # not `alias` or `sample_len`: no filter
+            if not comma or metric.endswith("_stderr") or not isinstance(value, int | float):
+                continue
+            scores.append((task, metric, filter_name, float(value)))
+    return scores
+
+
+def rerun_command(run_id: str, cfg: RunConfig) -> str:
+    """The command that runs cfg's lm-eval tasks again on a recorded run's student."""
+    args = ["speckd-bench", "eval", "--run", run_id, "--results-dir", cfg.results_dir]
+    args += ["--lm-eval", ",".join(cfg.lm_eval.tasks)]
+    for folder in cfg.lm_eval.include:
+        args += ["--lm-eval-include", folder]
+    if cfg.data.data_dir:
+        args += ["--data-dir", cfg.data.data_dir]
+    return shlex.join(args)
+
+
+def failure_line(exc: BaseException) -> str:
+    """An exception as the one line a record keeps (a UserError is its message)."""
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")

@@ -1,43 +1,51 @@
 """`speckd-bench export RUN_ID OUT_DIR`: a run's final student as a standard Hugging Face model folder
 (safetensors, config, tokenizer with its chat template, a generation config that decodes as the run's
-evaluation did) with a README.md model card written from the run record; optionally pushed to the hub."""
+evaluation did, at the model's own lengths) with a README.md model card written from the run record
+(huggingface_hub's ModelCard; metadata in card_data.py); optionally pushed to the hub."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard
 from transformers import GenerationConfig
 
 from speckd_bench.caches import follow_umask
 from speckd_bench.config.run_config import RunConfig
+from speckd_bench.data.tasks import TASKS, discover_tasks
 from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of, run_record
 from speckd_bench.errors import UserError
+from speckd_bench.evaluation.lmeval import lm_eval_metrics
 from speckd_bench.formatting import number
 from speckd_bench.leaderboard.report import build_sections, render
 from speckd_bench.models.loading import load_teacher
+from speckd_bench.publish.card_data import card_data
 from speckd_bench.records.run_record import RunRecord
 
 RUN_CONFIG = "speckd_run_config.json"
 
 
-def generation_config(cfg: RunConfig, tokenizer: Any) -> GenerationConfig:
-    """The decoding of the run's evaluation: greedy (or its sampling settings) and its answer length."""
+def generation_config(cfg: RunConfig, model: Any, tokenizer: Any) -> GenerationConfig:
+    """The model's own generation defaults with the decoding mode of the run's evaluation: greedy, or its
+    sampling settings. Its answer budget (eval.max_new_tokens) is the protocol's, not the model's: users
+    generate as long as the model's defaults allow."""
+    config = copy.deepcopy(model.generation_config)
     sample = cfg.eval.decoding == "sample"
-    options: dict[str, Any] = {
-        "max_new_tokens": cfg.eval.max_new_tokens,
-        "do_sample": sample,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-    }
-    if sample:
-        options.update(temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, top_k=cfg.eval.top_k)
+    config.max_new_tokens = None
+    config.do_sample = sample
+    config.temperature, config.top_p, config.top_k = (
+        (cfg.eval.temperature, cfg.eval.top_p, cfg.eval.top_k) if sample else (None, None, None)
+    )
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
     if cfg.eval.no_repeat_ngram_size:
-        options["no_repeat_ngram_size"] = cfg.eval.no_repeat_ngram_size
-    return GenerationConfig(**options)
+        config.no_repeat_ngram_size = cfg.eval.no_repeat_ngram_size
+    return config
 
 
 def _scores(record: RunRecord) -> list[str]:
@@ -73,29 +81,38 @@ def _loading(out_name: str, chat_template: bool) -> list[str]:
         f'model = AutoModelForCausalLM.from_pretrained("{out_name}")',
         'prompt = "Name three primary colours."',
         prompt,
-        "out = model.generate(ids)  # greedy, the run's answer length: generation_config.json",
+        "out = model.generate(ids, max_new_tokens=256)  # the run's decoding: generation_config.json",
         "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```",
     ]
 
 
-def model_card(record: RunRecord, run_dir: Path, cfg: RunConfig, out_name: str) -> str:
-    """README.md of the exported folder: recipe, method, data, protocol, scores, provenance, loading."""
+def _lm_eval(record: RunRecord) -> list[str]:
+    """lm-eval's scores of the trained student (lm-eval's scale), or why there are none."""
+    lm_eval = record.lm_eval
+    if not lm_eval:
+        return []
+    if "error" in lm_eval:
+        return [f"**lm-eval** failed after training: {lm_eval['error']}", ""]
+    lines = [f"**lm-eval** {lm_eval.get('lm_eval_version', '')} (limit {lm_eval.get('limit')})", ""]
+    lines += ["| task | metric | filter | this model |", "|---|---|---|---|"]
+    for task, metric, filter_name, value in lm_eval_metrics(lm_eval):
+        lines.append(f"| {task} | {metric} | {filter_name} | {number(value, 4)} |")
+    return [*lines, ""]
+
+
+def model_card(record: RunRecord, run_dir: Path, cfg: RunConfig, out_name: str) -> ModelCard:
+    """The exported folder's model card: its metadata (card_data.py), then recipe, method, data,
+    protocol, scores, provenance and loading."""
     models, data, info = record.models, record.data, record.method_info
     method = record.method
     sections = build_sections([record], run_dir.parent.parent)
     commit = record.git_commit or "unknown"
-    tags = ["speckd-bench", "knowledge-distillation", method]
-    base = [f"base_model: {models['student']}"] if "/" in models["student"] else []
     settings = ", ".join(f"{k}={v}" for k, v in record.config["method"].items())
-    return "\n".join(
+    body = "\n".join(
         [
             "---",
-            "library_name: transformers",
-            "pipeline_tag: text-generation",
-            *base,
-            "tags:",
-            *(f"- {t}" for t in tags),
+            card_data(record).to_yaml(),
             "---",
             "",
             f"# {record.run_id}",
@@ -129,6 +146,7 @@ def model_card(record: RunRecord, run_dir: Path, cfg: RunConfig, out_name: str) 
             "## Scores",
             "",
             *_scores(record),
+            *_lm_eval(record),
             "The leaderboard row of this run, with the reference rows of its protocol:",
             "",
             render(sections, "md"),
@@ -146,6 +164,7 @@ def model_card(record: RunRecord, run_dir: Path, cfg: RunConfig, out_name: str) 
             "",
         ]
     )
+    return ModelCard(body)
 
 
 def _warm_start(record: RunRecord) -> str:
@@ -187,17 +206,18 @@ def export_run(
     run_dir = run_dir_of(run, results_dir)
     record = run_record(run_dir)
     cfg = config_of_run(run_dir, {})
+    if record.task not in TASKS:  # the built-in tasks, for the card's datasets
+        discover_tasks()
     checkpoint = run_checkpoint(run_dir)
     model, tokenizer, _ = load_teacher(str(checkpoint))
-    model.generation_config = generation_config(cfg, tokenizer)
+    model.generation_config = generation_config(cfg, model, tokenizer)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         shutil.copy(run_dir / "config.json", tmp / RUN_CONFIG)
-        card = model_card(record, run_dir, cfg, name or str(out_dir))
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        model_card(record, run_dir, cfg, name or str(out_dir)).save(tmp / "README.md")
         for path in tmp.iterdir():  # a folder to share, not the private one mkdtemp makes
             follow_umask(path)
         follow_umask(tmp, directory=True)
