@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from speckd_bench.cli import bench, leaderboard, methods, run, sweep, tasks
+from speckd_bench.cli import bench, leaderboard, methods, power, run, sweep, tasks
 from speckd_bench.errors import EXIT_INTERRUPTED, RunInterrupted, UserError, sigterm_as_interrupt
 from speckd_bench.progress import plain_library_bars, say, warn
 
@@ -51,6 +51,7 @@ app.command()(leaderboard.report)
 app.command("eval")(run.eval_)
 app.command()(run.export)
 app.command()(methods.methods)
+app.command()(power.power)
 app.add_typer(tasks.tasks_app, name="tasks")
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(sweep.sweep_app, name="sweep")

@@ -244,7 +244,7 @@ def prompt_bootstrap(group: Group, base: Group, metric: str) -> BootstrapCI | No
     return paired_bootstrap(matrix(runs), matrix(base_runs), seeds_paired=paired)
 
 
-def _seed_values(group: Group, metric: str) -> list[tuple[int, float]]:
+def seed_values(group: Group, metric: str) -> list[tuple[int, float]]:
     """(training seed, finite run-level metric after training), in seed order."""
     runs = sorted(_finite_runs(group, metric), key=lambda r: r.seed)
     return [(r.seed, r.after_metric(group.eval_set, metric)) for r in runs]
@@ -253,8 +253,8 @@ def _seed_values(group: Group, metric: str) -> list[tuple[int, float]]:
 def _compare_seeds(groups: list[Group], base: Group, metric: str) -> dict[int, SeedComparison]:
     """Seed-level comparison of each group with the baseline on `metric`, Holm-corrected over the groups
     (one family); keyed by id(group), absent for groups without values."""
-    base_values = _seed_values(base, metric)
-    members = [(g, values) for g in groups if (values := _seed_values(g, metric)) and base_values]
+    base_values = seed_values(base, metric)
+    members = [(g, values) for g in groups if (values := seed_values(g, metric)) and base_values]
     family = [
         (
             [v for _, v in values],
@@ -266,7 +266,7 @@ def _compare_seeds(groups: list[Group], base: Group, metric: str) -> dict[int, S
     return {id(g): c for (g, _), c in zip(members, compare_family(family), strict=True)}
 
 
-def _pick_baseline(groups: list[Group], baseline: str) -> Group | None:
+def pick_baseline(groups: list[Group], baseline: str) -> Group | None:
     candidates = [g for g in groups if g.method == baseline]
     return min(candidates, key=lambda g: (len(g.shown_settings), -len(g.runs)), default=None)
 
@@ -403,7 +403,7 @@ def _name_settings(groups: list[Group]) -> None:
 def _compare_with_baseline(section: Section, baseline: str) -> None:
     """Δ rows: seed-level t-tests (one Holm family per metric) and the prompt bootstrap for context."""
     groups = section.groups
-    base = _pick_baseline(groups, baseline)
+    base = pick_baseline(groups, baseline)
     if base is None:
         section.notes.append(f"no {baseline} runs for {section.eval_set} under this protocol: no Δ column")
         return

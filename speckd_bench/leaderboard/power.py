@@ -1,0 +1,104 @@
+"""How many training seeds a comparison with the baseline needs: for each method of a leaderboard section,
+the paired per-seed differences from the baseline on one metric, their spread, the power the paired t-test
+has at the seeds run so far to detect a difference of `effect`, and the seeds it needs for the target power.
+
+The level is the one Holm's first (strictest) step uses, alpha / the number of methods compared with the
+baseline, so the answer holds after the correction whatever the other comparisons give. The spread of the
+differences is estimated from the seeds both ran (standard deviation, ddof 1): from three seeds it is a rough
+estimate (two degrees of freedom), which is why a grid is planned with a margin and re-checked as seeds land.
+Power is statsmodels' for a one-sample t-test on the differences, two-sided.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from statsmodels.stats.power import TTestPower
+
+from speckd_bench.leaderboard.sections import Section, pick_baseline, seed_values
+from speckd_bench.leaderboard.stats import ALPHA
+
+MAX_SEEDS = 1000
+
+
+@dataclass(frozen=True)
+class PowerRow:
+    method: str
+    n: int
+    """Seeds both this method and the baseline ran."""
+    diff: float | None
+    """Mean paired difference (method - baseline)."""
+    sd: float | None
+    """Standard deviation of the paired differences (None under 2 seeds)."""
+    power: float | None
+    """Power at n seeds to detect `effect` (None without a spread)."""
+    needed: int | None
+    """Seeds for the target power (None without a spread; MAX_SEEDS means out of reach)."""
+
+
+def power_at(sd: float, effect: float, n: int, level: float) -> float:
+    """Power of a two-sided paired t-test at n seeds to detect a mean difference `effect`."""
+    if n < 2:
+        return 0.0
+    if sd == 0.0:
+        return 1.0
+    return float(TTestPower().power(effect_size=effect / sd, nobs=n, alpha=level))
+
+
+def seeds_needed(sd: float, effect: float, level: float, target: float) -> int:
+    """The fewest seeds (>= 2) whose power reaches `target`; MAX_SEEDS when none up to it does."""
+    n = 2
+    while n < MAX_SEEDS and power_at(sd, effect, n, level) < target:
+        n += 1
+    return n
+
+
+def power_rows(
+    section: Section, metric: str, baseline: str, effect: float, target: float = 0.8, alpha: float = ALPHA
+) -> list[PowerRow]:
+    """One row per method group of `section` other than the baseline's, in the section's order."""
+    base = pick_baseline(section.groups, baseline)
+    if base is None:
+        return []
+    base_by_seed = dict(seed_values(base, metric))
+    others = [g for g in section.groups if g is not base]
+    level = alpha / max(1, len(others))
+    rows = []
+    for group in others:
+        diffs = [v - base_by_seed[s] for s, v in seed_values(group, metric) if s in base_by_seed]
+        n = len(diffs)
+        sd = float(np.std(diffs, ddof=1)) if n >= 2 else None
+        rows.append(
+            PowerRow(
+                group.label,
+                n,
+                float(np.mean(diffs)) if diffs else None,
+                sd,
+                power_at(sd, effect, n, level) if sd is not None else None,
+                seeds_needed(sd, effect, level, target) if sd is not None else None,
+            )
+        )
+    return rows
+
+
+def format_power(rows: list[PowerRow], metric: str, baseline: str, effect: float, target: float) -> str:
+    """A markdown table of the rows, with what they assume."""
+    level = ALPHA / max(1, len(rows))
+    head = (
+        f"Paired differences from {baseline} on {metric} over training seeds; power to detect "
+        f"|Δ| = {effect:g} at level {level:.4g} (alpha {ALPHA:g} / {len(rows)} comparisons, Holm's first "
+        f"step); seeds for power {target:g}.\n\n"
+        "| method | seeds | mean Δ | sd of Δ | power now | seeds needed |\n|---|---|---|---|---|---|\n"
+    )
+
+    def num(value: float | None, digits: int = 4) -> str:
+        return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+    lines = [
+        f"| {r.method} | {r.n} | {num(r.diff)} | {num(r.sd)} | {num(r.power, 2)} | "
+        f"{'—' if r.needed is None else (f'> {MAX_SEEDS}' if r.needed >= MAX_SEEDS else r.needed)} |"
+        for r in rows
+    ]
+    return head + "\n".join(lines)

@@ -1,0 +1,61 @@
+"""`power`: the paired t-test's power at the seeds run, the seeds a difference needs, on records."""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, cli
+from scipy import stats
+from synthetic_records import write_run
+
+from speckd_bench.cli.app import main
+from speckd_bench.leaderboard.power import MAX_SEEDS, power_at, power_rows, seeds_needed
+from speckd_bench.leaderboard.selection import select_sections
+
+
+def _power_by_hand(sd: float, effect: float, n: int, level: float) -> float:
+    """Two-sided paired t: P(|T| > t_crit) with T noncentral t (n - 1 df, noncentrality effect/sd*sqrt n)."""
+    df, nc = n - 1, effect / sd * math.sqrt(n)
+    crit = stats.t.ppf(1 - level / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+@pytest.mark.parametrize(("sd", "effect", "n", "level"), [(0.3, 0.5, 3, 0.05), (0.2, 0.5, 7, 0.05 / 6)])
+def test_power_matches_the_noncentral_t_by_hand(sd, effect, n, level):
+    assert power_at(sd, effect, n, level) == pytest.approx(_power_by_hand(sd, effect, n, level), abs=1e-6)
+
+
+def test_seeds_needed_is_the_first_count_reaching_the_target():
+    n = seeds_needed(0.2307, 0.5, 0.05 / 6, 0.8)
+    assert power_at(0.2307, 0.5, n, 0.05 / 6) >= 0.8 > power_at(0.2307, 0.5, n - 1, 0.05 / 6)
+    assert seeds_needed(0.0, 0.5, 0.05, 0.8) == 2  # no spread: two seeds settle it
+    assert seeds_needed(100.0, 0.001, 0.05, 0.8) == MAX_SEEDS  # out of reach
+
+
+def test_power_rows_pair_seeds_with_the_baseline(tmp_path):
+    base = {1: 10.0, 2: 11.0, 3: 12.0}
+    gain = {1: 10.5, 2: 11.9, 3: 12.4}  # differences 0.5, 0.9, 0.4
+    for seed in (1, 2, 3):
+        write_run(tmp_path, method="fkl", seed=seed, scores={10: [base[seed]] * 4}, losses=[1.0] * 3)
+        write_run(tmp_path, method="rkl", seed=seed, scores={10: [gain[seed]] * 4}, losses=[1.0] * 3)
+    [section] = select_sections(tmp_path, baseline="fkl")
+    [row] = power_rows(section, "rougeL", "fkl", effect=0.5)
+    diffs = [0.5, 0.9, 0.4]
+    assert row.method == "rkl" and row.n == 3
+    assert row.diff == pytest.approx(np.mean(diffs)) and row.sd == pytest.approx(np.std(diffs, ddof=1))
+    assert row.power == pytest.approx(_power_by_hand(row.sd, 0.5, 3, 0.05), abs=1e-6)  # one comparison
+    assert row.needed == seeds_needed(row.sd, 0.5, 0.05, 0.8)
+
+
+def test_the_command_prints_the_table_and_refuses_a_bad_effect(tmp_path, monkeypatch, capsys):
+    for seed in (1, 2):
+        write_run(tmp_path, method="fkl", seed=seed, scores={10: [1.0 + seed]}, losses=[1.0])
+        write_run(tmp_path, method="sft", seed=seed, scores={10: [1.5 + seed * 1.1]}, losses=[1.0])
+    args = ["speckd-bench", "power", "--effect", "0.5", "--results-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", args)
+    main()
+    out = capsys.readouterr().out
+    assert "| sft | 2 |" in out and "power to detect |Δ| = 0.5" in out
+    code, err = cli(monkeypatch, capsys, ["power", "--effect", "0", "--results-dir", str(tmp_path)])
+    assert_one_line_error(code, err, "--effect 0")
