@@ -16,6 +16,7 @@ from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
+from speckd_bench.publish.claims import findings
 from speckd_bench.publish.plots import write_plots
 from speckd_bench.records.run_record import RunRecord
 
@@ -176,6 +177,7 @@ def write_results_readme(
         "by hand: every number below is recomputed from the records.",
         "",
         *([notes.strip(), ""] if notes else []),
+        *findings(sections, method),
         "## Regenerate",
         "",
         "```bash",
