@@ -27,16 +27,17 @@ _CONTROL_KEYS = ("method.gate", "method.gate_match", "method.gate_rate")
 """Settings in which a control run differs from the SpecKD run it controls."""
 
 
-def _digits(*values: float | None) -> int:
-    """Decimals that show the leading two significant digits of the largest value (at least two)."""
-    scale = max((abs(v) for v in values if v is not None and v != 0), default=1.0)
-    return max(2, 1 - math.floor(math.log10(scale)))
+def _digits(cmp: SeedComparison) -> int:
+    """Decimals that show two significant digits of the interval's half-width (of the difference without
+    an interval), at least two."""
+    half = (cmp.high - cmp.low) / 2 if cmp.low is not None and cmp.high is not None else abs(cmp.diff)
+    return max(2, 1 - math.floor(math.log10(half))) if half > 0 else 2
 
 
 def difference(cmp: SeedComparison, against: str) -> str:
     """'+1.95 [+0.50, +3.40] against fkl (Holm p 0.028, significant)': a comparison's difference, its
     Holm-adjusted interval over training seeds, what it is against and its verdict."""
-    d = _digits(cmp.diff, cmp.low, cmp.high)
+    d = _digits(cmp)
     if cmp.low is None or cmp.high is None or cmp.p_holm is None:
         return f"{cmp.diff:+.{d}f} against {against} (too few training seeds or no variation for a t-test)"
     verdict = "significant" if cmp.significant else "not significant"
@@ -148,11 +149,22 @@ def gate_question(section: Section, method: str) -> list[str]:
 
 
 def _span(values: dict[str, float], digits: int) -> str:
-    """'0.21 (sft) to 0.43 (rkl)', or the one value."""
+    """'ranges from 0.21 (sft) to 0.43 (rkl)', or 'is 0.21 for every method'."""
     low, high = min(values, key=values.get), max(values, key=values.get)
-    if low == high:
-        return f"{values[low]:.{digits}f} ({md_escape(low)})"
-    return f"{values[low]:.{digits}f} ({md_escape(low)}) to {values[high]:.{digits}f} ({md_escape(high)})"
+    if f"{values[low]:.{digits}f}" == f"{values[high]:.{digits}f}":
+        who = "every method" if len(values) > 1 else md_escape(low)
+        return f"is {values[low]:.{digits}f} for {who}"
+    low_text, high_text = (
+        f"{values[low]:.{digits}f} ({md_escape(low)})",
+        f"{values[high]:.{digits}f} ({md_escape(high)})",
+    )
+    return f"ranges from {low_text} to {high_text}"
+
+
+def _spread_digits(values: dict[str, float]) -> int:
+    """Decimals that show two significant digits of the largest value, at least two."""
+    top = max(values.values())
+    return max(2, 1 - math.floor(math.log10(top))) if top > 0 else 2
 
 
 def _listed(values: dict[str, float], spec: str) -> str:
@@ -170,11 +182,11 @@ def stability(section: Section) -> list[str]:
     cv = {r.label: r.grad_norm_cv for r in rows if r.grad_norm_cv is not None}
     diverged = {r.label: r.diverged for r in rows if r.diverged}
     parts = [
-        f"the seed std of {md_escape(metric)} runs from {_span(spread, _digits(*spread.values()))}"
+        f"the seed std of {md_escape(metric)} {_span(spread, _spread_digits(spread))}"
         if spread
         else "no method has two seeds",
         f"loss spikes per run: {_listed(spikes, '.2f')}, none for the others" if spikes else "no loss spikes",
-        f"the grad-norm coefficient of variation runs from {_span(cv, 2)}" if cv else "no grad norms logged",
+        f"the grad-norm coefficient of variation {_span(cv, 2)}" if cv else "no grad norms logged",
         f"diverged runs: {_listed(diverged, 'd')}" if diverged else "no run diverged",
     ]
     return [f"Over training seeds, {'; '.join(parts)}."]
