@@ -126,14 +126,14 @@ def gate_question(section: Section, method: str) -> list[str]:
     for g in gated:
         cmp = g.row.delta.get(metric)
         parts = [f"by {difference(cmp, md_escape(base.label))}"] if base and cmp else []
-        missing = []
+        missing, empty = [], []
         for gate, name in CONTROLS:
             control = controls[id(g)].get(gate)
             result = found.get((id(g), id(control))) if control else None
             if result is not None:
                 parts.append(f"by {difference(result, name)}")
             else:
-                missing.append(name if control is None else f"{name} (no values of {md_escape(metric)})")
+                (missing if control is None else empty).append(name)
         rate = "" if g.row.tar_mean is None else f", accepting {g.row.tar_mean:.0%} of the tokens"
         text = f"The SpecKD gate ({md_escape(g.label)}{rate})"
         if parts:
@@ -144,6 +144,8 @@ def gate_question(section: Section, method: str) -> list[str]:
             text += " has no comparison."
         if missing:
             text += f" Not run yet at the same acceptance rate: {' and '.join(missing)}."
+        if empty:
+            text += f" No values of {md_escape(metric)} on both sides: {' and '.join(empty)}."
         lines.append(text)
     return lines
 

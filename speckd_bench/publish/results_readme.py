@@ -1,6 +1,7 @@
-"""The results README: leaderboard table, plots and the facts a reader needs to trust and regenerate them
-(command, machine, versions, sizes, wall time, and whether a method's difference to a baseline is
-significant). Every number comes from the records; nothing is typed in by hand.
+"""The results README: the findings (claims.py), leaderboard table, plots and the facts a reader needs to
+trust and regenerate them (command, machine, versions, sizes, wall time, and whether a method's difference
+to a baseline is significant). Every number comes from the records; the notes placed under the title give
+context only.
 """
 
 from __future__ import annotations
