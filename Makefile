@@ -32,7 +32,7 @@ LEADERBOARD_DIR ?= results
 LEADERBOARD_SWEEP ?= sweeps/reference.yaml
 LEADERBOARD_BASELINE ?= fkl
 # The metric the reference leaderboard is judged on (why: docs/protocol.md), then the task's own.
-LEADERBOARD_METRICS ?= tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
+LEADERBOARD_METRICS ?= tf_tvd tf_top1 rougeL_teacher tf_fkl tf_rkl rougeL
 # Extra options of `speckd-bench sweep run`, e.g. --workers 2 or --executor submitit --partition gpu.
 LEADERBOARD_ARGS ?= --workers 2
 

@@ -59,8 +59,8 @@ def test_quiet_prints_the_record_path_and_keeps_only_the_summary(tmp_path, data_
     proc = _cli(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("record.json") and proc.stdout.count("\n") == 1
-    summary = proc.stderr.strip().splitlines()[-2:]  # no stage or step lines before it
-    assert summary[0].startswith("dolly rougeL: raw - -> init ") and summary[1].endswith(proc.stdout.strip())
+    summary = proc.stderr.strip().splitlines()  # the summary only: no stage or step lines before it
+    assert summary[0].startswith("dolly rougeL: raw - -> init ") and summary[-1].endswith(proc.stdout.strip())
     assert "step" not in proc.stderr and ": start" not in proc.stderr
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from speckd_bench.api.method_config import MethodConfig
+from speckd_bench.api.metrics import FIDELITY, FIDELITY_METRICS, METRICS, PER_PROMPT_FIDELITY
 from speckd_bench.api.settings import check_values, fields_of, finite, setting
 from speckd_bench.errors import UserError, did_you_mean
 
@@ -199,6 +200,13 @@ class EvalConfig:
         "float32 = a float32 copy, whose answers are the same on every CPU kernel path (bfloat16's are not: "
         "bench reference-parity)",
         choices=("teacher", "float32"),
+    )
+    main_metric: str = setting(
+        "",
+        "the metric a run is judged on: the record's main_metric, the first line of its summary and the "
+        "leaderboard's default column; empty = the task's first metric",
+        check=lambda v: not v or v in METRICS or v in {m.name for m in (*FIDELITY, *PER_PROMPT_FIDELITY)},
+        expected=f"a task metric or one of {', '.join(FIDELITY_METRICS)} (or a _prompt mean of a tf_ one)",
     )
     suite: str = setting(
         "", "also score every eval set of this suite (e.g. minillm); its decoding preset applies"

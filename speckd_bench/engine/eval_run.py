@@ -27,6 +27,7 @@ from speckd_bench.engine.scoring import (
     lm_eval_scores,
     quiet_transformers,
 )
+from speckd_bench.engine.summary import check_main_metric
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.evaluate import build_eval_examples, eval_seeds
 from speckd_bench.evaluation.lmeval import check_lm_eval
@@ -101,10 +102,11 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     A run's student (`run_id`) is scored against the run's own teacher, floors and fidelity."""
     wall0 = time.perf_counter()
     quiet_transformers()
-    TASKS.get(cfg.task)
+    task = TASKS.get(cfg.task)
     check_lm_eval(cfg)
-    eval_sets = EvalSets.load(cfg)
     with_reference = run_id is not None and cfg.eval.reference
+    main = check_main_metric(cfg.eval.main_metric, task.name, task.metrics, with_reference)
+    eval_sets = EvalSets.load(cfg)
     t0 = time.perf_counter()
     pair, source = _load_model(cfg, model_name, with_reference)
     load_s = time.perf_counter() - t0
@@ -127,7 +129,7 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model={"name": model_name, "source": source},
         task=cfg.task,
-        main_metric=TASKS.get(cfg.task).metrics[0],
+        main_metric=main,
         config=portable_config(cfg.to_dict()),
         versions=versions(),
         git_commit=git_commit(),

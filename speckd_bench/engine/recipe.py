@@ -16,7 +16,6 @@ them, and only the main process writes the run folder and says anything.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -53,11 +52,11 @@ from speckd_bench.engine.scoring import (
     lm_eval_scores,
     quiet_transformers,
 )
+from speckd_bench.engine.summary import main_metric, print_summary, summary_lines
 from speckd_bench.engine.trainer import Stage, Trainer, TrainResult, run_seeds
 from speckd_bench.engine.warmstart import WarmStart, init_rows, init_stage
 from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluation.evaluate import EvalResult, build_eval_examples, eval_seeds
-from speckd_bench.formatting import number
 from speckd_bench.loss.objective import LiveTeacher, TeacherSource
 from speckd_bench.methods.discovery import method_config
 from speckd_bench.models.loading import ModelPair, load_pair
@@ -357,7 +356,8 @@ class RunRecipe:
         facts = distributed_info(cfg, self.dist)
         train_file = setup.train_file
         return RunRecord(
-            run_id=setup.run_id, status=status, task=task.name, main_metric=task.metrics[0],
+            run_id=setup.run_id, status=status, task=task.name,
+            main_metric=main_metric(cfg.eval.main_metric, task.metrics),
             config=portable_config(cfg.to_dict()), versions=versions(), hardware=hardware(),
             timings={**self.timings}, paths={"train_log": TRAIN_LOG, "checkpoints": CHECKPOINTS},
             created=setup.state.get("created"), method=method.name, seed=cfg.seed, **facts,
@@ -461,25 +461,15 @@ class RunRecipe:
     def _summary(
         self, setup: Setup, before: Before, after: dict[str, EvalResult], record: RunRecord, path: Path
     ) -> None:
-        """The result in a few lines: on stdout, or with --quiet on stderr (its stdout is the record's
-        path alone, for scripts)."""
-        lines = []
-        for es in setup.eval.sets:
-            metric = es.task.metrics[0]
-            scores = before.scores[es.name]
-            raw = scores.get("raw", {}).get("metrics", {}).get(metric)
-            init = scores.get("init", {}).get("metrics", {}).get(metric)
-            trained = after[es.name].metrics[metric]
-            scores_text = " -> ".join(
-                f"{label} {number(v, 2)}" for label, v in (("raw", raw), ("init", init), ("after", trained))
-            )
-            lines.append(f"{es.name} {metric}: {scores_text}")
-        lines.append(f"{record.timings['wall_s']:.0f} s, record: {path}")
-        for line in lines if self.dist.is_main else []:
-            if self.quiet:
-                print(line, file=sys.stderr)
-            else:
-                console.print(line, markup=False)
+        """The result in a few lines (engine/summary.py), said by the main process."""
+        sets = [(es.name, es.task.metrics) for es in setup.eval.sets]
+        after_summaries = {name: result.summary() for name, result in after.items()}
+        lines = summary_lines(
+            sets, record.main_metric, before.scores, after_summaries, record.lm_eval,
+            record.timings["wall_s"], path,
+        )  # fmt: skip
+        if self.dist.is_main:
+            print_summary(lines, self.quiet)
 
 
 def build_run_config(**kwargs: Any) -> RunConfig:

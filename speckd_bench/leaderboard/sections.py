@@ -108,6 +108,8 @@ class Section:
     """Reference rows: teacher, raw and init student, floors."""
     floor_verdict: str | None = None
     """Whether the best method beats every floor on the first metric."""
+    missing: list[str] = field(default_factory=list)
+    """--metric names that no run of this section recorded (records older than the metric)."""
 
     @property
     def methods(self) -> list[LeaderboardRow]:
@@ -485,6 +487,7 @@ def _section(
     protocol = {k: json.loads(v) for k, v in groups[0].protocol.items()}
     description = _describe(protocol, runs, eval_set, varying)
     section = Section(eval_set, protocol, description, shown, groups, baseline, varying, notes)
+    section.missing = [m for m in metrics or [] if m not in shown]
     if not shown:
         section.groups = []
         return section
@@ -529,8 +532,9 @@ def sections_of(
         for per_set in r.record.metrics.values()
         for m in per_set.get("after", {}).get("metrics", {})
     }
-    for name in metrics or []:
-        if name not in known:
+    recorded = [m for m in metrics or [] if m in known]
+    for name in metrics or []:  # a fidelity metric older records lack is left out while others show
+        if name not in known and not (name in FIDELITY_METRICS and recorded):
             hint = did_you_mean(name, known)
             raise UserError(f"--metric {name!r} is in no record{hint}; known: {', '.join(sorted(known))}")
     protocols = [json.loads(key) for _, key in by_section]

@@ -1,6 +1,7 @@
-"""The results README: leaderboard table, plots and the facts a reader needs to trust and regenerate them
-(command, machine, versions, sizes, wall time, and whether a method's difference to a baseline is
-significant). Every number comes from the records; nothing is typed in by hand.
+"""The results README: the findings (claims.py), leaderboard table, plots and the facts a reader needs to
+trust and regenerate them (command, machine, versions, sizes, wall time, and whether a method's difference
+to a baseline is significant). Every number comes from the records; the notes placed under the title give
+context only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
+from speckd_bench.publish.claims import findings
 from speckd_bench.publish.plots import write_plots
 from speckd_bench.records.run_record import RunRecord
 
@@ -176,6 +178,7 @@ def write_results_readme(
         "by hand: every number below is recomputed from the records.",
         "",
         *([notes.strip(), ""] if notes else []),
+        *findings(sections, method),
         "## Regenerate",
         "",
         "```bash",

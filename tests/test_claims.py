@@ -1,0 +1,181 @@
+"""The README's findings (publish/claims.py) state exactly the training-seed statistics of the records:
+checked against scipy's t-tests and Holm's correction computed here, on fixture records."""
+
+import re
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from synthetic_records import write_run
+
+from speckd_bench.errors import UserError
+from speckd_bench.leaderboard.selection import select_sections
+from speckd_bench.publish.claims import findings, gate_question, ordering, stability
+
+SEEDS = (1, 2, 3)
+FKL = {1: 0.29, 2: 0.30, 3: 0.31}
+OFFSETS = {  # tf_tvd of each method minus fkl's, per seed (lower is better)
+    "rkl": (-0.022, -0.020, -0.018),
+    "sft": (0.06, 0.04, 0.05),
+    "srkl": (-0.025, -0.035, -0.03),
+    "speckd": (-0.006, -0.012, -0.012),
+}
+CONTROL_OFFSETS = {"random": (0.006, 0.004, 0.005), "confidence": (0.02, -0.01, 0.0)}
+"""tf_tvd of a control gate minus speckd's, per seed."""
+
+
+def _tvd(method: str, seed: int, control: str | None = None) -> float:
+    value = FKL[seed] + (OFFSETS[method][seed - 1] if method != "fkl" else 0.0)
+    return value + (CONTROL_OFFSETS[control][seed - 1] if control else 0.0)
+
+
+def _write(out, method: str, seed: int, control: str | None = None, match: bool = True, **kwargs) -> None:
+    settings = {"method.gate": control, "method.gate_match": match} if control else {}
+    value = _tvd(method, seed, control)
+    write_run(
+        out,
+        method=method,
+        seed=seed,
+        scores={10: [10.0 + seed] * 4},
+        losses=[1.0] * 11 + [3.0 if method == "sft" and seed == 1 else 1.0, 0.5],
+        fidelity={"tf_tvd": [value - 0.01, value + 0.01, value, value]},
+        settings=settings,
+        **kwargs,
+    )
+
+
+def _board(out, controls=("random", "confidence"), match: bool = True):
+    for seed in SEEDS:
+        for method in ("fkl", *OFFSETS):
+            _write(out, method, seed)
+        for control in controls:
+            _write(out, "speckd", seed, control, match)
+    (section,) = select_sections(out, baseline="fkl", metrics=["tf_tvd", "rougeL"])
+    return section
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory):
+    return _board(tmp_path_factory.mktemp("claims"))
+
+
+def _values(method: str, control: str | None = None) -> np.ndarray:
+    return np.array([_tvd(method, s, control) for s in SEEDS])
+
+
+SENTENCE = re.compile(
+    r"by (?P<d>[+-][\d.]+) \[(?P<low>[+-][\d.]+), (?P<high>[+-][\d.]+)\] against (?P<against>.+?) "
+    r"\(Holm p (?P<p>[\d.e-]+), (?P<verdict>significant|not significant)\)"
+)
+
+
+def _parsed(text: str, against: str) -> dict:
+    match = next(m for m in SENTENCE.finditer(text) if m["against"] == against)
+    return {k: match[k] if k in ("against", "verdict") else float(match[k]) for k in SENTENCE.groupindex}
+
+
+def _check(claim: dict, a: np.ndarray, b: np.ndarray, p_holm: float) -> None:
+    """The claim states mean(a - b), an interval around it, and the given Holm p with its verdict."""
+    assert claim["d"] == pytest.approx(float(np.mean(a - b)), abs=6e-4)
+    assert claim["low"] < claim["d"] < claim["high"]
+    assert claim["p"] == pytest.approx(p_holm, rel=0.05)
+    assert claim["verdict"] == ("significant" if p_holm < 0.05 else "not significant")
+
+
+def test_every_method_against_the_baseline_states_the_paired_t_test_holm_corrected(section):
+    text = "\n".join(findings([section], "speckd"))
+    assert "training-seed statistic" in text
+    compared = {
+        "rkl": _values("rkl"),
+        "sft": _values("sft"),
+        "srkl": _values("srkl"),
+        r"speckd (gate=speckd, gate\_match=False)": _values("speckd"),
+        r"speckd (gate=random, gate\_match=True)": _values("speckd", "random"),
+        r"speckd (gate=confidence, gate\_match=True)": _values("speckd", "confidence"),
+    }
+    p = [stats.ttest_rel(v, _values("fkl")).pvalue for v in compared.values()]
+    holm = dict(zip(compared, multipletests(p, method="holm")[1], strict=True))
+    for label, values in compared.items():
+        line = next(x for x in text.splitlines() if x.startswith(f"- {label} changes tf\\_tvd by "))
+        _check(_parsed(line, "fkl"), values, _values("fkl"), holm[label])
+    assert "- rkl changes tf\\_tvd by -0.020 [" in text  # three decimals at this scale
+
+
+def test_the_gate_question_names_both_controls_at_the_same_acceptance_rate(section):
+    (line,) = gate_question(section, "speckd")
+    speckd = _values("speckd")
+    controls = {
+        name: _values("speckd", gate)
+        for gate, name in (("random", "a random gate"), ("confidence", "a teacher-confidence gate"))
+    }
+    p = [stats.ttest_rel(speckd, v).pvalue for v in controls.values()]
+    holm = dict(zip(controls, multipletests(p, method="holm")[1], strict=True))
+    for name, values in controls.items():
+        _check(_parsed(line, name), speckd, values, holm[name])
+    assert line.startswith("The SpecKD gate (speckd (gate=speckd, gate\\_match=False)) changes tf\\_tvd by ")
+    assert line.endswith("at the same acceptance rate.") and "not run yet" not in line.lower()
+    assert _parsed(line, "fkl")["d"] == pytest.approx(float(np.mean(speckd - _values("fkl"))), abs=6e-4)
+
+
+def test_a_missing_control_is_not_run_yet(tmp_path):
+    line = gate_question(_board(tmp_path, controls=("random",)), "speckd")[0]
+    assert "against a random gate (Holm p" in line
+    assert line.endswith("Not run yet at the same acceptance rate: a teacher-confidence gate.")
+
+
+def test_a_control_at_another_acceptance_rate_does_not_count(tmp_path):
+    line = gate_question(_board(tmp_path, controls=("random",), match=False), "speckd")[0]
+    assert "against a random gate (" not in line
+    assert line.endswith(
+        "Not run yet at the same acceptance rate: a random gate and a teacher-confidence gate."
+    )
+
+
+def test_without_speckd_runs_the_gate_question_says_so(tmp_path):
+    for seed in SEEDS:
+        _write(tmp_path, "fkl", seed)
+        _write(tmp_path, "rkl", seed)
+    (section,) = select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd"])
+    assert gate_question(section, "speckd") == ["The gate question: no speckd runs with its own gate yet."]
+    assert ordering(section) == [
+        "The published ordering sft < fkl < srkl on tf\\_tvd: cannot be checked, no runs of sft, srkl."
+    ]
+
+
+def test_the_published_ordering_is_checked_with_the_direction_of_the_metric(section):
+    (line,) = ordering(section)
+    assert line.startswith("The published ordering sft < fkl < srkl on tf\\_tvd: the table agrees")
+    assert "fkl changes it by -0.050 [" in line and "against sft (Holm p" in line
+    assert "srkl changes it by -0.030 [" in line
+    (reversed_line,) = ordering(section, ("srkl", "fkl", "sft"))
+    assert "the table does not agree" in reversed_line
+
+
+def test_stability_states_seed_spread_spikes_and_grad_norms(section):
+    (line,) = stability(section)
+    spreads = {g.label: float(np.std([_tvd_of(g, s) for s in SEEDS], ddof=1)) for g in section.groups}
+    low, high = min(spreads, key=spreads.get), max(spreads, key=spreads.get)
+    assert f"of tf\\_tvd ranges from {spreads[low]:.3f} ({low.replace('_', chr(92) + '_')})" in line
+    assert f"to {spreads[high]:.3f}" in line
+    assert "loss spikes per run: sft 0.33, none for the others" in line  # one spike over three runs
+    assert "the grad-norm coefficient of variation is 0.00 for every method; no run diverged." in line
+
+
+def _tvd_of(group, seed: int) -> float:
+    run = next(r for r in group.runs if r.seed == seed)
+    return run.after_metric(group.eval_set, "tf_tvd")
+
+
+def test_a_main_metric_older_records_lack_is_named_and_the_next_one_judged(tmp_path):
+    for seed in SEEDS:
+        for method in ("fkl", "rkl"):
+            write_run(tmp_path, method=method, seed=seed, scores={10: [10.0 + seed] * 4}, losses=[1.0])
+    (section,) = select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd", "rougeL"])
+    assert section.metrics == ["rougeL"] and section.missing == ["tf_tvd"]
+    text = "\n".join(findings([section], "speckd"))
+    assert "Judged on rougeL (higher is better). Asked for but in none of these records: tf\\_tvd" in text
+    with pytest.raises(UserError, match="--metric 'rougeX' is in no record"):
+        select_sections(tmp_path, baseline="fkl", metrics=["rougeX", "rougeL"])
+    with pytest.raises(UserError, match="--metric 'tf_tvd' is in no record"):
+        select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd"])
