@@ -298,6 +298,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "model.student": "layers:15",
             "data.fidelity_examples": 500,
             "eval.reference_dtype": "float32",
+            "eval.main_metric": "tf_tvd",
             "train.curve_every": 25,
             "data.max_train_examples": 128,
             "train.init_rows": 1000,
@@ -349,17 +350,19 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-# Keys that never change a run's results: where files live, how often training state is saved, how often
-# the learning curve is scored (forward passes in no_grad between steps: the weights are the same), how the
-# loss is laid out in memory (fused or not, compiled or not: the same math), where the teacher's weights
-# live (FSDP) and the decoding backend (the same greedy decoding). All agree up to float rounding, which in
-# bf16 can flip a near-tie between two greedy tokens (docs/performance.md).
+# Keys that never change a run's results: where files live, which metric the leaderboard is judged on, how
+# often training state is saved, how often the learning curve is scored (forward passes in no_grad between
+# steps: the same weights), how the loss is laid out in memory (fused or not, compiled or not: the same
+# math), where the teacher's weights live (FSDP) and the decoding backend (the same greedy decoding). All
+# agree up to float rounding, which in bf16 can flip a near-tie between two greedy tokens
+# (docs/performance.md).
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
     "train.checkpoint_every",
     "train.curve_every",
     "train.curve_rows",
+    "eval.main_metric",
     "train.keep_checkpoints",
     "train.fused_loss",
     "train.fused_chunk_rows",

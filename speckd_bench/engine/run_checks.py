@@ -14,6 +14,7 @@ from speckd_bench.config.run_config import RunConfig
 from speckd_bench.data.tasks import TASKS
 from speckd_bench.distributed import Dist
 from speckd_bench.engine import teacher_cache
+from speckd_bench.engine.summary import check_main_metric
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.lmeval import check_lm_eval
 from speckd_bench.loss.divergences import DIVERGENCES
@@ -42,6 +43,7 @@ def resolve_names(cfg: RunConfig) -> tuple[Any, Method]:
     check_method(method, cfg.method)
     teacher_cache.check(cfg, method)
     check_lm_eval(cfg)
+    check_main_metric(cfg.eval.main_metric, task.name, task.metrics, cfg.eval.reference)
     if "train" not in task.splits:
         raise UserError(
             f"task {task.name} has no train split; train on another task and evaluate on this one"
