@@ -29,6 +29,8 @@ from speckd_bench.evaluation import evaluate as evaluate_module
 from speckd_bench.evaluation import floors as floors_module
 from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
 from speckd_bench.evaluation.floors import CHOICE_ROWS, fit_token_floors, floor_scores, token_floor_fidelity
+from speckd_bench.evaluation.teacher_answers import answers_path, differing, entry_path
+from speckd_bench.progress import warn
 
 
 def _train_rows(es: EvalSet, cfg: RunConfig) -> list[dict[str, Any]] | None:
@@ -60,7 +62,7 @@ def _entry_problem(path: Path) -> str | None:
 def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[str, Any]:
     """{"key", "summary", "outputs": {eval seed: texts}}, from the cache or decoded now and cached."""
     key = teacher_key(cfg, pair.info, es)
-    path: Path = cache_dir() / "teacher-eval" / f"{es.name}-{key}.json"
+    path = entry_path(es.name, key)
     with building(path, _entry_problem) as hit:
         return read_json(path) if hit else _decode_teacher(cfg, pair, es, key, path, quiet)
 
@@ -89,6 +91,15 @@ def _decode_teacher(cfg: RunConfig, pair: Any, es: EvalSet, key: str, path: Path
     for sample in res.samples:
         outputs.setdefault(str(sample["eval_seed"]), []).append(sample["output"])
     entry = {"key": key, "summary": res.summary(), "outputs": outputs}
+    committed = answers_path(Path(cfg.results_dir), es.name, key)
+    changed = differing(committed, outputs)
+    if changed is not None and changed[0]:
+        warn(
+            f"{changed[0]} of {changed[1]} teacher answers on {es.name} differ from the committed ones in "
+            f"{committed}: this machine decodes the reference rows differently, so its teacher and floor "
+            "rows are not that leaderboard's (a float32 reference decode, eval.reference_dtype=float32, is "
+            "the same on every CPU kernel path)"
+        )
     if process_context().is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, entry)

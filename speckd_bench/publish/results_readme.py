@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from speckd_bench.caches import atomic_write_text
+from speckd_bench.evaluation.teacher_answers import answers_path, write_answers
 from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std
 from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.runs import is_finite
@@ -158,6 +159,35 @@ def setup_facts(sections: list[Section]) -> list[str]:
     ]
 
 
+def teacher_keys(records: list[RunRecord]) -> set[tuple[str, str]]:
+    """(eval set, teacher score key) of every reference row the records name."""
+    return {
+        (eval_set, key)
+        for r in records
+        for eval_set, per_set in r.metrics.items()
+        if (key := per_set.get("reference", {}).get("teacher", {}).get("key"))
+    }
+
+
+def answers_facts(results_dir: Path, out: Path, keys: set[tuple[str, str]]) -> list[str]:
+    """Where the teacher's reference answers are kept beside the README, or that they are not."""
+    facts = []
+    for eval_set, key in sorted(keys):
+        path = answers_path(results_dir, eval_set, key)
+        if path.is_file():
+            link = Path(os.path.relpath(path, out.parent)).as_posix()
+            facts.append(
+                f"Teacher's reference answers on {md_escape(eval_set)}: [{link}]({link}) (a rebuild of the "
+                "reference rows is compared with them and warns when an answer differs)"
+            )
+        else:
+            facts.append(
+                f"Teacher's reference answers on {md_escape(eval_set)} (key {key}): not kept here (the runs "
+                "were made before answers were kept, or their cache is not on this machine)"
+            )
+    return facts
+
+
 def write_results_readme(
     sections: list[Section],
     results_dir: Path,
@@ -171,6 +201,8 @@ def write_results_readme(
     """Write the plots under results_dir/plots and the README at `out`; returns every file written."""
     plots = write_plots(sections, results_dir / "plots")
     records = _records(sections)
+    keys = teacher_keys(records)
+    answers = write_answers(results_dir, keys)
     lines = [
         "# Reference leaderboard",
         "",
@@ -198,6 +230,7 @@ def write_results_readme(
         "## Setup",
         "",
         *(f"- {fact}" for fact in setup_facts(sections)),
+        *(f"- {fact}" for fact in answers_facts(results_dir, out, keys)),
         "",
         "## Table",
         "",
@@ -207,4 +240,4 @@ def write_results_readme(
     ]
     lines += [f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in plots]
     atomic_write_text(out, "\n".join(lines) + "\n")
-    return [*plots, out]
+    return [*plots, *answers, out]
