@@ -106,9 +106,18 @@ def plot(
         str | None,
         typer.Option(help="Method to compare with: adds a forest plot of each method's Δ to it."),
     ] = None,
+    curves: Annotated[
+        bool,
+        typer.Option(
+            "--curves/--no-curves",
+            help="Learning curves (train.curve_every) per --metric the runs' curves hold, else every one "
+            "they hold; sections without curves get none.",
+        ),
+    ] = True,
 ) -> None:
-    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), metric bars with error bars,
-    and with --baseline a forest plot of the Δ to it (Holm-adjusted t-intervals over training seeds)."""
+    """PNG plots: loss, grad-norm and TAR curves per method (band over seeds), learning curves where runs
+    recorded them, metric bars with error bars, and with --baseline a forest plot of the Δ to it
+    (Holm-adjusted t-intervals over training seeds)."""
     from speckd_bench.leaderboard.selection import select_sections
     from speckd_bench.publish.plots import write_plots
 
@@ -123,7 +132,7 @@ def plot(
         baseline=baseline,
     )
     with _writing("pass --out DIR"):
-        for path in write_plots(sections, out_dir or results_dir / "plots"):
+        for path in write_plots(sections, out_dir or results_dir / "plots", curves=curves):
             print(path)
 
 

@@ -2,8 +2,8 @@
 `table --format html --wide` (reference rows first, Δ and intervals, stability columns) with sortable
 columns, the core column group shown and a checkbox per other group, the method column kept in view when
 a table scrolls sideways, the protocol line of every section, the significance sentences and setup facts
-of the results README, and the plots embedded as base64 PNG. No framework, no network: a few lines of
-vanilla JS and CSS."""
+of the results README, and the plots (learning curves first) embedded as base64 PNG. No framework, no
+network: a few lines of vanilla JS and CSS."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from speckd_bench.caches import atomic_write_text
 from speckd_bench.leaderboard.columns import CORE, GROUPS, Column, legend
 from speckd_bench.leaderboard.render import headers, section_lines, table_cells
 from speckd_bench.leaderboard.sections import Section
-from speckd_bench.publish.plots import write_plots
+from speckd_bench.publish.plots import curve_paths, write_plots
 from speckd_bench.publish.results_readme import setup_facts, significance
 
 STYLE = """
@@ -114,18 +114,21 @@ def _table(section: Section) -> list[str]:
     ]
 
 
+def _figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    name = html.escape(path.stem)
+    image = f'<img alt="{name}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{name}</figcaption></figure>"
+
+
 def _figures(sections: list[Section]) -> list[str]:
-    """The plot module's PNGs, drawn into a temporary folder and embedded."""
-    out = []
+    """The plot module's PNGs, drawn into a temporary folder and embedded: the learning curves under
+    their own heading (where runs recorded them), then the other plots."""
     with tempfile.TemporaryDirectory(prefix="speckd-plots-") as tmp:
-        for path in write_plots(sections, Path(tmp)):
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            name = html.escape(path.stem)
-            out.append(
-                f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{name}</figcaption></figure>"
-            )
-    return out
+        paths = write_plots(sections, Path(tmp))
+        learning = list(dict.fromkeys(p for _, ps in curve_paths(sections, Path(tmp)) for p in ps))
+        head = ["<h2>Learning curves</h2>", *map(_figure, learning)] if learning else []
+        return [*head, "<h2>Plots</h2>", *(_figure(p) for p in paths if p not in learning)]
 
 
 def _toggles(cols: list[Column]) -> list[str]:
@@ -154,7 +157,6 @@ def render_page(sections: list[Section], *, baseline: str, method: str, command:
         '<ul class="facts">',
         *(f"<li>{html.escape(fact)}</li>" for fact in setup_facts(sections)),
         "</ul>",
-        "<h2>Plots</h2>",
         *_figures(sections),
     ]
     return "\n".join(

@@ -1,7 +1,8 @@
 """PNG plots of leaderboard sections: training curves (loss, grad norm, TAR) per method with a band over
-training seeds, a bar chart of each shown metric per method with error bars, the warm-start student, the
-teacher and the best floor drawn across it, and a forest plot of each method's Δ to the baseline with its
-Holm-adjusted t-interval over training seeds. Every metric axis names its unit and which way is better.
+training seeds; learning curves (teacher-forced fidelity every train.curve_every steps) likewise; a bar
+chart of each shown metric per method with error bars, the warm-start student, the teacher and the best
+floor drawn across it; and a forest plot of each method's Δ to the baseline with its Holm-adjusted
+t-interval over training seeds. Every metric axis names its unit and which way is better.
 
 Figures are drawn on matplotlib's Agg canvas (no display needed); the `*_figure` functions return them
 unsaved.
@@ -22,6 +23,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from speckd_bench.api.metrics import Better, better
 from speckd_bench.leaderboard.columns import SIGNIFICANT
+from speckd_bench.leaderboard.curves import curve_metrics, group_curve, scored_on
 from speckd_bench.leaderboard.rows import LeaderboardRow, best_row
 from speckd_bench.leaderboard.sections import Group, Section
 
@@ -231,19 +233,66 @@ def forest_figure(section: Section, colors: dict) -> Figure | None:
     return fig
 
 
-def write_plots(sections: list[Section], out_dir: Path) -> list[Path]:
-    """Curves once per protocol (shared by its eval sets), a bar chart per section and metric, a forest
-    plot of the Δ to the baseline per section that has one."""
+def learning_curve_figure(section: Section, metric: str, colors: dict) -> Figure | None:
+    """The learning curve of `metric` per method: its mean over training seeds at each step all their
+    curves scored, a min-to-max band, n in the legend, and what was left out; None when no run has one."""
+    curves = [group_curve(g, metric) for g in section.groups]
+    drawn = [c for c in curves if c.steps.size]
+    if not drawn:
+        return None
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for curve in drawn:
+        color = colors[curve.group.label]
+        label = _plain(f"{curve.group.label} (n={curve.n})")
+        ax.plot(curve.steps, curve.mean, color=color, label=label, linewidth=1.6, marker="o", markersize=3)
+        ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
+    _style(ax, log_scale=False)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(axis_label(metric))
+    notes = [c.note for c in curves if c.note]
+    title = (
+        f"learning curve: {metric}, teacher-forced on {scored_on(section)}; mean over training seeds, "
+        f"band = min to max\n{_subtitle(section)}"
+    )
+    ax.set_title(_plain("\n".join([title, *notes])), fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def _stems(sections: list[Section]) -> list[str]:
+    """The file-name stem of each section's protocol: task and preset, with a digest of the protocol when
+    two protocols would share one."""
+    keys = [json.dumps(s.protocol, sort_keys=True) for s in sections]
+    stems = [_slug(f"{s.protocol['task']}-{s.protocol['preset']}") for s in sections]
+    if len(set(stems)) < len(set(keys)):
+        digests = [hashlib.sha1(k.encode()).hexdigest()[:6] for k in keys]
+        stems = [f"{stem}-{digest}" for stem, digest in zip(stems, digests, strict=True)]
+    return stems
+
+
+def _curve_files(section: Section, stem: str, out_dir: Path) -> list[tuple[str, Path]]:
+    return [(m, out_dir / f"{stem}_curve_{_slug(m)}.png") for m in curve_metrics(section)]
+
+
+def curve_paths(sections: list[Section], out_dir: Path) -> list[tuple[Section, list[Path]]]:
+    """Each section with the learning-curve PNGs `write_plots(sections, out_dir)` writes for it (sections
+    of one protocol share them; [] for a section whose runs recorded no curve)."""
+    return [
+        (s, [path for _, path in _curve_files(s, stem, out_dir)])
+        for s, stem in zip(sections, _stems(sections), strict=True)
+    ]
+
+
+def write_plots(sections: list[Section], out_dir: Path, *, curves: bool = True) -> list[Path]:
+    """Training curves once per protocol (shared by its eval sets), learning curves per protocol and
+    metric where runs recorded them (`curves`), a bar chart per section and metric, a forest plot of the
+    Δ to the baseline per section that has one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    keys = {json.dumps(s.protocol, sort_keys=True) for s in sections}
-    stems = [_slug(f"{s.protocol['task']}-{s.protocol['preset']}") for s in sections]
-    clash = len(set(stems)) < len(keys)
     done: set[str] = set()
-    for section, stem in zip(sections, stems, strict=True):
+    for section, stem in zip(sections, _stems(sections), strict=True):
         key = json.dumps(section.protocol, sort_keys=True)
-        if clash:
-            stem = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
         colors = _colors([g.label for g in section.groups])
         if key not in done:
             done.add(key)
@@ -251,6 +300,11 @@ def write_plots(sections: list[Section], out_dir: Path) -> list[Path]:
                 path = out_dir / f"{stem}_{name}.png"
                 if _curve(section.groups, field, section, colors, path):
                     written.append(path)
+        for metric, path in _curve_files(section, stem, out_dir) if curves else []:
+            figure = None if path in written else learning_curve_figure(section, metric, colors)
+            if figure is not None:
+                figure.savefig(path)
+                written.append(path)
         for metric in section.metrics:
             path = out_dir / f"{stem}_{_slug(section.eval_set)}_{_slug(metric)}.png"
             bar_figure(section, metric, colors).savefig(path)
