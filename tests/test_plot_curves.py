@@ -119,7 +119,9 @@ def test_report_writes_lists_and_links_the_curves(board, tmp_path):
     text = readme.read_text()
     for name in CURVE_FILES:
         assert (board / "plots" / name).read_bytes().startswith(b"\x89PNG")
-        assert str(board / "plots" / name) in res.stdout and f"/plots/{name})" in text
+        assert str(board / "plots" / name) in res.stdout and text.count(f"/plots/{name})") == 1
+    curves_part = text.split("## Learning curves", 1)[1].split("## Plots", 1)[0]
+    assert all(f"/plots/{name})" in curves_part for name in CURVE_FILES)  # under their own heading
     section = _section(board)
     ((listed, paths),) = curve_paths([section], board / "plots")
     assert listed is section and [p.name for p in paths] == CURVE_FILES
@@ -151,5 +153,6 @@ def test_sections_without_curves_get_no_curve_figure(tmp_path):
     res = runner.invoke(app, ["report", "--results-dir", str(tmp_path), "--out", str(tmp_path / "R.md")])
     assert res.exit_code == 0, (res.output, res.exception)
     assert list((tmp_path / "plots").glob("*.png")) and not list((tmp_path / "plots").glob("*curve*"))
+    assert "## Learning curves" not in (tmp_path / "R.md").read_text()
     page = render_page([section], baseline="fkl", method="speckd", command=None)
     assert "Learning curves" not in page and "<h2>Plots</h2>" in page

@@ -19,7 +19,7 @@ from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
 from speckd_bench.publish.claims import findings
-from speckd_bench.publish.plots import write_plots
+from speckd_bench.publish.plots import curve_paths, write_plots
 from speckd_bench.records.run_record import RunRecord
 
 
@@ -159,6 +159,10 @@ def setup_facts(sections: list[Section]) -> list[str]:
     ]
 
 
+def _image(path: Path, out: Path) -> str:
+    return f"![{path.stem}]({Path(os.path.relpath(path, out.parent)).as_posix()})"
+
+
 def teacher_keys(records: list[RunRecord]) -> set[tuple[str, str]]:
     """(eval set, teacher score key) of every reference row the records name."""
     return {
@@ -235,9 +239,21 @@ def write_results_readme(
         "## Table",
         "",
         render(sections, "md"),
-        "## Plots",
-        "",
     ]
-    lines += [f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in plots]
+    curve_files = list(
+        dict.fromkeys(p for _, paths in curve_paths(sections, results_dir / "plots") for p in paths)
+    )
+    if curve_files:
+        lines += [
+            "## Learning curves",
+            "",
+            "Each method's fidelity to the teacher during training (teacher-forced on a fixed subset of the "
+            "eval rows, every few optimiser steps): the mean over training seeds, the band from the lowest "
+            "to the highest seed.",
+            "",
+            *(_image(p, out) for p in curve_files),
+            "",
+        ]
+    lines += ["## Plots", "", *(_image(p, out) for p in plots if p not in curve_files)]
     atomic_write_text(out, "\n".join(lines) + "\n")
     return [*plots, *answers, out]
