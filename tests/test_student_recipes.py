@@ -1,6 +1,9 @@
 """Students cut from the teacher: layers:N (evenly spaced) and block:N (the first N-1 layers and the last),
 their kept indices, the models they build, what the record says about them, and bad values."""
 
+from collections import defaultdict
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import assert_one_line_error, cli
@@ -16,6 +19,7 @@ from speckd_bench.models.loading import (
     student_from_teacher,
     student_recipe,
 )
+from speckd_bench.sweep.grid import load_points
 
 
 @pytest.mark.parametrize(
@@ -99,3 +103,21 @@ def test_bad_recipe_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsy
     code, err = cli(monkeypatch, capsys, [*args, "--results-dir", tmp_path / "results"])
     assert_one_line_error(code, err, "model.student=block:99 needs 1 <= N <= 4")
     assert run_dirs(tmp_path / "results") == []
+
+
+def test_the_committed_sweep_measures_each_recipe_init_without_kd(tmp_path):
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "student-recipes.yaml"
+    _, _, points = load_points(sweep, tmp_path)
+    warm_starts = defaultdict(set)
+    for point in points:
+        s = point.settings
+        assert (s["preset"], s["method.name"], s["train.max_steps"]) == ("default", "sft", "1")
+        assert student_recipe(s["model.student"]) is not None
+        warm_starts[(s["train.init_rows"], s["train.init_sft_epochs"])].add(s["model.student"])
+    every = {f"{recipe}:{n}" for recipe in STUDENT_RECIPES for n in (4, 6, 8)}
+    assert warm_starts == {
+        ("256", "1"): {"layers:6", "block:6"},  # the preset's current warm start, as the baseline
+        ("256", "2"): every,
+        ("1000", "1"): every,
+        ("1000", "2"): {"layers:4", "block:4"},  # the only depth within the demo budget
+    }
