@@ -1,5 +1,6 @@
 """Students cut from the teacher: layers:N (evenly spaced) and block:N (the first N-1 layers and the last),
-their kept indices, the models they build, what the record says about them, and bad values."""
+their kept indices, the models they build, what the record says about them, bad values, and the committed
+sweep that measures their inits."""
 
 from collections import defaultdict
 from pathlib import Path
