@@ -63,7 +63,12 @@ def run(
         ),
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher: built-in name, hub id or local dir.")] = None,
-    student: Annotated[str | None, typer.Option(help="Student: layers:N, hub id or local dir.")] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            help="Student: layers:N (evenly spaced), block:N (first N-1 + last), hub id or local dir."
+        ),
+    ] = None,
     seed: Annotated[
         list[int] | None, typer.Option(help="Training seed; repeat for one run per seed.")
     ] = None,
