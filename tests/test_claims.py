@@ -11,7 +11,7 @@ from synthetic_records import write_run
 
 from speckd_bench.errors import UserError
 from speckd_bench.leaderboard.selection import select_sections
-from speckd_bench.publish.claims import findings, gate_question, ordering, stability
+from speckd_bench.publish.claims import findings, gate_question, metric_ranking, ordering, stability
 
 SEEDS = (1, 2, 3)
 FKL = {1: 0.29, 2: 0.30, 3: 0.31}
@@ -179,3 +179,17 @@ def test_a_main_metric_older_records_lack_is_named_and_the_next_one_judged(tmp_p
         select_sections(tmp_path, baseline="fkl", metrics=["rougeX", "rougeL"])
     with pytest.raises(UserError, match="--metric 'tf_tvd' is in no record"):
         select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd"])
+
+
+def test_the_metric_ranking_orders_the_divergence_families_best_first(section, tmp_path):
+    # tf_tvd means over seeds: srkl 0.27, rkl 0.28, fkl 0.30, sft 0.35 (lower is better)
+    (line,) = metric_ranking(section)
+    assert (
+        line
+        == "tf_tvd (lower is better) ranks, best first: srkl (mode-seeking), rkl (mode-seeking), fkl, sft."
+    )
+    for seed in SEEDS:
+        _write(tmp_path, "fkl", seed)
+        _write(tmp_path, "sft", seed)
+    (only_covering,) = select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd"])
+    assert metric_ranking(only_covering)[0].startswith("Not measured here")

@@ -13,12 +13,16 @@ import json
 import math
 from collections.abc import Sequence
 
-from speckd_bench.api.metrics import better
+from speckd_bench.api.metrics import Better, better
 from speckd_bench.formatting import md_escape
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, SeedComparison, compare_family
 
+MODE_SEEKING = ("rkl", "srkl", "jsd")
+"""Divergence methods whose students concentrate on the teacher's modes (reverse KL and its relatives)."""
+MASS_COVERING = ("fkl", "sft")
+"""Methods whose students spread mass over everything the teacher (or the data) allows."""
 PUBLISHED_ORDER = ("sft", "fkl", "srkl")
 """The ordering the paper reports on the main metric, worst first."""
 CONTROLS = (("random", "a random gate"), ("confidence", "a teacher-confidence gate"))
@@ -249,6 +253,33 @@ def _flipped(cmp: SeedComparison) -> SeedComparison:
     )
 
 
+def metric_ranking(section: Section) -> list[str]:
+    """How each shown fidelity metric orders the plain (ungated, default-setting) runs of the
+    mode-seeking and the mass-covering methods: rank by the mean over training seeds, best first."""
+    groups = [g for m in (*MODE_SEEKING, *MASS_COVERING) if (g := _plain(section.groups, m))]
+    if not any(g.method in MODE_SEEKING for g in groups) or not any(
+        g.method in MASS_COVERING for g in groups
+    ):
+        return [
+            "Not measured here: the table lacks a mode-seeking (rkl, srkl, jsd) or a mass-covering (fkl, "
+            "sft) run."
+        ]
+    lines = []
+    for metric in (m for m in section.metrics if m.startswith("tf_") and not m.endswith("_prompt")):
+        means = {g.method: g.row.metrics[metric].mean for g in groups if metric in g.row.metrics}
+        ranked = sorted(
+            ((m, v) for m, v in means.items() if is_finite(v)),
+            key=lambda mv: mv[1] if better(metric) is Better.LOWER else -mv[1],
+        )
+        if not ranked:
+            continue
+        order = ", ".join(
+            f"{md_escape(m)}{' (mode-seeking)' if m in MODE_SEEKING else ''}" for m, _ in ranked
+        )
+        lines.append(f"{metric} ({better(metric).value} is better) ranks, best first: {order}.")
+    return lines
+
+
 def findings(sections: Sequence[Section], method: str) -> list[str]:
     """The generated findings section of the README: markdown lines."""
     lines = [
@@ -267,4 +298,9 @@ def findings(sections: Sequence[Section], method: str) -> list[str]:
         lines += ["**The gate question.** " + " ".join(gate_question(s, method)), ""]
         lines += ["**Stability.** " + " ".join(stability(s)), ""]
         lines += ["**Published ordering.** " + " ".join(ordering(s)), ""]
+        lines += [
+            "**How the metrics rank the divergence families** (means over training seeds; the differences "
+            "and their significance are in the table). " + " ".join(metric_ranking(s)),
+            "",
+        ]
     return lines
