@@ -26,11 +26,14 @@ from speckd_bench.data.rows import load_rows
 from speckd_bench.data.tasks import TASKS, discover_tasks
 from speckd_bench.engine.recipe import build_run_config
 from speckd_bench.evaluation.generate import generate
+from speckd_bench.evaluation.reference import reference_teacher
 from speckd_bench.methods.discovery import discover_methods
 from speckd_bench.models.loading import load_teacher
 
 KERNELS = ("native", "avx2")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float32-from-bfloat16")
+"""float32-from-bfloat16: what eval.reference_dtype=float32 decodes with a bfloat16 teacher (its rounded
+weights, computed in float32)."""
 COLUMNS = [
     ("dtype", "teacher dtype", "{}"),
     ("kernels", "kernel paths", "{}"),
@@ -46,7 +49,10 @@ def decode(preset: str, task: str, rows: int, dtype: str) -> dict[str, Any]:
     discover_methods()
     cfg = build_run_config(method="fkl", preset=preset, overrides={"task": task})
     teacher, tokenizer, _ = load_teacher(cfg.model.teacher)
-    teacher = teacher.to(getattr(torch, dtype)).eval()
+    if dtype == "float32-from-bfloat16":
+        teacher = reference_teacher(teacher.to(torch.bfloat16), "float32").eval()
+    else:
+        teacher = teacher.to(getattr(torch, dtype)).eval()
     spec = TASKS.get(task)
     examples = build_examples(spec, load_rows(spec, "eval", cfg.data)[:rows], tokenizer, cfg.data)
     gen = generate(teacher, tokenizer, [e.prompt_ids for e in examples], cfg.eval, 10, "reference", True)
@@ -75,10 +81,10 @@ def _child(kernel: str, dtype: str, opts: argparse.Namespace, out: Path) -> dict
 
 
 def compare(opts: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """One table row per dtype: answers that differ between the kernel paths (each decode kept in `work`,
-    where a later call finds it instead of decoding again)."""
+    """One table row per dtype of opts.dtypes: answers that differ between the kernel paths (each decode
+    kept in `work`, where a later call finds it instead of decoding again)."""
     table = []
-    for dtype in DTYPES:
+    for dtype in opts.dtypes:
         runs = []
         for kernel in KERNELS:
             out = work / f"{opts.preset}-{opts.task}-{opts.rows}-{kernel}-{dtype}.json"
@@ -96,10 +102,10 @@ def compare(opts: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return table
 
 
-def report(preset: str, task: str, rows: int, work: Path | None) -> str:
+def report(preset: str, task: str, rows: int, work: Path | None, dtypes: tuple[str, ...] = DTYPES) -> str:
     """The machine and the table: answers that differ between the kernel paths, per dtype. The decodes
     run in child processes (ATEN_CPU_CAPABILITY is read once, at import) and are kept in `work`."""
-    opts = argparse.Namespace(preset=preset, task=task, rows=rows)
+    opts = argparse.Namespace(preset=preset, task=task, rows=rows, dtypes=dtypes)
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
         table = compare(opts, work)
@@ -118,13 +124,14 @@ def main() -> None:
     parser.add_argument("--task", default="dolly")
     parser.add_argument("--rows", type=int, default=100)
     parser.add_argument("--work", type=Path, help="keep each decode here and reuse it (default: a temp dir)")
+    parser.add_argument("--dtype", action="append", choices=DTYPES, help="the dtypes compared (default: all)")
     parser.add_argument("--child", choices=DTYPES, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child:
         opts.out.write_text(json.dumps(decode(opts.preset, opts.task, opts.rows, opts.child)))
     else:
-        print(report(opts.preset, opts.task, opts.rows, opts.work))
+        print(report(opts.preset, opts.task, opts.rows, opts.work, tuple(opts.dtype or DTYPES)))
 
 
 if __name__ == "__main__":

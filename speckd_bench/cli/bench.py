@@ -161,6 +161,13 @@ def bench_reference_parity(
     task: Annotated[str, typer.Option(help="Eval set.")] = "dolly",
     rows: Annotated[int, typer.Option(min=1, help="Eval rows.")] = 100,
     work: Annotated[Path | None, typer.Option(help="Keep each decode here and reuse it.")] = None,
+    dtype: Annotated[
+        list[Literal["float32", "bfloat16", "float32-from-bfloat16"]] | None,
+        typer.Option(
+            help="Teacher dtypes compared (default: all); float32-from-bfloat16 is "
+            "eval.reference_dtype=float32 with a bfloat16 teacher."
+        ),
+    ] = None,
     data_dir: MirrorOpt = None,
     out_file: BenchOutOpt = None,
 ) -> None:
@@ -171,4 +178,5 @@ def bench_reference_parity(
 
     if data_dir is not None:
         os.environ["SPECKD_DATA_DIR"] = str(data_dir)  # read by the child processes
-    _bench_output(reference_parity.report(preset, task, rows, work), out_file)
+    dtypes = tuple(dtype or reference_parity.DTYPES)
+    _bench_output(reference_parity.report(preset, task, rows, work, dtypes), out_file)

@@ -198,8 +198,9 @@ class EvalConfig:
     reference_dtype: str = setting(
         "teacher",
         "dtype of the teacher's reference decode (its answers and scores): teacher = model.teacher_dtype; "
-        "float32 = a float32 copy, whose answers are the same on every CPU kernel path (bfloat16's are not: "
-        "bench reference-parity)",
+        "float32 = a float32 copy of the teacher as loaded (a bfloat16 teacher's rounded weights computed in "
+        "float32), whose answers are the same on every CPU kernel path (bfloat16's are not: bench "
+        "reference-parity)",
         choices=("teacher", "float32"),
     )
     main_metric: str = setting(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def _teacher_eval(cfg: RunConfig, pair: Any, es: EvalSet, quiet: bool) -> dict[s
 
 
 def reference_teacher(teacher: Any, reference_dtype: str) -> Any:
-    """The teacher that decodes the reference answers: itself, or a float32 copy (eval.reference_dtype)."""
+    """The teacher that decodes the reference answers: itself, or a float32 copy (eval.reference_dtype) of
+    the teacher as the run holds it: a bfloat16 teacher's rounded weights, computed in float32, whose
+    answers are the same on every CPU kernel path."""
     if reference_dtype == "teacher" or next(teacher.parameters()).dtype == torch.float32:
         return teacher
     return copy.deepcopy(teacher).to(torch.float32)
@@ -153,8 +156,9 @@ def reference_rows(
     return rows, view
 
 
-SCORING_MODULES = (evaluate_module, fidelity, generate, degeneracy, metrics)
-"""The code that turns a model and examples into scores: decoding, the text and fidelity metrics."""
+SCORING_MODULES = (evaluate_module, fidelity, generate, degeneracy, metrics, sys.modules[__name__])
+"""The code that turns a model and examples into scores: decoding, the text and fidelity metrics, and this
+module (which teacher decodes the reference answers)."""
 
 
 @functools.cache
