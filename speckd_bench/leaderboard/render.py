@@ -94,7 +94,7 @@ def group_cells(section: Section, group: str) -> tuple[list[Column], list[list[C
 def detail_groups(
     section: Section, groups: Groups = GROUPS
 ) -> list[tuple[str, list[Column], list[list[Cell]]]]:
-    """(group, columns, cells) of every group in `groups` but the core one that has a value in the
+    """(group, columns, cells) of each group in `groups` (the core one aside) with a value in the
     section."""
     tables = [(g, *group_cells(section, g)) for g in groups if g != CORE]
     return [(g, cols, cells) for g, cols, cells in tables if cells]
@@ -139,8 +139,9 @@ MD_WIDTH = 160
 
 
 def _fitting(cols: list[Column], cells: list[list[Cell]], width: int) -> list[list[int]]:
-    """The indexes of the group columns (after the key columns) split into consecutive runs, as many as
-    fit in markdown tables of at most `width` characters a line (a column wider alone gets its own)."""
+    """The column indexes of each markdown table a detail table is split into: the key columns, then a
+    run of the group's columns, as many as fit in `width` characters a line (one too wide alone gets a
+    table of its own)."""
     n_keys = sum(any(c is k for k in KEYS) for c in cols)
     chunks: list[list[int]] = []
     for i in range(n_keys, len(cols)):
@@ -312,18 +313,18 @@ def _rich(sections: list[Section], groups: Groups) -> RichGroup:
     return RichGroup(*parts)
 
 
+UNWRAPPED = 100_000
+"""The width rich output is laid out at where it goes to no terminal: wider than any table or legend."""
+
+
 def print_rich(renderable: RichGroup, console: Console) -> None:
     """Print the rich tables: fitted to a terminal's width, wrapped between words (a terminal too narrow
-    for the longest words wraps the lines rather than crop them); anywhere else (a pipe, a file) at their
-    natural width, never wrapped."""
+    for the numbers gets longer lines, which it wraps, rather than cropped ones); anywhere else (a pipe,
+    a file) at their natural width, never wrapped."""
     if console.is_terminal:
         console.print(renderable, crop=False)
     else:
         Console(file=console.file, width=UNWRAPPED, color_system=None).print(renderable)
-
-
-UNWRAPPED = 100_000
-"""The width rich output is laid out at where it goes to no terminal: wider than any table or legend."""
 
 
 def check_format(fmt: str) -> None:
