@@ -15,9 +15,12 @@ from speckd_bench.evaluation.floors import TOKEN_FLOORS
 from speckd_bench.leaderboard.columns import GROUPS
 from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.selection import select_sections
+from speckd_bench.publish.results_readme import details
+from speckd_bench.sweep.status import done_run_ids
 
 runner = CliRunner()
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
 README_METRICS = ["tf_top1", "rougeL_teacher", "tf_fkl", "tf_rkl", "rougeL"]
 """The metrics `make leaderboard-report` renders the committed results with."""
 MAX_WIDTH = 160
@@ -165,3 +168,67 @@ def test_the_legend_describes_the_shown_columns_and_the_token_floors(board):
     )
     rows = {line.split(" | ")[0]: line for line in _table_lines(fidelity)}
     assert "*3.00*" in rows["| *floor: unigram tokens*"] and "*9.00*" in rows["| *floor: bigram tokens*"]
+
+
+LEADERBOARD_METRICS = ["tf_tvd", "tf_top1", "rougeL_teacher", "tf_fkl", "tf_rkl", "rougeL"]
+"""The Makefile's LEADERBOARD_METRICS."""
+
+
+def _detail_tables(lines: list[str]) -> dict[str, list[list[str]]]:
+    """The README's detail tables: group -> its tables (markdown lines each)."""
+    tables: dict[str, list[list[str]]] = {}
+    group = None
+    for line in lines:
+        if line.startswith("**dolly, "):
+            group = line.removeprefix("**dolly, ").removesuffix("**")
+            tables[group] = []
+        elif line.startswith("|"):
+            if line.startswith("| method"):
+                tables[group].append([])
+            tables[group][-1].append(line)
+    return tables
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def test_readme_detail_tables_of_the_committed_sweep_fit_160_characters_and_hold_every_group_column():
+    run_ids, _ = done_run_ids(ROOT / "sweeps" / "reference-16steps.yaml", RESULTS)
+    sections = select_sections(RESULTS, baseline="fkl", metrics=LEADERBOARD_METRICS, run_ids=run_ids)
+    lines = details(sections)
+    tables = _detail_tables(lines)
+    assert list(tables) == ["fidelity", "text", "intervals", "degeneracy", "stability", "timing"]
+    assert max(len(line) for t in tables.values() for table in t for line in table) <= MAX_WIDTH
+    wide = render(sections, "md", GROUPS)
+    wide_header = _cells(_header(wide))
+    methods = [_cells(line)[:2] for line in _table_lines(wide)[2:] if not line.startswith("| *")]
+    for group, group_tables in tables.items():
+        shown = [h for table in group_tables for h in _cells(table[0])[2:]]
+        assert len(shown) > 1 and all(h in wide_header for h in shown)
+        if group in ("stability", "timing"):  # every method row, in the leaderboard's order
+            assert [_cells(line)[:2] for line in group_tables[0][2:]] == methods
+    assert len(tables["fidelity"]) == 2  # four metrics with their Δ: split to fit
+    for group in ("fidelity", "text"):  # the wide table's cells, the same in the detail tables
+        for table in tables[group]:
+            for line in table[2:]:
+                row = next(r for r in _table_lines(wide) if _cells(r)[:2] == _cells(line)[:2])
+                for header, cell in zip(_cells(table[0])[2:], _cells(line)[2:], strict=True):
+                    assert _cells(row)[wide_header.index(header)] == cell
+    assert any(line.startswith("Degeneracy of the outputs: empty %") for line in lines)  # the group's legend
+
+
+def test_readme_detail_tables_leave_out_rows_without_a_value_and_show_lm_eval(board):
+    sections = select_sections(board, baseline="fkl")
+    tables = _detail_tables(details(sections))
+    assert "lm-eval" in tables and "fidelity" in tables
+    (lm_eval,) = tables["lm-eval"]
+    assert lm_eval == [
+        "| method | lm-eval arc\\_easy acc (mean ± std) | lm-eval speckd\\_dolly rougeL (mean ± std) |",
+        "|---|---|---|",
+        "| fkl | 0.55 ± 0.07 | 21.00 ± 1.41 |",  # speckd and sft recorded no lm-eval score
+    ]
+    fidelity = [line for table in tables["fidelity"] for line in table]
+    (unigram,) = [_cells(line) for line in fidelity if line.startswith("| *floor: unigram tokens*")]
+    assert unigram[1:] == ["*6.00*", "", "*3.00*", ""]  # tf_fkl, its Δ, tf_top1, its Δ
+    assert not any(line.startswith("| *floor: empty*") for line in fidelity)  # no fidelity value

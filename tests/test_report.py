@@ -382,6 +382,10 @@ def test_report_writes_the_results_readme(board, tmp_path):
     assert "| *init student* |" in text
     assert "2 CPU cores" in text and "Wall time:" in text
     assert "| speckd | k=5 |" in text
+    details = text.split("## Details")[1]  # after the compact table, a table per group with data
+    assert text.index("## Table") < text.index("## Details") < text.index("## Plots")
+    for group in ("intervals", "stability", "timing"):
+        assert f"**dolly, {group}**\n\n| method | settings |" in details
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (readme.parent / link).is_file(), link
 

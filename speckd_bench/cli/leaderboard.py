@@ -14,10 +14,20 @@ from speckd_bench.errors import UserError
 from speckd_bench.progress import console, warn
 
 ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
-TaskOpt = Annotated[list[str] | None, typer.Option(help="Only this training task or eval set.")]
+TaskOpt = Annotated[list[str] | None, typer.Option(help="Only this training task or eval set (repeatable).")]
 MethodOpt = Annotated[list[str] | None, typer.Option(help="Only this method (repeatable).")]
 TeacherOpt = Annotated[list[str] | None, typer.Option(help="Only this teacher (repeatable).")]
 StudentOpt = Annotated[list[str] | None, typer.Option(help="Only this student (repeatable).")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Only runs created on or after this date (YYYY-MM-DD[THH:MM], UTC without a zone)."),
+]
+BASELINE_HELP = (
+    "each method's Δ of the mean to it, with a seed-level t-interval over training seeds (paired when "
+    "both ran the same seeds, else Welch) and Holm correction across the section's methods, † where "
+    "significant; the prompt bootstrap CI (--columns intervals) is context only and never marks "
+    "significance."
+)
 
 
 @contextmanager
@@ -31,27 +41,40 @@ def _writing(hint: str) -> Iterator[None]:
 
 def table(
     results_dir: ResultsDirOpt = Path("results"),
-    format: Annotated[str, typer.Option("--format", help="rich | md | csv | latex | html | json")] = "rich",
-    baseline: Annotated[
-        str | None,
-        typer.Option(help="Method to compare with: Δ of the mean with a 95% paired bootstrap CI."),
-    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="rich (a terminal table; unwrapped when piped) | md | csv | latex (the compact table, then "
+            "one per --columns group) | html | json; csv and json hold every column.",
+        ),
+    ] = "rich",
+    baseline: Annotated[str | None, typer.Option(help=f"Method to compare with: {BASELINE_HELP}")] = None,
     metric: Annotated[
-        list[str] | None, typer.Option(help="Metric column(s) (repeatable; default: the task's main).")
+        list[str] | None,
+        typer.Option(
+            help="Metric column(s), repeatable: the first is the main one (core table, --sort metric and "
+            "delta), the others join the fidelity or text group (default: the task's main)."
+        ),
     ] = None,
     task: TaskOpt = None,
     method: MethodOpt = None,
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
-    since: Annotated[
-        str | None, typer.Option(help="Only runs created on or after this date (YYYY-MM-DD[THH:MM]).")
-    ] = None,
+    since: SinceOpt = None,
     sort: Annotated[
-        str, typer.Option(help="metric | delta | method | spikes | grad_cv | diverged | tok_s | wall")
+        str,
+        typer.Option(
+            help="Order of the method rows, best first by the column's direction (ascending without one): "
+            "metric | delta (of the main metric) | method | spikes | grad_cv | diverged | tok_s | wall."
+        ),
     ] = "metric",
     include_interrupted: Annotated[
         bool,
-        typer.Option("--include-interrupted", help="Also tabulate runs stopped by Ctrl-C (else skipped)."),
+        typer.Option(
+            "--include-interrupted",
+            help="Also tabulate runs stopped by Ctrl-C, as rows of their own (else skipped).",
+        ),
     ] = False,
     columns: Annotated[
         str | None,
@@ -65,6 +88,7 @@ def table(
 ) -> None:
     """Leaderboard: mean ± std over training seeds per group of runs, Δ to a baseline, stability, cost."""
     from speckd_bench.leaderboard.columns import parse_groups
+    from speckd_bench.leaderboard.render import print_rich
     from speckd_bench.leaderboard.report import check_format, render
     from speckd_bench.leaderboard.selection import select_sections
 
@@ -86,7 +110,7 @@ def table(
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
     else:
-        console.print(rendered)
+        print_rich(rendered, console)
 
 
 def plot(
@@ -101,7 +125,7 @@ def plot(
     method: MethodOpt = None,
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
-    since: Annotated[str | None, typer.Option(help="Only runs created on or after this date.")] = None,
+    since: SinceOpt = None,
     baseline: Annotated[
         str | None,
         typer.Option(help="Method to compare with: adds a forest plot of each method's Δ to it."),
@@ -139,11 +163,20 @@ def plot(
 def report(
     results_dir: ResultsDirOpt = Path("results"),
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="README to write (default: RESULTS_DIR/README.md).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="README to write (default: RESULTS_DIR/README.md; the plots go to RESULTS_DIR/plots).",
+        ),
     ] = None,
-    baseline: Annotated[str, typer.Option(help="Method every row is compared with.")] = "fkl",
+    baseline: Annotated[
+        str, typer.Option(help=f"Method every method row is compared with: {BASELINE_HELP}")
+    ] = "fkl",
     method: Annotated[
-        str, typer.Option(help="Method whose difference to the baseline is judged.")
+        str,
+        typer.Option(
+            help="Method whose difference to the baseline the README states in words (and the findings)."
+        ),
     ] = "speckd",
     task: TaskOpt = None,
     command: Annotated[
@@ -158,7 +191,11 @@ def report(
         typer.Option(help="Markdown file with the reading of the results, placed under the README's title."),
     ] = None,
     sweep: Annotated[
-        Path | None, typer.Option(help="Report exactly the runs of this sweep file (docs/sweeps.md).")
+        Path | None,
+        typer.Option(
+            help="Report only the complete runs of this sweep file's points, with a note of how many are "
+            "not done (docs/sweeps.md)."
+        ),
     ] = None,
     html_file: Annotated[
         Path | None,
@@ -168,7 +205,8 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Write RESULTS_DIR/README.md (table, plots, command, machine, sizes, wall time, significance)."""
+    """Write RESULTS_DIR/README.md (compact table, a detail table per column group, plots, command,
+    machine, sizes, wall time, significance)."""
     from speckd_bench.leaderboard.selection import select_sections
     from speckd_bench.publish.html_page import write_page
     from speckd_bench.publish.results_readme import write_results_readme

@@ -1,6 +1,7 @@
 """The leaderboard's text formats: a rich table for the terminal, markdown, LaTeX (booktabs), HTML, CSV
 and JSON. The tables show the column groups asked for (the core group by default: compact enough for a
-README) and the legend of what they show; the CSV writes every declared CSV column."""
+README) and the legend of what they show; LaTeX and the results README lead with the compact table and
+give each other group a detail table of its own; the CSV writes every declared CSV column."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import json
 import math
 from typing import Any
 
+from rich.cells import cell_len
+from rich.console import Console
 from rich.console import Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
 from speckd_bench.errors import UserError, did_you_mean
-from speckd_bench.formatting import md_escape, one_line
+from speckd_bench.formatting import NO_VALUE, md_escape, one_line
 from speckd_bench.leaderboard.columns import (
     CORE,
+    GROUPS,
     LOWER,
+    METHOD,
+    SETTINGS,
     SIGNIFICANT,
     Column,
     columns,
@@ -71,6 +77,29 @@ def headers(cols: list[Column]) -> list[str]:
     return [one_line(c.header) for c in cols]
 
 
+KEYS = (METHOD, SETTINGS)
+"""The columns that name a row in a group's detail table."""
+
+
+def group_cells(section: Section, group: str) -> tuple[list[Column], list[list[Cell]]]:
+    """A detail table of one column group: the method (and settings) and the group's columns, over the
+    rows with a value in them; no rows when none has one."""
+    cols, cells = table_cells(section, (group,))
+    keep = [i for i, c in enumerate(cols) if any(c is k for k in KEYS) or c.group == group]
+    own = [i for i in keep if cols[i].group == group]
+    rows = [[row[i] for i in keep] for row in cells if any(row[i][0] not in ("", NO_VALUE) for i in own)]
+    return [cols[i] for i in keep], rows
+
+
+def detail_groups(
+    section: Section, groups: Groups = GROUPS
+) -> list[tuple[str, list[Column], list[list[Cell]]]]:
+    """(group, columns, cells) of each group in `groups` (the core one aside) with a value in the
+    section."""
+    tables = [(g, *group_cells(section, g)) for g in groups if g != CORE]
+    return [(g, cols, cells) for g, cols, cells in tables if cells]
+
+
 def table_legend(sections: list[Section], groups: Groups = (CORE,)) -> str:
     """The legend of every column the sections' tables show."""
     return legend([c for s in sections for c in table_cells(s, groups)[0]])
@@ -86,16 +115,56 @@ def section_lines(s: Section) -> list[str]:
     return [*(f"note: {n}" for n in s.notes), *([s.floor_verdict] if s.floor_verdict else [])]
 
 
+def md_table(cols: list[Column], cells: list[list[Cell]]) -> list[str]:
+    """One markdown table: header, rule and a line per row."""
+    wrap = {"best": "**{}**", "ref": "*{}*"}
+    head = ["| " + " | ".join(map(md_escape, headers(cols))) + " |", "|" + "---|" * len(cols)]
+    return head + [
+        "| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells
+    ]
+
+
 def _md(sections: list[Section], groups: Groups) -> str:
     out = []
-    wrap = {"best": "**{}**", "ref": "*{}*"}
     for s in sections:
         cols, cells = table_cells(s, groups)
         out += [f"**{md_escape(s.eval_set)}**: {md_escape(s.description)}", ""]
-        out += ["| " + " | ".join(map(md_escape, headers(cols))) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(_styled(md_escape(t), st, wrap) for t, st in row) + " |" for row in cells]
+        out += md_table(cols, cells)
         out += [*(f"- {md_escape(line)}" for line in section_lines(s)), ""]
     return "\n".join([*out, table_legend(sections, groups), ""])
+
+
+MD_WIDTH = 160
+"""The widest line of a markdown detail table."""
+
+
+def _fitting(cols: list[Column], cells: list[list[Cell]], width: int) -> list[list[int]]:
+    """The column indexes of each markdown table a detail table is split into: the key columns, then a
+    run of the group's columns, as many as fit in `width` characters a line (one too wide alone gets a
+    table of its own)."""
+    n_keys = sum(any(c is k for k in KEYS) for c in cols)
+    chunks: list[list[int]] = []
+    for i in range(n_keys, len(cols)):
+        trial = [*chunks[-1], i] if chunks else [i]
+        keep = [*range(n_keys), *trial]
+        lines = md_table([cols[j] for j in keep], [[row[j] for j in keep] for row in cells])
+        if chunks and max(map(len, lines)) <= width:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return [[*range(n_keys), *chunk] for chunk in chunks]
+
+
+def md_details(section: Section, width: int = MD_WIDTH) -> list[str]:
+    """The section's detail tables in markdown, a group at a time (split into several tables where one
+    would be wider than `width`), each with its group's legend."""
+    out = []
+    for group, cols, cells in detail_groups(section):
+        out += [f"**{md_escape(section.eval_set)}, {group}**", ""]
+        for keep in _fitting(cols, cells, width):
+            out += [*md_table([cols[j] for j in keep], [[row[j] for j in keep] for row in cells]), ""]
+        out += [legend([c for c in cols if c.group == group]), ""]
+    return out
 
 
 _LATEX = str.maketrans(
@@ -131,21 +200,28 @@ def _latex_escape(text: str) -> str:
     return text.translate(_LATEX)
 
 
-def _latex(sections: list[Section], groups: Groups) -> str:
-    out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
+def _tabular(cols: list[Column], cells: list[list[Cell]]) -> list[str]:
     wrap = {"best": "\\textbf{{{}}}", "ref": "\\textit{{{}}}"}
+    spec = "".join("l" if any(c is k for k in KEYS) else "r" for c in cols)
+    return [
+        "\\begin{tabular}{" + spec + "}",
+        "\\toprule",
+        " & ".join(map(_latex_escape, headers(cols))) + " \\\\",
+        "\\midrule",
+        *(" & ".join(_styled(_latex_escape(t), st, wrap) for t, st in row) + " \\\\" for row in cells),
+        "\\bottomrule",
+        "\\end{tabular}",
+    ]
+
+
+def _latex(sections: list[Section], groups: Groups) -> str:
+    """Per section the compact (core) table, then a detail table for each other group asked for."""
+    out = ["% speckd-bench leaderboard; needs \\usepackage{booktabs}"]
     for s in sections:
-        cols, cells = table_cells(s, groups)
-        spec = "l" * (2 if cols[1].csv == "settings" else 1)
-        out += [
-            f"% {one_line(s.eval_set)}: {one_line(s.description)}",
-            "\\begin{tabular}{" + spec + "r" * (len(cols) - len(spec)) + "}",
-            "\\toprule",
-            " & ".join(map(_latex_escape, headers(cols))) + " \\\\",
-            "\\midrule",
-        ]
-        out += [" & ".join(_styled(_latex_escape(t), st, wrap) for t, st in row) + " \\\\" for row in cells]
-        out += ["\\bottomrule", "\\end{tabular}", *(f"% {one_line(line)}" for line in section_lines(s)), ""]
+        out += [f"% {one_line(s.eval_set)}: {one_line(s.description)}", *_tabular(*table_cells(s))]
+        out += [*(f"% {one_line(line)}" for line in section_lines(s)), ""]
+        for group, cols, cells in detail_groups(s, groups):
+            out += [f"% {one_line(s.eval_set)}, {group}", *_tabular(cols, cells), ""]
     out.append(f"% {table_legend(sections, groups)}")
     return "\n".join(out) + "\n"
 
@@ -209,20 +285,46 @@ def _json(sections: list[Section]) -> str:
     return json.dumps(_strict(rows), indent=2, allow_nan=False) + "\n"
 
 
+def _min_width(texts: list[str]) -> int | None:
+    """A rich column's least width: its longest word with a digit in it, so that a narrow terminal wraps
+    a cell between words and never splits a number (an interval's bound, a count, a share)."""
+    numbers = [cell_len(w) for t in texts for w in t.split() if any(ch.isdigit() for ch in w)]
+    return max(numbers, default=None)
+
+
 def _rich(sections: list[Section], groups: Groups) -> RichGroup:
     parts: list[Any] = []
     styles = {"best": "bold green", "ref": "italic cyan", "": ""}
     for s in sections:
         cols, cells = table_cells(s, groups)
         table = Table(title=Text(f"{s.eval_set}: {s.description}"), title_justify="left")
-        for i, title in enumerate(headers(cols)):
-            table.add_column(Text(title), overflow="fold", justify="left" if i < 2 else "right")
+        for i, (col, title) in enumerate(zip(cols, headers(cols), strict=True)):
+            table.add_column(
+                Text(title),
+                justify="left" if any(col is k for k in KEYS) else "right",
+                overflow="fold",  # words, not numbers, fold where the terminal is too narrow
+                min_width=_min_width([row[i][0] for row in cells]),
+            )
         for row in cells:
             table.add_row(*(Text(t, style=styles[st]) for t, st in row))
         parts.append(table)
         parts += [Text(line, style="yellow") for line in section_lines(s)]
     parts.append(Text(table_legend(sections, groups), style="dim"))
     return RichGroup(*parts)
+
+
+UNWRAPPED = 100_000
+"""The width rich output is laid out at where it goes to no terminal: wider than any table or legend."""
+
+
+def print_rich(renderable: RichGroup, console: Console) -> None:
+    """Print the rich tables: fitted to a terminal's width, wrapped between words (a terminal too narrow
+    for the numbers gets longer lines, which it wraps, rather than cropped ones); anywhere else (a pipe,
+    a file) at their natural width, never wrapped."""
+    if console.is_terminal:
+        console.print(renderable, crop=False)
+    else:
+        Console(file=console.file, width=UNWRAPPED, color_system=None).print(renderable)
 
 
 def check_format(fmt: str) -> None:

@@ -1,9 +1,9 @@
 """`speckd-bench report --html OUT.html`: the leaderboard as one self-contained page: the tables of
-`table --format html --wide` (reference rows first, Δ and intervals, stability columns) with sortable
-columns, the core column group shown and a checkbox per other group, the method column kept in view when
-a table scrolls sideways, the protocol line of every section, the significance sentences and setup facts
-of the results README, and the plots (learning curves first) embedded as base64 PNG. No framework, no
-network: a few lines of vanilla JS and CSS."""
+`table --format html --wide` (reference rows first, Δ and intervals, stability columns, lm-eval scores)
+with columns sortable by click or keyboard (best first), the core column group shown and a checkbox per
+other group, the method column kept in view when a table scrolls sideways, the protocol line of every
+section, the significance sentences and setup facts of the results README, and the plots (learning
+curves first) embedded as base64 PNG. No framework, no network: a few lines of vanilla JS and CSS."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import html
 import tempfile
 from pathlib import Path
 
+from speckd_bench.api.metrics import Better
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.leaderboard.columns import CORE, GROUPS, Column, legend
 from speckd_bench.leaderboard.render import headers, section_lines, table_cells
@@ -33,6 +34,7 @@ th:first-child, td:first-child { text-align: left; position: sticky; left: 0; z-
                                  box-shadow: 2px 0 3px -1px rgba(0, 0, 0, .15); }
 th { background: #f1f4f8; cursor: pointer; user-select: none; white-space: normal; min-width: 4em;
      max-width: 11em; vertical-align: bottom; }
+th:focus-visible { outline: 2px solid #0969da; outline-offset: -2px; }
 .groups-toggle { border: 1px solid #d0d7de; padding: .4em .8em; margin: 1em 0; }
 .groups-toggle label { margin-right: 1.2em; white-space: nowrap; }
 th[aria-sort=ascending]::after { content: " \\25B2"; } th[aria-sort=descending]::after { content: " \\25BC"; }
@@ -47,9 +49,11 @@ figure { display: inline-block; margin: .5em; } figure img { max-width: 640px; b
 )
 """The core columns always show; a column group's columns when its checkbox is ticked."""
 
-# Click a header: sort the method rows (not the reference rows) by that column, numbers as numbers
-# (a cell's leading number: "0.53 ± 0.02", "+1.2 [...]"), empty or "-" cells last; click again: reverse.
-# A column-group checkbox shows or hides its group's columns in every table (state kept on reload).
+# Click a header (or press Enter or Space on it): sort the method rows (not the reference rows) by that
+# column, numbers as numbers (a cell's leading number: "0.53 ± 0.02", "+1.2 [...]"), empty or "-" cells
+# last; the first sort puts the best first (ascending where lower is better or the column has no
+# direction, descending where higher is better: the header's data-first), the next one reverses it.
+# A column-group checkbox shows or hides its group's columns in every table.
 SCRIPT = """
 document.querySelectorAll(".groups-toggle input").forEach(function (box) {
   var apply = function () { document.body.classList.toggle("show-" + box.value, box.checked); };
@@ -58,11 +62,15 @@ document.querySelectorAll(".groups-toggle input").forEach(function (box) {
 });
 document.querySelectorAll("table.leaderboard").forEach(function (table) {
   var body = table.querySelector("tbody.groups");
-  table.querySelectorAll("thead th").forEach(function (th, col) {
-    th.addEventListener("click", function () {
-      var dir = th.getAttribute("aria-sort") === "descending" ? 1 : -1;
-      table.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+  var heads = table.querySelectorAll("thead th");
+  heads.forEach(function (th, col) {
+    var sort = function () {
+      var now = th.getAttribute("aria-sort");
+      var order = now === "ascending" || now === "descending" ?
+        (now === "ascending" ? "descending" : "ascending") : th.dataset.first;
+      var dir = order === "ascending" ? 1 : -1;
+      heads.forEach(function (h) { h.setAttribute("aria-sort", "none"); });
+      th.setAttribute("aria-sort", order);
       var key = function (row) {
         var text = row.cells[col].textContent.trim();
         var num = parseFloat(text);
@@ -78,6 +86,10 @@ document.querySelectorAll("table.leaderboard").forEach(function (table) {
         return dir * (x.num - y.num);
       });
       rows.forEach(function (row) { body.appendChild(row); });
+    };
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sort(); }
     });
   });
 });
@@ -89,6 +101,11 @@ def _cell(text: str, style: str, column: Column) -> str:
     return f'<td class="{classes}">{html.escape(text)}</td>'
 
 
+def _first(column: Column) -> str:
+    """The order a column's first sort puts the rows in: best first (as `table --sort` does)."""
+    return "descending" if column.better is Better.HIGHER else "ascending"
+
+
 def _table(section: Section) -> list[str]:
     cols, cells = table_cells(section, GROUPS)
     n_ref = len(section.references)
@@ -97,7 +114,8 @@ def _table(section: Section) -> list[str]:
         for row in cells
     ]
     head = "".join(
-        f'<th scope="col" class="col-{c.group}">{html.escape(h)}</th>'
+        f'<th scope="col" class="col-{c.group}" tabindex="0" aria-sort="none" data-first="{_first(c)}">'
+        f"{html.escape(h)}</th>"
         for c, h in zip(cols, headers(cols), strict=True)
     )
     return [
@@ -147,7 +165,8 @@ def render_page(sections: list[Section], *, baseline: str, method: str, command:
     body = [
         "<h1>speckd-bench leaderboard</h1>",
         "<p>Generated by <code>speckd-bench report --html</code> from the run records; click a column "
-        "header to sort the methods by it, tick a column group to show its columns. " + made_by + "</p>",
+        "header (or press Enter on it) to sort the methods by it, best first; tick a column group to show "
+        "its columns. " + made_by + "</p>",
         *_toggles(cols),
         *(line for s in sections for line in _table(s)),
         f'<p class="legend">{html.escape(legend(cols))}</p>',

@@ -1,7 +1,7 @@
-"""The results README: the findings (claims.py), leaderboard table, plots and the facts a reader needs to
-trust and regenerate them (command, machine, versions, sizes, wall time, and whether a method's difference
-to a baseline is significant). Every number comes from the records; the notes placed under the title give
-context only.
+"""The results README: the findings (claims.py), the compact leaderboard table and a detail table per
+column group, plots and the facts a reader needs to trust and regenerate them (command, machine,
+versions, sizes, wall time, and whether a method's difference to a baseline is significant). Every number
+comes from the records; the notes placed under the title give context only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.evaluation.teacher_answers import answers_path, write_answers
 from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std
-from speckd_bench.leaderboard.render import render
+from speckd_bench.leaderboard.render import MD_WIDTH, md_details, render
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, compare_family
@@ -159,6 +159,19 @@ def setup_facts(sections: list[Section]) -> list[str]:
     ]
 
 
+def details(sections: list[Section]) -> list[str]:
+    """The detail tables under the compact one: per section, a table for each column group with data."""
+    tables = [line for s in sections for line in md_details(s)]
+    if not tables:
+        return []
+    intro = (
+        "The columns of the other groups, a table per group (split where one would be wider than "
+        f"{MD_WIDTH} characters), rows without a value in the group left out; `speckd-bench table --columns "
+        "GROUP` shows them beside the main metric."
+    )
+    return ["## Details", "", intro, "", *tables]
+
+
 def _image(path: Path, out: Path) -> str:
     return f"![{path.stem}]({Path(os.path.relpath(path, out.parent)).as_posix()})"
 
@@ -239,6 +252,7 @@ def write_results_readme(
         "## Table",
         "",
         render(sections, "md"),
+        *details(sections),
     ]
     curve_files = list(
         dict.fromkeys(p for _, paths in curve_paths(sections, results_dir / "plots") for p in paths)
