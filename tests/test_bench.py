@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from conftest import assert_one_line_error, cli
 from typer.testing import CliRunner
 
 from speckd_bench.cli.app import app
@@ -59,3 +60,8 @@ def test_default_run_bench_times_cold_then_warm_caches_then_the_teacher_cache(da
     assert facts["cpu capability"].startswith(torch.backends.cpu.get_cpu_capability())
     assert "| cold caches | - |" in default_run.format_table(rows, facts)
     assert os.environ["SPECKD_CACHE_DIR"] == "/nonexistent/must-not-be-used"  # restored
+
+
+def test_reference_parity_refuses_an_unknown_dtype(monkeypatch, capsys):
+    code, err = cli(monkeypatch, capsys, ["bench", "reference-parity", "--dtype", "float16"])
+    assert_one_line_error(code, err, "--dtype 'float16'", "float32-from-bfloat16")
