@@ -64,7 +64,7 @@ def mc_dir(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("chat_template", "max_prompt_length"), [(False, 160), (True, 40)])
 def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(
-    tiny, synthetic_data, chat_template, max_prompt_length
+    tiny, synthetic_data, chat_template, max_prompt_length, capfd
 ):
     model, tokenizer = tiny
     discover_tasks()
@@ -77,8 +77,11 @@ def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(
     build_eval_examples(sets, tokenizer, cfg.data)
     ours = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet=True)["dolly"]
     assert any(ex.prompt_cut for ex in sets[0].examples) == (max_prompt_length < 160)
-    theirs = run_lm_eval(model, tokenizer, cfg, quiet=True)
+    capfd.readouterr()
+    theirs = run_lm_eval(model, tokenizer, cfg, quiet=False)
     assert theirs["results"]["speckd_dolly"]["rougeL,none"] == pytest.approx(ours.metrics["rougeL"])
+    out, err = capfd.readouterr()  # not a terminal: lm-eval's bars leave no redraws or control codes
+    assert "\r" not in out + err and "\x1b" not in out + err
     assert theirs["n_samples"]["speckd_dolly"]["effective"] == 6
 
 

@@ -8,14 +8,12 @@ module `speckd_scoring.py` beside the YAML files, so lm-eval and `speckd-bench` 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import re
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from speckd_bench.data.examples import fit_prompt, prompt_task
 from speckd_bench.data.rows import Rows, in_mirror, load_split
 from speckd_bench.data.tasks import TASKS, TaskSpec, load_task_file
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.progress import plain_stderr
 
 PREFIX = "speckd_"
 SCORING_MODULE = "speckd_scoring"
@@ -299,14 +298,6 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _plain_bars(lm: Any) -> Any:
-    """Off a terminal, lm's request bars (tqdm, redrawn with carriage returns) are turned off."""
-    if not sys.stderr.isatty():
-        for name in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
-            setattr(lm, name, functools.partial(getattr(lm, name), disable_tqdm=True))
-    return lm
-
-
 def lm_eval_command(folder: Path, names: list[str], cfg: RunConfig) -> str:
     """The lm-eval command that scores a saved student (MODEL) on exported tasks as a run of cfg does:
     float32 weights, the run's lm-eval batch size and seed, the chat template when the run prompts in it."""
@@ -336,21 +327,22 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
         export_tasks(ours, folder, cfg.data, cfg.eval.max_new_tokens, limit, folder / "datasets", tokenizer)
         manager = _task_manager([tmp, *cfg.lm_eval.include], names)
         model.eval()
-        lm = _plain_bars(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.lm_eval.batch_size))
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.lm_eval.batch_size)
         try:
-            out = simple_evaluate(
-                model=lm,
-                tasks=names,
-                task_manager=manager,
-                limit=limit,
-                bootstrap_iters=0,
-                log_samples=False,
-                apply_chat_template=cfg.data.chat_template,
-                random_seed=cfg.seed,
-                numpy_random_seed=cfg.seed,
-                torch_random_seed=cfg.seed,
-                fewshot_random_seed=cfg.seed,
-            )
+            with plain_stderr():  # off a terminal: lm-eval's warnings, without its bars' redraws
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=names,
+                    task_manager=manager,
+                    limit=limit,
+                    bootstrap_iters=0,
+                    log_samples=False,
+                    apply_chat_template=cfg.data.chat_template,
+                    random_seed=cfg.seed,
+                    numpy_random_seed=cfg.seed,
+                    torch_random_seed=cfg.seed,
+                    fewshot_random_seed=cfg.seed,
+                )
         except (ConnectionError, OSError) as exc:
             raise UserError(
                 f"lm-eval could not load a task's data ({type(exc).__name__}: {str(exc)[:160]}); lm-eval's "
