@@ -90,9 +90,16 @@ def _teacher_tokenizer(teacher: str) -> Any:
     """The tokenizer a run with this teacher prompts with (the teacher's), without loading the model."""
     from transformers import AutoTokenizer
 
+    from speckd_bench.errors import UserError
     from speckd_bench.models.loading import SMOLLM2, TINY, smollm2_dir
 
-    return AutoTokenizer.from_pretrained(smollm2_dir() if teacher in (SMOLLM2, TINY) else teacher)
+    try:
+        return AutoTokenizer.from_pretrained(smollm2_dir() if teacher in (SMOLLM2, TINY) else teacher)
+    except OSError as exc:
+        raise UserError(
+            f"cannot load the tokenizer of teacher {teacher!r} ({str(exc).splitlines()[0][:120]}); "
+            "the prompts are cut with it"
+        ) from None
 
 
 @tasks_app.command("export-lmeval")
@@ -129,6 +136,8 @@ def tasks_export_lmeval(
 
     names = task or mirrored_tasks(_data_config(data_dir))
     flags = {"model.teacher": teacher} if teacher else {}
+    if data_dir:
+        flags["data.data_dir"] = str(data_dir)
     configs = {
         name: build_config(
             method_config=method_config,
@@ -137,13 +146,15 @@ def tasks_export_lmeval(
             task_defaults=run_defaults,
         )
         for name in names
-    }
+    }  # per task: its own defaults (prompt length, budget) under the preset, as `run --task` resolves them
     cfg = configs[names[0]]
-    cfg.data.data_dir = str(data_dir) if data_dir else None
-    budgets = {name: max_new_tokens or c.eval.max_new_tokens for name, c in configs.items()}
-    tokenizer = _teacher_tokenizer(cfg.model.teacher)
     exported = export_tasks(
-        [TASKS.get(n) for n in names], out_dir, cfg.data, budgets, max_rows, tokenizer=tokenizer
+        [TASKS.get(n) for n in names],
+        out_dir,
+        {name: c.data for name, c in configs.items()},
+        {name: max_new_tokens or c.eval.max_new_tokens for name, c in configs.items()},
+        max_rows,
+        tokenizer=_teacher_tokenizer(cfg.model.teacher),
     )
     for name, rows in exported:
         say(f"{name}: {len(rows.rows)} rows from {rows.source}")

@@ -142,14 +142,14 @@ def _copy_task_files(task: TaskSpec, out_dir: Path) -> str:
 def export_tasks(
     tasks: list[TaskSpec],
     out_dir: Path,
-    data: DataConfig,
+    data: DataConfig | dict[str, DataConfig],
     max_new_tokens: int | dict[str, int] | None = None,
     max_rows: int = 0,
     datasets_cache: Path | None = None,
     tokenizer: Any = None,
 ) -> list[tuple[str, Rows]]:
-    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens, or
-    of its value for the task's name when a dict, else the task's eval.max_new_tokens), a copy of each
+    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens, else
+    the task's eval.max_new_tokens; `data` and max_new_tokens may be dicts by task name), a copy of each
     task file and `speckd_scoring.py` to out_dir; returns (name, rows) pairs. Every path in the folder is
     relative to it: it can be moved or shared. Scores are on this package's scale (0-100 for rougeL,
     exact match, accuracy), as in run records.
@@ -171,14 +171,17 @@ def export_tasks(
     ]
     corpus_metrics: set[str] = set()
     for task in tasks:
-        rows = load_split(task, "eval", data)
+        task_data = data[task.name] if isinstance(data, dict) else data
+        rows = load_split(task, "eval", task_data)
         if max_rows:
             rows = Rows(rows.rows[:max_rows], rows.source)
         name = exported_name(task.name)
-        shown = prompt_task(task, data)
+        shown = prompt_task(task, task_data)
         docs = [
             {
-                "prompt": fit_prompt(shown, row, tokenizer, data).text if tokenizer else shown.render(row),
+                "prompt": fit_prompt(shown, row, tokenizer, task_data).text
+                if tokenizer
+                else shown.render(row),
                 "target": task.target(row),
                 "references": task.references(row),
                 "source": row["_source"],
