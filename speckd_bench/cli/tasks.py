@@ -135,7 +135,7 @@ def tasks_export_lmeval(
     from speckd_bench.methods.discovery import method_config
 
     names = task or mirrored_tasks(_data_config(data_dir))
-    flags = {"model.teacher": teacher} if teacher else {}
+    flags = {"model.teacher": teacher, "model.student": teacher} if teacher else {}  # the student: no prompt
     if data_dir:
         flags["data.data_dir"] = str(data_dir)
     configs = {
