@@ -1,18 +1,22 @@
-"""Progress of long steps: a live rich bar or spinner on a terminal; when stdout is not one (a log file,
-CI, nohup, SLURM, a sweep worker), plain lines that start with the local time, without control codes or
-carriage-return redraws: one when a step starts and ends, and for training one every `logging_steps` steps
-and at least every `max_silence_s` seconds (checked at each step). Silent with --quiet.
+"""Progress of long steps: a live rich bar or spinner on a terminal, which leaves one line when it ends;
+when stdout is not one (a log file, CI, nohup, SLURM, a sweep worker), plain lines that start with the
+local time, without control codes or carriage-return redraws: one when a step starts and ends, and for
+training one every `logging_steps` steps and at least every `max_silence_s` seconds (checked at each
+step). Silent with --quiet.
 
 Also the one home of console output: `console` (rich, stdout), `say` (a plain line on stdout), `log` (a
-progress line on stdout, timestamped off a terminal) and `warn` (a plain line on stderr)."""
+progress line on stdout, timestamped off a terminal), and `warn` and `fail` (a warning or an error: a
+plain line on stderr through the `speckd_bench` logger)."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,11 +25,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 
 def _stdout_console() -> Console:
@@ -60,9 +66,38 @@ def log(text: str) -> None:
     say(text if console.is_terminal else f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}")
 
 
+class _Stderr(logging.Handler):
+    """The bare message on whatever sys.stderr is when a record is emitted (a redirected or captured one
+    too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:  # logging's contract: report, never raise
+            self.handleError(record)
+
+
+def _harness_logger() -> logging.Logger:
+    """The `speckd_bench` logger: warnings and errors as plain lines on stderr; add handlers to it (or
+    raise its level) to route or silence them."""
+    logger = logging.getLogger("speckd_bench")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+        logger.propagate = False  # no second copy through a root handler the user configured
+    return logger
+
+
+LOGGER = _harness_logger()
+
+
 def warn(text: str) -> None:
-    """One plain line on stderr (no markup, no wrapping)."""
-    print(text, file=sys.stderr)
+    """A warning of the harness: one plain line on stderr (no markup, no wrapping), through `LOGGER`."""
+    LOGGER.warning(text)
+
+
+def fail(text: str) -> None:
+    """An error that ends a command: one plain line on stderr, through `LOGGER`."""
+    LOGGER.error(text)
 
 
 def plain_library_bars() -> None:
@@ -72,6 +107,28 @@ def plain_library_bars() -> None:
     if not sys.stderr.isatty():
         for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(name, "1")
+
+
+def _redraw(line: str) -> bool:
+    return "\r" in line or "\x1b" in line
+
+
+@contextmanager
+def plain_stderr() -> Iterator[None]:
+    """Off a terminal, what is written to sys.stderr meanwhile (a library's tqdm bars, its warnings) is held
+    back and written when the block ends, without the lines that carry carriage-return redraws or control
+    codes: the bars go, the warnings stay. On a terminal nothing changes."""
+    if sys.stderr.isatty():
+        yield
+        return
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    finally:
+        kept = [line for line in held.getvalue().split("\n") if line.strip() and not _redraw(line)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
 
 
 def _clock(seconds: float) -> str:
@@ -138,17 +195,25 @@ def progress_bar(label: str, total: int, quiet: bool, log_steps: bool = False) -
         yield lines
         lines.end()
         return
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*_columns(console.width), console=console) as progress:  # not transient: the bar stays
         yield _Bar(progress, progress.add_task(label, total=total, stats=""))
+
+
+def _columns(width: int) -> tuple[ProgressColumn, ...]:
+    """A bar's columns for a terminal `width` wide: the step counter and the times at full width, the label
+    and the stats cut with an ellipsis to share what is left with a bar of at least 10, so at 80 columns
+    `i/total`, elapsed and ETA stay whole."""
+    fixed = Column(no_wrap=True)
+    text = Column(no_wrap=True, overflow="ellipsis", max_width=max(8, (width - 50) // 2))
+    return (
+        SpinnerColumn(finished_text="✓", table_column=fixed),
+        TextColumn("{task.description}", table_column=text),
+        BarColumn(bar_width=max(10, width - 50 - 2 * text.max_width), table_column=fixed),
+        MofNCompleteColumn(table_column=fixed),
+        TimeElapsedColumn(table_column=fixed),
+        TimeRemainingColumn(table_column=fixed),
+        TextColumn("{task.fields[stats]}", table_column=text.copy()),
+    )
 
 
 @contextmanager
@@ -157,11 +222,12 @@ def stage(label: str, quiet: bool) -> Iterator[None]:
     if quiet:
         yield
         return
-    if console.is_terminal:
+    t0 = time.monotonic()
+    if console.is_terminal:  # a spinner, then the one line it leaves
         with console.status(label):
             yield
+        say(f"✓ {label} ({_clock(time.monotonic() - t0)})")
         return
-    t0 = time.monotonic()
     log(f"{label}: start")
     yield
     log(f"{label}: done in {_clock(time.monotonic() - t0)}")

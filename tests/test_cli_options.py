@@ -62,6 +62,50 @@ def test_completion_script_and_completion_of_choices(monkeypatch, capsys):
     assert code == 0 and out.split() == ["cpu", "cuda"]
 
 
+def _complete(monkeypatch, capsys, line: str) -> list[str]:
+    """What bash completion offers for the last word of `line`."""
+    monkeypatch.setenv("_SPECKD_BENCH_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", line)
+    monkeypatch.setenv("COMP_CWORD", str(len(line.split()) - 1))
+    code, out, _ = cli(monkeypatch, capsys)
+    assert code == 0
+    return out.split()
+
+
+def test_task_and_method_names_complete(monkeypatch, capsys):
+    assert _complete(monkeypatch, capsys, "speckd-bench run --task d") == ["dialogsum", "dolly"]
+    assert _complete(monkeypatch, capsys, "speckd-bench run --task wmt") == ["wmt23_de_en", "wmt23_en_de"]
+    offered = _complete(monkeypatch, capsys, "speckd-bench run --method s")
+    assert sorted(offered) == ["seqkd", "sfkl", "sft", "skd", "speckd", "srkl"]
+    assert _complete(monkeypatch, capsys, "speckd-bench tasks export-lmeval out --task gs") == ["gsm8k"]
+
+
+def test_completed_names_are_the_registered_ones():
+    from speckd_bench.data.tasks import discover_tasks
+    from speckd_bench.methods.discovery import discover_methods
+
+    assert sorted(options.complete_methods("")) == sorted(discover_methods())
+    assert sorted(options.complete_tasks("")) == sorted(discover_tasks())
+
+
+@pytest.mark.subprocess
+def test_completion_does_not_import_torch(tmp_path):
+    import os
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from speckd_bench.cli.app import main\n"
+        "sys.argv = ['speckd-bench']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    env = {**os.environ, "_SPECKD_BENCH_COMPLETE": "complete_bash"}
+    env.update(COMP_WORDS="speckd-bench run --method gk", COMP_CWORD="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["gkd", "no", "torch"]
+
+
 def test_report_to_completes_the_last_name_of_a_list():
     assert options._complete_trackers("tensorboard,ml") == ["tensorboard,mlflow"]
     assert options._complete_trackers("a") == ["all", "aim"]

@@ -84,6 +84,38 @@ def test_card_names_the_model_the_student_was_cut_from_and_its_license(run_dir):
     assert (data.base_model, data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
 
 
+def _index(data) -> list[tuple[str, str, float, str | None]]:
+    """A card's model-index as (dataset name, metric, value, source name) rows."""
+    return [(r.dataset_name, r.metric_type, r.metric_value, r.source_name) for r in data.eval_results]
+
+
+@pytest.mark.slow
+def test_huggingface_hub_reads_the_exported_cards_metadata_back(exported, run_dir):
+    data = ModelCard.load(exported / "README.md").data
+    record = json.loads((run_dir / "record.json").read_text())
+    assert data.language == ["en"] and data.datasets == ["MiniLLM/dolly"]
+    assert data.base_model is None and data.license is None  # a random teacher: neither is known
+    after = record["metrics"]["dolly"]["after"]["metrics"]
+    lm_eval = record["lm_eval"]["results"]["speckd_dolly"]["rougeL,none"]
+    assert _index(data)[0] == ("dolly", "rougeL", after["rougeL"], None)
+    assert ("lm-eval speckd_dolly", "rougeL", lm_eval, "lm-evaluation-harness") in _index(data)
+
+
+@pytest.mark.slow
+def test_a_card_with_a_known_teacher_reads_back_with_base_model_and_license(run_dir, tmp_path):
+    from speckd_bench.engine.eval_run import config_of_run, run_record
+    from speckd_bench.publish.hub_export import model_card
+
+    record = run_record(run_dir)
+    record.models = {**record.models, "teacher": "smollm2-135m-instruct"}
+    model_card(record, run_dir, config_of_run(run_dir, {}), "model").save(tmp_path / "README.md")
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and data.license == "apache-2.0"
+    assert data.language == ["en"] and data.datasets == ["MiniLLM/dolly"]  # from the GGUF metadata
+    after = record.metrics["dolly"]["after"]["metrics"]
+    assert _index(data)[0] == ("dolly", "rougeL", after["rougeL"], None)
+
+
 @pytest.mark.slow
 def test_transformers_greedy_text_equals_the_runs_samples(exported, run_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -62,19 +62,59 @@ def mc_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(tiny, synthetic_data):
+@pytest.mark.parametrize(("chat_template", "max_prompt_length"), [(False, 160), (True, 40)])
+def test_lm_eval_scores_our_task_exactly_as_our_evaluation_does(
+    tiny, synthetic_data, chat_template, max_prompt_length, capfd
+):
     model, tokenizer = tiny
     discover_tasks()
     cfg = RunConfig()
     cfg.data.data_dir, cfg.data.max_eval_examples = str(synthetic_data), 6
+    cfg.data.chat_template, cfg.data.max_prompt_length = chat_template, max_prompt_length
     cfg.eval.max_new_tokens, cfg.eval.batch_size = 8, 1
     cfg.lm_eval.tasks, cfg.lm_eval.batch_size = ["speckd_dolly"], 1
     sets, _ = load_eval_sets("dolly", "", cfg.data)
     build_eval_examples(sets, tokenizer, cfg.data)
     ours = evaluate_sets(model, tokenizer, sets, cfg.eval, "eval", quiet=True)["dolly"]
-    theirs = run_lm_eval(model, tokenizer, cfg, quiet=True)
+    assert any(ex.prompt_cut for ex in sets[0].examples) == (max_prompt_length < 160)
+    capfd.readouterr()
+    theirs = run_lm_eval(model, tokenizer, cfg, quiet=False)
     assert theirs["results"]["speckd_dolly"]["rougeL,none"] == pytest.approx(ours.metrics["rougeL"])
+    out, err = capfd.readouterr()  # not a terminal: lm-eval's bars leave no redraws or control codes
+    assert "\r" not in out + err and "\x1b" not in out + err
     assert theirs["n_samples"]["speckd_dolly"]["effective"] == 6
+
+
+def _lm_eval_prompt_ids(folder, name, tokenizer, model, chat_template: bool) -> list[list[int]]:
+    """The prompt tokens lm-eval's HF model reads for the exported task `name`, built by lm-eval itself."""
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+    task = TaskManager(include_path=str(folder), include_defaults=False).load([name])["tasks"][name]
+    task.build_all_requests(apply_chat_template=chat_template, chat_template=lm.apply_chat_template)
+    contexts = [inst.args[0] for inst in sorted(task.instances, key=lambda inst: inst.doc_id)]
+    return [lm.tok_batch_encode([text])[0][0].tolist() for text in contexts]
+
+
+@pytest.mark.parametrize("chat_template", [True, False])
+def test_exported_prompts_are_the_harness_prompts_cut_alike(tiny, synthetic_data, tmp_path, chat_template):
+    from speckd_bench.config.run_config import DataConfig
+
+    model, tokenizer = tiny
+    discover_tasks()
+    data = DataConfig(data_dir=str(synthetic_data), max_eval_examples=6, max_prompt_length=40)
+    data.chat_template = chat_template
+    sets, _ = load_eval_sets("dolly", "", data)
+    build_eval_examples(sets, tokenizer, data)
+    examples = sets[0].examples
+    assert any(ex.prompt_cut for ex in examples) and not all(ex.prompt_cut for ex in examples)
+    export_tasks([sets[0].task], tmp_path, data, max_rows=6, tokenizer=tokenizer)
+    docs = [json.loads(line) for line in (tmp_path / "speckd_dolly.jsonl").read_text().splitlines()]
+    assert [doc["prompt"] for doc in docs] == [ex.prompt for ex in examples]
+    theirs = _lm_eval_prompt_ids(tmp_path, "speckd_dolly", tokenizer, model, chat_template)
+    assert theirs == [ex.prompt_ids for ex in examples]
+    assert all(len(ids) <= data.max_prompt_length for ids in theirs)
 
 
 def test_exported_tasks_load_in_lm_eval_with_our_scoring(tmp_path, synthetic_data):
@@ -103,24 +143,21 @@ def test_exported_tasks_load_in_lm_eval_with_our_scoring(tmp_path, synthetic_dat
     assert scoring({"references": ["2"]}, [" so the answer is 2."]) == {"accuracy": 100.0}
 
 
-def test_cli_export_writes_tasks_for_lm_eval_include_path(tmp_path, data_dir):
-    res = runner.invoke(
-        app,
-        [
-            "tasks",
-            "export-lmeval",
-            str(tmp_path),
-            "--task",
-            "dolly",
-            "--data-dir",
-            str(data_dir),
-            "--max-rows",
-            "3",
-        ],
-    )
+@pytest.mark.parametrize(("preset", "chat"), [("tiny", False), ("default", True)])
+def test_cli_export_prints_the_lm_eval_command_of_the_preset(tmp_path, data_dir, preset, chat):
+    args = ["tasks", "export-lmeval", str(tmp_path), "--task", "dolly", "--data-dir", str(data_dir)]
+    res = runner.invoke(app, [*args, "--max-rows", "3", "--preset", preset])
     assert res.exit_code == 0, res.output
-    assert "speckd_dolly: 3 rows" in res.stdout and f"--include_path {tmp_path}" in res.stdout
-    assert len((tmp_path / "speckd_dolly.jsonl").read_text().splitlines()) == 3
+    assert "speckd_dolly: 3 rows" in res.stdout
+    command = shlex.split(res.stdout.split("run: ", 1)[1])
+    assert command[:5] == ["lm-eval", "--model", "hf", "--model_args", "pretrained=MODEL,dtype=float32"]
+    assert command[command.index("--include_path") + 1] == str(tmp_path)
+    assert command[command.index("--tasks") + 1] == "speckd_dolly"
+    assert ("--apply_chat_template" in command) == chat
+    docs = [json.loads(line) for line in (tmp_path / "speckd_dolly.jsonl").read_text().splitlines()]
+    assert len(docs) == 3 and all("### Instruction:" in d["prompt"] for d in docs) != chat
+    budget = "max_gen_toks: 8" if preset == "tiny" else "max_gen_toks: 64"
+    assert budget in (tmp_path / "speckd_dolly.yaml").read_text()
 
 
 @pytest.mark.slow
@@ -139,6 +176,9 @@ def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path,
     assert 0.0 <= lm["results"]["tiny_mc"]["acc,none"] <= 1.0
     assert 0.0 <= lm["results"]["speckd_dolly"]["rougeL,none"] <= 100.0
     assert lm["n_samples"]["tiny_mc"]["effective"] == 3 and lm["lm_eval_version"]
+    assert lm["configs"]["tiny_mc"]["output_type"] == "multiple_choice"
+    assert lm["configs"]["speckd_dolly"]["generation_kwargs"]["max_gen_toks"] == 8
+    assert set(lm["versions"]) >= {"speckd_dolly", "tiny_mc"} and lm["versions"]["speckd_dolly"] == 1.0
 
 
 def test_lm_eval_names_are_checked(tmp_path):

@@ -131,3 +131,68 @@ def test_library_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch, tty, di
     monkeypatch.setattr(sys, "stderr", SimpleNamespace(isatty=lambda: tty))
     progress.plain_library_bars()
     assert os.environ.get("TQDM_DISABLE") == os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == disabled
+
+
+def test_at_80_columns_a_terminal_bar_keeps_its_counter_and_eta_and_leaves_one_line(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=out, force_terminal=True, width=80))
+    with progress.stage("load models", quiet=False):
+        pass
+    label = "train speckd on dolly, a label longer than the room it gets"
+    with progress.progress_bar(label, 2000, quiet=False, log_steps=True) as bar:
+        for _ in range(2000):
+            bar.advance(loss=2.3456, divergence=0.1234, tar=0.9, tokens_per_s=12345.0, grad_norm=1.5)
+    raw = out.getvalue()
+    last = raw.rindex("\r")  # the finished bar's frame: printed last, then no erase or cursor move
+    assert raw[last:].count("\n") == 1 and "\x1b[2K" not in raw[last + 3 :] and "\x1b[1A" not in raw[last:]
+    line = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n", "", raw[last:])  # without colours
+    assert len(line) <= 80 and line.startswith("✓ train speckd") and "…" in line  # label, stats give way
+    assert re.search(r" 2000/2000 \d+:\d\d:\d\d \d+:\d\d:\d\d ", line)  # counter, elapsed, ETA
+    assert re.search(r"\x1b\[2K✓ load models \(\d+:\d\d:\d\d\)\n", raw)  # the spinner's line, replaced
+
+
+def test_library_output_off_a_terminal_keeps_warnings_and_drops_bar_redraws(monkeypatch):
+    from tqdm import tqdm
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with progress.plain_stderr():
+        for _ in tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...", disable=False):
+            pass
+        print("a library warning", file=sys.stderr)
+    assert err.getvalue() == "a library warning\n"
+
+
+def test_harness_warnings_go_through_logging_as_plain_lines(monkeypatch, capsys):
+    import logging
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger("speckd_bench")
+    logger.addHandler(handler)
+    try:
+        progress.warn("warning: something to know")
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.levelname, r.getMessage()) for r in seen] == [("WARNING", "warning: something to know")]
+    assert capsys.readouterr().err == "warning: something to know\n"
+
+
+def test_no_git_message_leaks_outside_a_git_checkout(monkeypatch, tmp_path, capfd):
+    from speckd_bench.records import environment
+
+    monkeypatch.setattr(environment, "__file__", str(tmp_path / "environment.py"))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert environment.git_commit() is None
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.slow
+def test_the_gguf_conversion_writes_no_bar_off_a_terminal(tmp_path, capfd):
+    from speckd_bench.models.loading import _convert, gguf_path
+
+    _convert(gguf_path(), tmp_path / "model")
+    out, err = capfd.readouterr()
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert "\r" not in out + err and "\x1b" not in out + err

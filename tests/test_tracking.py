@@ -75,6 +75,26 @@ def test_mlflow_file_store_holds_config_log_and_metrics(run_dir):
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_docs_read_back_snippet_runs_in_a_fresh_process(run_dir):
+    import ast
+    import os
+    import re
+    import subprocess
+
+    doc = (Path(__file__).parents[1] / "docs" / "tools.md").read_text()
+    section = doc.split("Read back offline", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    code = code.replace("results/runs/RUN_ID", str(run_dir))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tensorboard, mlflow = (ast.literal_eval(line) for line in out.stdout.strip().splitlines())
+    expected = _expected(run_dir)["train/loss"]
+    assert [s for s, _ in tensorboard] == [s for s, _ in expected] == [s for s, _ in sorted(mlflow)]
+
+
 def test_report_to_none_or_empty_means_no_tracker():
     assert parse_report_to(None) == parse_report_to("none") == parse_report_to("") == []
     assert parse_report_to("tensorboard, mlflow,tensorboard") == ["tensorboard", "mlflow"]

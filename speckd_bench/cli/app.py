@@ -13,7 +13,7 @@ import typer
 
 from speckd_bench.cli import bench, leaderboard, methods, power, run, sweep, tasks
 from speckd_bench.errors import EXIT_INTERRUPTED, RunInterrupted, UserError, sigterm_as_interrupt
-from speckd_bench.progress import plain_library_bars, say, warn
+from speckd_bench.progress import fail, plain_library_bars, say, warn
 
 PROG = "speckd-bench"
 
@@ -90,7 +90,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False, prog_name=PROG)
     except UserError as exc:
-        warn(f"error: {exc}")
+        fail(f"error: {exc}")
         sys.exit(2)
     except RunInterrupted as exc:
         warn(f"interrupted: {exc}")
@@ -101,7 +101,7 @@ def main() -> None:
         warn("aborted")
         sys.exit(EXIT_INTERRUPTED)
     except typer.TyperException as exc:  # typer's click usage errors (unknown option, missing argument)
-        warn(usage_error_line(exc))
+        fail(usage_error_line(exc))
         sys.exit(2)
     except OSError as exc:  # a full disk or a read-only folder met by any command: one line, exit 2
         from speckd_bench.caches import disk_error
@@ -109,7 +109,7 @@ def main() -> None:
         error = disk_error(exc, Path(exc.filename).parent if exc.filename else Path.cwd())
         if error is exc:
             raise
-        warn(f"error: {error}")
+        fail(f"error: {error}")
         sys.exit(2)
     if isinstance(code, int) and code:  # non-standalone typer returns exit codes; 130 is a bare Ctrl-C
         if code == EXIT_INTERRUPTED:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+
+from speckd_bench.plugin_dirs import builtin_dir, env_plugin_dirs
 
 PluginsOpt = Annotated[
     list[Path] | None,
@@ -14,6 +18,87 @@ PluginsOpt = Annotated[
 MirrorOpt = Annotated[Path | None, typer.Option(help="Local mirror (else $SPECKD_DATA_DIR).")]
 
 NO_TRACKER, EVERY_TRACKER = "none", "all"
+
+
+def _task_names() -> list[str]:
+    """The `name:` of every task file in the built-in and $SPECKD_PLUGINS folders, read without importing
+    the task registry (which imports torch): shell completion must answer at once."""
+    names = []
+    for folder in [builtin_dir("tasks"), *env_plugin_dirs()]:
+        for path in sorted(folder.glob("*.y*ml")):
+            try:
+                tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(tree, dict) and isinstance(tree.get("name"), str):
+                names.append(tree["name"])
+    return names
+
+
+def _loop_keys(tree: ast.Module, var: str) -> list[str]:
+    """The string keys of a module-level dict literal that a `for var[, ...] in DICT[.items()]` loop walks."""
+    dicts = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+    for loop in ast.walk(tree):
+        if not isinstance(loop, ast.For):
+            continue
+        first = loop.target.elts[0] if isinstance(loop.target, ast.Tuple) else loop.target
+        source = (
+            loop.iter.func.value if isinstance(loop.iter, ast.Call) else loop.iter
+        )  # DICT.items() or DICT
+        if getattr(first, "id", None) == var and getattr(source, "id", None) in dicts:
+            keys = dicts[source.id].keys
+            return [k.value for k in keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return []
+
+
+def _method_names() -> list[str]:
+    """The names given to `register_method(Method(name=...))` in the built-in and $SPECKD_PLUGINS method
+    files (a string, or the keys of the dict a loop registers from), read without importing them."""
+    files = [Path(__file__).parents[1] / "methods" / "speckd.py"]
+    files += [
+        p for folder in [builtin_dir("baselines"), *env_plugin_dirs()] for p in sorted(folder.glob("*.py"))
+    ]
+    names: list[str] = []
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "register_method"
+        ]
+        for kw in (
+            kw
+            for call in calls
+            for inner in ast.walk(call)
+            if isinstance(inner, ast.Call)
+            for kw in inner.keywords
+        ):
+            if kw.arg != "name":
+                continue
+            if isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                names.append(kw.value.value)
+            elif isinstance(kw.value, ast.Name):
+                names += _loop_keys(tree, kw.value.id)
+    return list(dict.fromkeys(names))
+
+
+def complete_tasks(incomplete: str) -> list[str]:
+    """Shell completion of --task: the task names that start with what is typed."""
+    return [name for name in _task_names() if name.startswith(incomplete)]
+
+
+def complete_methods(incomplete: str) -> list[str]:
+    """Shell completion of --method: the method names that start with what is typed."""
+    return [name for name in _method_names() if name.startswith(incomplete)]
 
 
 def _complete_trackers(incomplete: str) -> list[str]:

@@ -9,7 +9,15 @@ from typing import Annotated, Literal
 
 import typer
 
-from speckd_bench.cli.options import MirrorOpt, PluginsOpt, ReportToOpt, discover, resolve_report_to
+from speckd_bench.cli.options import (
+    MirrorOpt,
+    PluginsOpt,
+    ReportToOpt,
+    complete_methods,
+    complete_tasks,
+    discover,
+    resolve_report_to,
+)
 from speckd_bench.config.run_config import load_yaml_config, parse_sets
 from speckd_bench.errors import UserError
 from speckd_bench.progress import SETTINGS, say
@@ -54,8 +62,13 @@ def _eval_flags(
 
 
 def run(
-    task: Annotated[str | None, typer.Option(help="Task name (see `speckd-bench tasks`).")] = None,
-    method: Annotated[str | None, typer.Option(help="Method name (see `speckd-bench methods`).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Task name (see `speckd-bench tasks`).", autocompletion=complete_tasks)
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Method name (see `speckd-bench methods`).", autocompletion=complete_methods),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from speckd_bench.cli.options import MirrorOpt, PluginsOpt, discover
+from speckd_bench.cli.options import MirrorOpt, PluginsOpt, complete_tasks, discover
 from speckd_bench.config.run_config import DataConfig
 from speckd_bench.progress import console, say
 
@@ -86,26 +86,76 @@ def tasks_validate(
         say(line)
 
 
+def _teacher_tokenizer(teacher: str) -> Any:
+    """The tokenizer a run with this teacher prompts with (the teacher's), without loading the model."""
+    from transformers import AutoTokenizer
+
+    from speckd_bench.errors import UserError
+    from speckd_bench.models.loading import SMOLLM2, TINY, smollm2_dir
+
+    try:
+        return AutoTokenizer.from_pretrained(smollm2_dir() if teacher in (SMOLLM2, TINY) else teacher)
+    except OSError as exc:
+        raise UserError(
+            f"cannot load the tokenizer of teacher {teacher!r} ({str(exc).splitlines()[0][:120]}); "
+            "the prompts are cut with it"
+        ) from None
+
+
 @tasks_app.command("export-lmeval")
 def tasks_export_lmeval(
     out_dir: Annotated[Path, typer.Argument(help="Directory for the lm-eval YAML tasks.")],
     task: Annotated[
-        list[str] | None, typer.Option(help="Task to export (repeatable; default: all in the mirror).")
+        list[str] | None,
+        typer.Option(
+            help="Task to export (repeatable; default: all in the mirror).", autocompletion=complete_tasks
+        ),
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Prompt and score as a run of this preset does (chat template, prompt cut, budget)."
+        ),
+    ] = "default",
+    teacher: Annotated[
+        str | None, typer.Option(help="The run's teacher, whose tokenizer cuts prompts.")
     ] = None,
     data_dir: MirrorOpt = None,
     max_rows: Annotated[int, typer.Option(help="Rows per task; 0 = all.")] = 0,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Generation budget (default: the task's eval.max_new_tokens).")
+        int | None,
+        typer.Option(help="Generation budget (default: a run's eval.max_new_tokens for the task)."),
     ] = None,
 ) -> None:
-    """Write our tasks as lm-eval tasks (speckd_<task>) over the local rows, for lm-eval --include_path."""
-    from speckd_bench.data.tasks import TASKS
-    from speckd_bench.evaluation.lmeval import export_tasks, mirrored_tasks
+    """Write our tasks as lm-eval tasks (speckd_<task>) over the local rows, with the prompts a run of
+    --preset builds, and print the lm-eval command that scores a saved student on them as that run does."""
+    from speckd_bench.config.run_config import build_config
+    from speckd_bench.data.tasks import TASKS, run_defaults
+    from speckd_bench.evaluation.lmeval import export_tasks, lm_eval_command, mirrored_tasks
+    from speckd_bench.methods.discovery import method_config
 
-    cfg = _data_config(data_dir)
-    specs = [TASKS.get(n) for n in task or mirrored_tasks(cfg)]
-    exported = export_tasks(specs, out_dir, cfg, max_new_tokens, max_rows)
+    names = task or mirrored_tasks(_data_config(data_dir))
+    flags = {"model.teacher": teacher, "model.student": teacher} if teacher else {}  # the student: no prompt
+    if data_dir:
+        flags["data.data_dir"] = str(data_dir)
+    configs = {
+        name: build_config(
+            method_config=method_config,
+            preset=preset,
+            overrides={**flags, "task": name},
+            task_defaults=run_defaults,
+        )
+        for name in names
+    }  # per task: its own defaults (prompt length, budget) under the preset, as `run --task` resolves them
+    cfg = configs[names[0]]
+    exported = export_tasks(
+        [TASKS.get(n) for n in names],
+        out_dir,
+        {name: c.data for name, c in configs.items()},
+        {name: max_new_tokens or c.eval.max_new_tokens for name, c in configs.items()},
+        max_rows,
+        tokenizer=_teacher_tokenizer(cfg.model.teacher),
+    )
     for name, rows in exported:
         say(f"{name}: {len(rows.rows)} rows from {rows.source}")
-    listed = ",".join(name for name, _ in exported)
-    say(f"run: lm-eval --model hf --model_args pretrained=MODEL --include_path {out_dir} --tasks {listed}")
+    say(f"run: {lm_eval_command(out_dir, [name for name, _ in exported], cfg)}")

@@ -32,9 +32,11 @@ from speckd_bench.caches import (
     read_json,
 )
 from speckd_bench.config.run_config import DataConfig, EvalConfig, RunConfig
+from speckd_bench.data.examples import fit_prompt, prompt_task
 from speckd_bench.data.rows import Rows, in_mirror, load_split
 from speckd_bench.data.tasks import TASKS, TaskSpec, load_task_file
 from speckd_bench.errors import UserError, did_you_mean
+from speckd_bench.progress import plain_stderr
 
 PREFIX = "speckd_"
 SCORING_MODULE = "speckd_scoring"
@@ -140,15 +142,21 @@ def _copy_task_files(task: TaskSpec, out_dir: Path) -> str:
 def export_tasks(
     tasks: list[TaskSpec],
     out_dir: Path,
-    data: DataConfig,
-    max_new_tokens: int | None = None,
+    data: DataConfig | dict[str, DataConfig],
+    max_new_tokens: int | dict[str, int] | None = None,
     max_rows: int = 0,
     datasets_cache: Path | None = None,
+    tokenizer: Any = None,
 ) -> list[tuple[str, Rows]]:
-    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens,
-    else the task's eval.max_new_tokens), a copy of each task file and `speckd_scoring.py` to out_dir;
-    returns (name, rows) pairs. Every path in the folder is relative to it: it can be moved or shared.
-    Scores are on this package's scale (0-100 for rougeL, exact match, accuracy), as in run records."""
+    """Write `speckd_<task>.yaml` + `.jsonl` per task (eval split, greedy decoding of max_new_tokens, else
+    the task's eval.max_new_tokens; `data` and max_new_tokens may be dicts by task name), a copy of each
+    task file and `speckd_scoring.py` to out_dir; returns (name, rows) pairs. Every path in the folder is
+    relative to it: it can be moved or shared. Scores are on this package's scale (0-100 for rougeL,
+    exact match, accuracy), as in run records.
+
+    Prompts are the harness's own: under data.chat_template the templates' content only (lm-eval's
+    --apply_chat_template adds the turn), and with a tokenizer cut to data.max_prompt_length as the
+    harness cuts them (data/examples.py); without one they are left whole."""
     out_dir.mkdir(parents=True, exist_ok=True)
     exported = []
     scoring = [
@@ -163,13 +171,17 @@ def export_tasks(
     ]
     corpus_metrics: set[str] = set()
     for task in tasks:
-        rows = load_split(task, "eval", data)
+        task_data = data[task.name] if isinstance(data, dict) else data
+        rows = load_split(task, "eval", task_data)
         if max_rows:
             rows = Rows(rows.rows[:max_rows], rows.source)
         name = exported_name(task.name)
+        shown = prompt_task(task, task_data)
         docs = [
             {
-                "prompt": task.render(row),
+                "prompt": fit_prompt(shown, row, tokenizer, task_data).text
+                if tokenizer
+                else shown.render(row),
                 "target": task.target(row),
                 "references": task.references(row),
                 "source": row["_source"],
@@ -183,7 +195,8 @@ def export_tasks(
             f"from {rows.source}.\n# Scores are on speckd-bench's scale (0-100 for rougeL, exact match and "
             f"accuracy), as in its run records. Run: lm-eval --include_path THIS_FOLDER --tasks {name}\n"
         )
-        new_tokens = max_new_tokens or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
+        budget = max_new_tokens.get(task.name) if isinstance(max_new_tokens, dict) else max_new_tokens
+        new_tokens = budget or task.defaults.get("eval.max_new_tokens", EvalConfig.max_new_tokens)
         atomic_write_text(out_dir / f"{name}.yaml", header + _task_yaml(task, new_tokens, datasets_cache))
         ident = _identifier(task.name)
         scoring.append(f"{ident} = results_processor(str(HERE / {task_file!r}))")
@@ -288,8 +301,20 @@ def _json_safe(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def lm_eval_command(folder: Path, names: list[str], cfg: RunConfig) -> str:
+    """The lm-eval command that scores a saved student (MODEL) on exported tasks as a run of cfg does:
+    float32 weights, the run's lm-eval batch size and seed, the chat template when the run prompts in it."""
+    args = ["lm-eval", "--model", "hf", "--model_args", "pretrained=MODEL,dtype=float32"]
+    args += ["--include_path", str(folder), "--tasks", ",".join(names)]
+    args += ["--batch_size", str(cfg.lm_eval.batch_size), "--seed", str(cfg.seed)]
+    if cfg.data.chat_template:
+        args.append("--apply_chat_template")
+    return shlex.join(args)
+
+
 def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any]:
-    """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores."""
+    """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores: the scores,
+    sample counts, lm-eval's version and each task's version and resolved config, as lm-eval reports them."""
     names = check_lm_eval(cfg)
     from lm_eval import __version__ as lm_eval_version
     from lm_eval import simple_evaluate
@@ -301,24 +326,26 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
     ours = [TASKS.get(n[len(PREFIX) :]) for n in names if n.startswith(PREFIX) and n[len(PREFIX) :] in TASKS]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speckd-lmeval-") as tmp:
-        export_tasks(ours, Path(tmp), cfg.data, cfg.eval.max_new_tokens, limit, Path(tmp) / "datasets")
+        folder = Path(tmp)
+        export_tasks(ours, folder, cfg.data, cfg.eval.max_new_tokens, limit, folder / "datasets", tokenizer)
         manager = _task_manager([tmp, *cfg.lm_eval.include], names)
         model.eval()
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.lm_eval.batch_size)
         try:
-            out = simple_evaluate(
-                model=lm,
-                tasks=names,
-                task_manager=manager,
-                limit=limit,
-                bootstrap_iters=0,
-                log_samples=False,
-                apply_chat_template=cfg.data.chat_template,
-                random_seed=cfg.seed,
-                numpy_random_seed=cfg.seed,
-                torch_random_seed=cfg.seed,
-                fewshot_random_seed=cfg.seed,
-            )
+            with plain_stderr():  # off a terminal: lm-eval's warnings, without its bars' redraws
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=names,
+                    task_manager=manager,
+                    limit=limit,
+                    bootstrap_iters=0,
+                    log_samples=False,
+                    apply_chat_template=cfg.data.chat_template,
+                    random_seed=cfg.seed,
+                    numpy_random_seed=cfg.seed,
+                    torch_random_seed=cfg.seed,
+                    fewshot_random_seed=cfg.seed,
+                )
         except (ConnectionError, OSError) as exc:
             raise UserError(
                 f"lm-eval could not load a task's data ({type(exc).__name__}: {str(exc)[:160]}); lm-eval's "
@@ -330,6 +357,8 @@ def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict
         "results": _json_safe(out["results"]),
         "n_samples": _json_safe(out.get("n-samples", {})),
         "n_shot": _json_safe(out.get("n-shot", {})),
+        "versions": _json_safe(out.get("versions", {})),
+        "configs": _json_safe(out.get("configs", {})),
         "lm_eval_version": lm_eval_version,
         "seconds": time.perf_counter() - start,
     }

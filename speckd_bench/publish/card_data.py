@@ -1,10 +1,12 @@
 """The metadata of an exported model's card (huggingface_hub's ModelCardData): the model the student was
-made from, its license, the task's datasets, tags and a model-index of the run's scores (its eval sets
-and lm-eval's), found offline: from the record, the task files, local model cards and the hub cache."""
+made from, its license and language, the task's datasets, tags and a model-index of the run's scores (its
+eval sets and lm-eval's), found offline: from the record, the task files, local model cards and the hub
+cache."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gguf import GGUFReader
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_from_cache
@@ -41,11 +43,8 @@ def source_model(models: dict[str, str]) -> str:
     return models["teacher"] if student.startswith("layers:") else student
 
 
-def model_license(name: str) -> str | None:
-    """The license of a model, where this machine knows it: the built-in teacher's GGUF metadata, the
-    card of a local model folder or of a hub model in the hub cache; None otherwise."""
-    if name == SMOLLM2:
-        return _gguf_license(gguf_path())
+def _local_card(name: str) -> ModelCardData | None:
+    """The card metadata of a local model folder or of a hub model in the hub cache, if any."""
     card = Path(name).expanduser() / "README.md"
     if not card.is_file() and hub_id(name):
         cached = try_to_load_from_cache(name, "README.md")
@@ -53,14 +52,42 @@ def model_license(name: str) -> str | None:
     if not card.is_file():
         return None
     try:
-        return ModelCard.load(card, ignore_metadata_errors=True).data.license
+        return ModelCard.load(card, ignore_metadata_errors=True).data
     except (OSError, ValueError):
         return None
 
 
-def _gguf_license(path: Path) -> str | None:
-    field = GGUFReader(path).fields.get("general.license")
-    return str(field.contents()) if field is not None else None
+def _gguf_field(key: str) -> Any:
+    field = GGUFReader(gguf_path()).fields.get(key)
+    return field.contents() if field is not None else None
+
+
+def model_license(name: str) -> str | None:
+    """The license of a model, where this machine knows it: the built-in teacher's GGUF metadata, the
+    card of a local model folder or of a hub model in the hub cache; None otherwise."""
+    if name == SMOLLM2:
+        value = _gguf_field("general.license")
+        return str(value) if value is not None else None
+    data = _local_card(name)
+    return data.license if data else None
+
+
+def model_languages(name: str) -> list[str]:
+    """The languages a model declares (found as its license is), e.g. ['en']; none when unknown."""
+    value = (
+        _gguf_field("general.languages") if name == SMOLLM2 else getattr(_local_card(name), "language", None)
+    )
+    return [str(v) for v in ([value] if isinstance(value, str) else value or [])]
+
+
+def languages(record: RunRecord) -> list[str]:
+    """The card's `language`: what the teacher (or the student's source model) declares; else English
+    when every task of the run is a built-in one (their prompts and references are English)."""
+    for name in (record.models["teacher"], source_model(record.models)):
+        if declared := model_languages(name):
+            return declared
+    tasks = [_task(name) for name in (record.task, *record.metrics)]
+    return ["en"] if all(task is not None and task.plugin_dir is None for task in tasks) else []
 
 
 def _task(name: str) -> TaskSpec | None:
@@ -129,6 +156,7 @@ def card_data(record: RunRecord) -> ModelCardData:
         base_model=hub_id(source),
         datasets=datasets(record) or None,
         license=model_license(source),
+        language=languages(record) or None,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["speckd-bench", "knowledge-distillation", record.method],
