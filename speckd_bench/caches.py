@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from filelock import FileLock
 
 from speckd_bench.distributed import process_context
 from speckd_bench.errors import UserError
+from speckd_bench.progress import warn
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -153,7 +153,7 @@ def entry_lock(target: Path) -> FileLock:
 
 def discard_broken(target: Path, reason: str) -> None:
     """Remove a broken cache entry (file or folder), saying so in one line on stderr; it is then rebuilt."""
-    print(f"warning: cache entry {target} is broken ({reason}); removed, rebuilding it", file=sys.stderr)
+    warn(f"warning: cache entry {target} is broken ({reason}); removed, rebuilding it")
     if target.is_dir():
         shutil.rmtree(target)
     else:

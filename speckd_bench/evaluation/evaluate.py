@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-
 from speckd_bench.api.metrics import rouge, score
 from speckd_bench.config.run_config import DataConfig, EvalConfig
 from speckd_bench.data.examples import Example, build_examples
@@ -21,6 +19,7 @@ from speckd_bench.distributed import process_context
 from speckd_bench.evaluation.degeneracy import degeneracy
 from speckd_bench.evaluation.fidelity import TeacherForced, teacher_forced
 from speckd_bench.evaluation.generate import generate
+from speckd_bench.progress import warn
 
 
 @dataclass
@@ -191,9 +190,8 @@ def load_eval_sets(task: str, suite: str, data: DataConfig) -> tuple[list[EvalSe
 
 def warn_skipped(skipped: dict[str, str]) -> None:
     """Say on stderr which suite sets are skipped and why (even with --quiet)."""
-    err = Console(stderr=True)
     for name, reason in skipped.items():
-        err.print(f"skipping eval set {name}: {reason}", markup=False)
+        warn(f"skipping eval set {name}: {reason}")
 
 
 def build_eval_examples(sets: list[EvalSet], tokenizer: Any, data: DataConfig) -> None:
