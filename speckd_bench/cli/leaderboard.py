@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
+from speckd_bench.cli.options import sweep_run_ids
 from speckd_bench.errors import UserError
-from speckd_bench.progress import console, warn
+from speckd_bench.progress import console
 
 ResultsDirOpt = Annotated[Path, typer.Option(help="Directory holding runs/*/record.json.")]
 TaskOpt = Annotated[list[str] | None, typer.Option(help="Only this training task or eval set (repeatable).")]
@@ -213,13 +214,7 @@ def report(
 
     if notes is not None and not notes.is_file():
         raise UserError(f"--notes {notes}: no such file")
-    run_ids = None
-    if sweep is not None:
-        from speckd_bench.sweep.status import done_run_ids
-
-        run_ids, note = done_run_ids(sweep, results_dir)
-        if note:
-            warn(note)
+    run_ids = sweep_run_ids(sweep, results_dir)
     sections = select_sections(results_dir, tasks=task, baseline=baseline, metrics=metric, run_ids=run_ids)
     if not sections:
         raise UserError(f"no complete run records under {results_dir}/runs to report on")

@@ -143,3 +143,17 @@ def resolve_report_to(text: str | None) -> list[str]:
 
         names = [name for name in names if name != EVERY_TRACKER] + [str(t) for t in get_available_trackers()]
     return parse_report_to(",".join(names))
+
+
+def sweep_run_ids(sweep: Path | None, results_dir: Path) -> set[str] | None:
+    """The complete runs of a sweep file in results_dir (saying on stderr how many of its runs are not
+    done), or None without a sweep file: `report --sweep` and `power --sweep` take exactly these."""
+    if sweep is None:
+        return None
+    from speckd_bench.progress import warn
+    from speckd_bench.sweep.status import done_run_ids
+
+    run_ids, note = done_run_ids(sweep, results_dir)
+    if note:
+        warn(note)
+    return run_ids

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from speckd_bench.cli.options import sweep_run_ids
 from speckd_bench.errors import UserError
 from speckd_bench.progress import say, warn
 
@@ -22,15 +23,10 @@ def power(
     """Paired per-seed differences from the baseline, the power they give now and the seeds they need."""
     from speckd_bench.leaderboard.power import format_power, power_rows
     from speckd_bench.leaderboard.selection import select_sections
-    from speckd_bench.sweep.status import done_run_ids
 
     if not effect > 0:
         raise UserError(f"--effect {effect:g}: give the difference to detect, a number > 0")
-    run_ids = None
-    if sweep is not None:
-        run_ids, note = done_run_ids(sweep, results_dir)
-        if note:
-            warn(note)
+    run_ids = sweep_run_ids(sweep, results_dir)
     metrics = [metric] if metric else None
     sections = select_sections(results_dir, baseline=baseline, metrics=metrics, run_ids=run_ids)
     if not sections:
