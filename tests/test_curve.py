@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from speckd_bench.caches import cache_dir
 from speckd_bench.cli.app import app
 from speckd_bench.engine.curve import LearningCurve, read_curve
 
@@ -56,6 +57,19 @@ def test_fidelity_rows_extend_teacher_forcing_only(tmp_path, data_dir):
     m_plain, m_wide = (r["metrics"]["dolly"]["after"]["metrics"] for r in (rec, wide))
     assert m_wide["rougeL"] == m_plain["rougeL"]
     assert m_wide["tf_fkl"] != m_plain["tf_fkl"]  # pooled over eight rows' tokens, not four
+
+
+def test_kept_teacher_logits_give_the_same_fidelity_metrics(tmp_path, data_dir):
+    wide = ("--set", "data.fidelity_examples=8")
+    plain = _run(tmp_path, data_dir, "plain", *wide)
+    kept = [
+        _run(tmp_path, data_dir, f"kept{i}", *wide, "--set", "eval.keep_teacher_logits=true") for i in (1, 2)
+    ]
+    assert len(list((cache_dir() / "teacher-logits").glob("*.safetensors"))) == 1  # stored once, then read
+    metrics = [json.loads((d / "record.json").read_text())["metrics"]["dolly"] for d in (plain, *kept)]
+    for m in metrics[1:]:
+        assert m["after"]["metrics"] == metrics[0]["after"]["metrics"]
+        assert m["before"] == metrics[0]["before"]  # the raw student and the init checkpoint too
 
 
 class _Forced:

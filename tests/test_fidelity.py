@@ -8,7 +8,7 @@ import torch
 
 from speckd_bench.data.examples import Example
 from speckd_bench.evaluation.evaluate import _add_fidelity
-from speckd_bench.evaluation.fidelity import TeacherForced, teacher_forced
+from speckd_bench.evaluation.fidelity import TeacherForced, teacher_forced, teacher_logits
 
 
 class Bigram(torch.nn.Module):
@@ -44,6 +44,24 @@ EXPECTED = {
     "tf_tvd_prompt": (TVD_0 + TVD_0 / 3) / 2,
     "tf_top1_prompt": (0 + 200 / 3) / 2,
 }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_teacher_logits_score_exactly_as_a_fresh_teacher_pass(dtype):
+    teacher = Bigram([[0.4, 0.6], [0.8, 0.2]]).to(dtype)
+    kept = teacher_logits(teacher, EXAMPLES, pad_id=0, vocab_size=2)
+    assert [t.dtype for t in kept] == [dtype]  # a bfloat16 teacher's logits are kept at half the memory
+    fresh = teacher_forced(STUDENT, teacher, EXAMPLES, pad_id=0, vocab_size=2).corpus()
+    teacher.forward = None  # a scoring from the kept logits must not run the teacher again
+    assert teacher_forced(STUDENT, teacher, EXAMPLES, pad_id=0, vocab_size=2, cached=kept).corpus() == fresh
+
+
+def test_kept_teacher_logits_stay_float32_where_the_teacher_dtype_would_round_them():
+    teacher = Bigram([[0.4, 0.6], [0.8, 0.2]]).to(torch.bfloat16)
+    teacher.forward = lambda input_ids, attention_mask: SimpleNamespace(
+        logits=torch.full((*input_ids.shape, 2), 0.1)
+    )
+    assert [t.dtype for t in teacher_logits(teacher, EXAMPLES, pad_id=0, vocab_size=2)] == [torch.float32]
 
 
 def test_corpus_values_pool_tokens_and_prompt_values_average_prompts():

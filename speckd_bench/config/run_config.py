@@ -203,6 +203,12 @@ class EvalConfig:
         "reference-parity)",
         choices=("teacher", "float32"),
     )
+    keep_teacher_logits: bool = setting(
+        False,
+        "store the teacher's logits of the teacher-forced eval rows in the cache once per teacher, rows and "
+        "kernels, so later runs score fidelity with the student's forward passes only (exact; about "
+        "2 bytes x vocabulary per target token on disk; single-process runs)",
+    )
     main_metric: str = setting(
         "",
         "the metric a run is judged on: the record's main_metric, the first line of its summary and the "
@@ -300,6 +306,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "model.student": "layers:15",
             "data.fidelity_examples": 500,
             "eval.reference_dtype": "float32",
+            "eval.keep_teacher_logits": True,
             "eval.main_metric": "tf_tvd",
             "train.curve_every": 25,
             "data.max_train_examples": 128,
@@ -354,10 +361,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # Keys that never change a run's results: where files live, which metric the leaderboard is judged on, how
 # often training state is saved, how often the learning curve is scored (forward passes in no_grad between
-# steps: the same weights), how the loss is laid out in memory (fused or not, compiled or not: the same
-# math), where the teacher's weights live (FSDP) and the decoding backend (the same greedy decoding). All
-# agree up to float rounding, which in bf16 can flip a near-tie between two greedy tokens
-# (docs/performance.md).
+# steps: the same weights), whether the teacher's fidelity logits are read from the cache (the same bits),
+# how the loss is laid out in memory (fused or not, compiled or not: the same math), where the teacher's
+# weights live (FSDP) and the decoding backend (the same greedy decoding). All agree up to float rounding,
+# which in bf16 can flip a near-tie between two greedy tokens (docs/performance.md).
 NON_RESULT_KEYS = (
     "results_dir",
     "data.data_dir",
@@ -365,6 +372,7 @@ NON_RESULT_KEYS = (
     "train.curve_every",
     "train.curve_rows",
     "eval.main_metric",
+    "eval.keep_teacher_logits",
     "train.keep_checkpoints",
     "train.fused_loss",
     "train.fused_chunk_rows",

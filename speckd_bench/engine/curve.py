@@ -3,20 +3,23 @@ first, the student is scored teacher-forced on a fixed subset of the eval set (t
 rows; forward passes only, no generation) and one JSON line per point goes to curve.jsonl: {"step": s,
 "tf_fkl", "tf_rkl", "tf_tvd", "tf_top1", "seconds"}, each metric pooled over the subset's target tokens as
 the final fidelity metrics are. Scoring runs in no_grad between steps, so the weights
-and the training log are those of a run without a curve.
+and the training log are those of a run without a curve. The teacher's logits of the subset are computed
+at the first point and kept (exact, in the teacher's dtype), so later points run the student only.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from speckd_bench.caches import atomic_write_jsonl
 from speckd_bench.distributed import process_context
-from speckd_bench.evaluation.fidelity import PER_TOKEN, teacher_forced
+from speckd_bench.evaluation.fidelity import PER_TOKEN, teacher_forced, teacher_logits
 from speckd_bench.jsonl import read_jsonl
 
 CURVE_FILE = "curve.jsonl"
@@ -39,6 +42,8 @@ class LearningCurve:
     vocab_size: int
     every: int
     last: int
+    teacher_side: list[torch.Tensor] | None = field(default=None, repr=False)
+    """The teacher's logits of `examples` (fidelity.teacher_logits), from the first point on."""
 
     def start(self, done_steps: int) -> None:
         """Keep the points of steps a resumed run has done (drop later ones, written after its newest
@@ -55,7 +60,11 @@ class LearningCurve:
     def point(self, step: int) -> dict[str, float]:
         """Score the student now as the point of `step`, and append it to the curve."""
         t0 = time.perf_counter()
-        scored = teacher_forced(self.student, self.teacher, self.examples, self.pad_id, self.vocab_size)
+        if self.teacher_side is None:
+            self.teacher_side = teacher_logits(self.teacher, self.examples, self.pad_id, self.vocab_size)
+        scored = teacher_forced(
+            self.student, self.teacher, self.examples, self.pad_id, self.vocab_size, self.teacher_side
+        )
         pooled = scored.corpus()
         row = {"step": step, **{name: pooled[name] for name in PER_TOKEN}}
         row["seconds"] = time.perf_counter() - t0

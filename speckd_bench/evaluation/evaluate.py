@@ -6,9 +6,11 @@ std) plus the samples (prompt, references, output).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from speckd_bench.api.metrics import rouge, score
 from speckd_bench.config.run_config import DataConfig, EvalConfig
@@ -59,6 +61,8 @@ class TeacherView:
     model: Any
     vocab_size: int
     outputs: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    logits: dict[str, Sequence[torch.Tensor]] = field(default_factory=dict)
+    """Per eval set, the teacher's kept logits of its teacher-forced examples (eval.keep_teacher_logits)."""
 
 
 def _add_fidelity(
@@ -100,10 +104,12 @@ def evaluate(
     teacher: TeacherView | None = None,
     teacher_outputs: dict[int, list[str]] | None = None,
     forced: list[Example] | None = None,
+    teacher_logits: Sequence[torch.Tensor] | None = None,
 ) -> EvalResult:
     """Score `examples`; `extract` maps each output to the answer the metrics see (e.g. its last number).
     With `teacher`, the fidelity metrics are added (ROUGE-L to the teacher where `teacher_outputs`),
-    teacher-forced on `forced` (whose first rows are `examples`; default: `examples`).
+    teacher-forced on `forced` (whose first rows are `examples`; default: `examples`), from
+    `teacher_logits` where the teacher's logits of `forced` are kept.
 
     In a multi-process run each process generates for its shard of the prompts; the outputs are gathered
     in the prompts' order, so every process scores all of them (tokens summed, seconds of the slowest).
@@ -139,9 +145,8 @@ def evaluate(
             sample["scores"] = {name: values[i] for name, values in scored["per_example"].items()}
             samples.append(sample)
     if teacher is not None:
-        scored = teacher_forced(
-            model, teacher.model, forced or examples, tokenizer.pad_token_id, teacher.vocab_size
-        )
+        pad_id, vocab_size = tokenizer.pad_token_id, teacher.vocab_size
+        scored = teacher_forced(model, teacher.model, forced or examples, pad_id, vocab_size, teacher_logits)
         _add_fidelity(per_seed, samples, scored, teacher_outputs or {})
     names = list(next(iter(per_seed.values())))
     mean = {n: statistics.fmean(s[n] for s in per_seed.values()) for n in names}
@@ -226,6 +231,7 @@ def evaluate_sets(
             teacher,
             outputs,
             es.forced,
+            teacher.logits.get(es.name) if teacher else None,
         )
         for sample in res.samples:
             sample["eval_set"] = es.name

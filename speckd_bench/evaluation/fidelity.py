@@ -20,7 +20,7 @@ two models, so it favours neither KL direction (the `tvd` method alone trains on
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,18 +69,42 @@ LogProbs = Callable[[Batch], torch.Tensor]
 """A predictor's log-probabilities [target positions, V] at a batch's target positions."""
 
 
+def _compact(logits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`logits` in `dtype` where that holds them exactly (a bfloat16 teacher's logits are bfloat16 values:
+    half the memory of float32, the same scores), else unchanged."""
+    narrow = logits.to(dtype)
+    return narrow if torch.equal(narrow.float(), logits) else logits
+
+
+@torch.no_grad()
+def teacher_logits(teacher: Any, examples: list[Example], pad_id: int, vocab_size: int) -> list[torch.Tensor]:
+    """The teacher's target logits of `examples`, one tensor per batch of BATCH, for scoring many students
+    (or one student many times) against the same teacher pass; exact, kept in the teacher's dtype."""
+    device = next(teacher.parameters()).device
+    dtype = next(teacher.parameters()).dtype
+    batches = (collate(examples[s : s + BATCH], pad_id).to(device) for s in range(0, len(examples), BATCH))
+    return [_compact(target_logits(teacher, batch, vocab_size), dtype) for batch in batches]
+
+
 @torch.no_grad()
 def compare_to_teacher(
-    predictors: dict[str, LogProbs], teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
+    predictors: dict[str, LogProbs],
+    teacher: Any,
+    examples: list[Example],
+    pad_id: int,
+    vocab_size: int,
+    cached: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, TeacherForced]:
     """The fidelity metrics of each predictor to `teacher` on `examples`, in batches of BATCH (one teacher
-    forward pass per batch, shared by the predictors)."""
+    forward pass per batch, shared by the predictors; none where `cached` holds the teacher's
+    `teacher_logits` of these examples)."""
     device = next(teacher.parameters()).device
     sums: dict[str, dict[str, list[float]]] = {p: {name: [] for name in PER_TOKEN} for p in predictors}
-    for start in range(0, len(examples), BATCH):
+    for index, start in enumerate(range(0, len(examples), BATCH)):
         chunk = examples[start : start + BATCH]
         batch = collate(chunk, pad_id).to(device)
-        log_p = torch.log_softmax(target_logits(teacher, batch, vocab_size), dim=-1)
+        logits = cached[index].float() if cached is not None else target_logits(teacher, batch, vocab_size)
+        log_p = torch.log_softmax(logits, dim=-1)
         counts = [len(e.target_ids) for e in chunk]
         for predictor, log_probs in predictors.items():
             log_q = log_probs(batch)
@@ -91,9 +115,14 @@ def compare_to_teacher(
 
 
 def teacher_forced(
-    student: Any, teacher: Any, examples: list[Example], pad_id: int, vocab_size: int
+    student: Any,
+    teacher: Any,
+    examples: list[Example],
+    pad_id: int,
+    vocab_size: int,
+    cached: Sequence[torch.Tensor] | None = None,
 ) -> TeacherForced:
-    """The fidelity metrics of `student` to `teacher` on `examples`."""
+    """The fidelity metrics of `student` to `teacher` on `examples` (`cached`: as compare_to_teacher)."""
     was_training = student.training
     student.eval()
     try:
@@ -103,6 +132,7 @@ def teacher_forced(
             examples,
             pad_id,
             vocab_size,
+            cached,
         )["student"]
     finally:
         student.train(was_training)

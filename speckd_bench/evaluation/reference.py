@@ -29,6 +29,7 @@ from speckd_bench.evaluation import degeneracy, fidelity, generate
 from speckd_bench.evaluation import evaluate as evaluate_module
 from speckd_bench.evaluation import floors as floors_module
 from speckd_bench.evaluation.evaluate import EvalSet, TeacherView, evaluate
+from speckd_bench.evaluation.fidelity_cache import stored_teacher_logits
 from speckd_bench.evaluation.floors import CHOICE_ROWS, fit_token_floors, floor_scores, token_floor_fidelity
 from speckd_bench.evaluation.teacher_answers import answers_path, differing, entry_path
 from speckd_bench.progress import warn
@@ -153,6 +154,11 @@ def reference_rows(
         if train_rows:
             floors |= _token_floors(cfg, pair, es, train_rows, entry["key"])
         rows[es.name] = {"teacher": {**entry["summary"], "key": entry["key"]}, "floors": floors}
+        if cfg.eval.keep_teacher_logits and process_context().world == 1:
+            view.logits[es.name] = stored_teacher_logits(
+                eval_identity(cfg, pair.info)["teacher"], pair.teacher, es.forced,
+                pair.tokenizer.pad_token_id, pair.vocab_size,
+            )  # fmt: skip
     return rows, view
 
 
