@@ -299,8 +299,9 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         {**_CPU_PROTOCOL, "data.max_train_examples": 128, "train.init_rows": 256},
     ),
     "reference": (
-        "the committed leaderboard's CPU protocol: SmolLM2-135M-Instruct -> 15-layer student, warm start of "
-        "3 epochs on all 1000 dolly dev rows, KD on 128, 100 eval rows; about an hour per 20 runs on 2 cores",
+        "the reference experiment's CPU protocol: SmolLM2-135M-Instruct -> 15-layer student, warm start of "
+        "3 epochs on all 1000 dolly dev rows, one KD epoch over them (125 steps), 100 answered and 500 "
+        "teacher-forced eval rows, a learning curve every 25 steps; about half an hour per run on one thread",
         {
             **_CPU_PROTOCOL,
             "model.student": "layers:15",
@@ -309,7 +310,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "eval.keep_teacher_logits": True,
             "eval.main_metric": "tf_tvd",
             "train.curve_every": 25,
-            "data.max_train_examples": 128,
+            "train.curve_rows": 48,
+            "data.max_train_examples": 1000,
             "train.init_rows": 1000,
             "train.init_sft_epochs": 3,
         },
