@@ -32,12 +32,13 @@ def mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
 
 
 def interval(low: float, high: float, digits: int) -> str:
-    """[+l.ll, +h.hh]: an interval of differences."""
+    """[+l.ll, +h.hh]: an interval of differences, with `digits` decimals."""
     return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def signed_interval(diff: float, low: float | None, high: float | None, digits: int) -> str:
-    """+d.dd [+l.ll, +h.hh]: a difference and its interval, the interval left out when there is none."""
+    """+d.dd [+l.ll, +h.hh]: a difference and its interval with `digits` decimals, the interval left out
+    when there is none."""
     text = f"{diff:+.{digits}f}"
     return text if low is None or high is None else f"{text} {interval(low, high, digits)}"
 
