@@ -8,6 +8,16 @@ NO_VALUE = "-"
 _MD_SPECIAL = "\\`*_<>|"
 """Characters that markdown would read as emphasis, code, HTML or a cell boundary."""
 
+METRIC_DIGITS = {"tf_tvd": 4, "tf_fkl": 3, "tf_rkl": 3}
+"""Decimals of the metrics (and of their `_prompt` forms) shown with more than the default two: tf_tvd
+lies in [0, 1] and the differences of interest are a few thousandths; tf_fkl and tf_rkl are nats near 2
+whose differences of interest are a few hundredths."""
+
+
+def metric_digits(metric: str) -> int:
+    """How many decimals a metric's values, spreads, differences and intervals are shown with."""
+    return METRIC_DIGITS.get(metric.removesuffix("_prompt"), 2)
+
 
 def number(value: float | None, digits: int) -> str:
     """The value with `digits` decimals; '-' for no value."""
@@ -21,14 +31,16 @@ def mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def interval(low: float, high: float) -> str:
-    """[+l.ll, +h.hh]: an interval of differences."""
-    return f"[{low:+.2f}, {high:+.2f}]"
+def interval(low: float, high: float, digits: int) -> str:
+    """[+l.ll, +h.hh]: an interval of differences, with `digits` decimals."""
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def signed_interval(diff: float, low: float | None, high: float | None) -> str:
-    """+d.dd [+l.ll, +h.hh]: a difference and its interval, the interval left out when there is none."""
-    return f"{diff:+.2f}" + ("" if low is None or high is None else f" {interval(low, high)}")
+def signed_interval(diff: float, low: float | None, high: float | None, digits: int) -> str:
+    """+d.dd [+l.ll, +h.hh]: a difference and its interval with `digits` decimals, the interval left out
+    when there is none."""
+    text = f"{diff:+.{digits}f}"
+    return text if low is None or high is None else f"{text} {interval(low, high, digits)}"
 
 
 def one_line(text: str) -> str:

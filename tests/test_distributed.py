@@ -78,7 +78,10 @@ def test_two_processes_of_batch_two_follow_one_process_of_batch_four(
     ("flags", "fragment"),
     [
         (["--launcher", "accelerate", "--num-processes", "0"], "--num-processes 0 must be >= 1"),
-        (["--launcher", "mpi", "--num-processes", "2"], "--launcher 'mpi' is not one of 'none', 'accelerate'"),
+        (
+            ["--launcher", "mpi", "--num-processes", "2"],
+            "--launcher 'mpi' is not one of 'none', 'accelerate'",
+        ),
         (["--num-processes", "2"], "--num-processes needs --launcher accelerate"),
     ],
 )

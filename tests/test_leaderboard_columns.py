@@ -230,5 +230,5 @@ def test_readme_detail_tables_leave_out_rows_without_a_value_and_show_lm_eval(bo
     ]
     fidelity = [line for table in tables["fidelity"] for line in table]
     (unigram,) = [_cells(line) for line in fidelity if line.startswith("| *floor: unigram tokens*")]
-    assert unigram[1:] == ["*6.00*", "", "*3.00*", ""]  # tf_fkl, its Δ, tf_top1, its Δ
+    assert unigram[1:] == ["*6.000*", "", "*3.00*", ""]  # tf_fkl (3 decimals), its Δ, tf_top1, its Δ
     assert not any(line.startswith("| *floor: empty*") for line in fidelity)  # no fidelity value

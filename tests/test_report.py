@@ -494,7 +494,7 @@ def test_fidelity_columns_and_their_direction(new_board):
     assert "| rougeL (mean ± std) |" in header and "| tf\\_fkl ↓ (mean ± std) |" in header
     assert "| tf\\_top1 (mean ± std) |" in header and "Δ tf\\_fkl vs fkl [seed t-CI, Holm]" in header
     rows = _md_rows(md, "sft")
-    assert "| **0.40 ± 0.05** |" in rows["speckd 3"]  # lowest tf_fkl is best
+    assert "| **0.400 ± 0.050** |" in rows["speckd 3"]  # lowest tf_fkl is best (3 decimals)
     speckd = next(r for r in _rows(new_board, "--baseline", "fkl") if r["method"] == "speckd")
     # tf_fkl diffs (0.35-0.6, 0.40-0.7, 0.45-0.8) = (-0.25, -0.30, -0.35): mean -0.30, sd 0.05
     assert speckd["delta"]["tf_fkl"]["diff"] == pytest.approx(-0.30)

@@ -18,7 +18,14 @@ from speckd_bench.api.metrics import FIDELITY, FIDELITY_METRICS, Better, better
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.evaluation.degeneracy import MAX_EMPTY, MAX_REPETITION, MIN_DISTINCT_2
 from speckd_bench.evaluation.floors import TOKEN_FLOORS
-from speckd_bench.formatting import NO_VALUE, mean_std, number, settings_text, signed_interval
+from speckd_bench.formatting import (
+    NO_VALUE,
+    mean_std,
+    metric_digits,
+    number,
+    settings_text,
+    signed_interval,
+)
 from speckd_bench.leaderboard.rows import LeaderboardRow
 from speckd_bench.leaderboard.stats import ALPHA, CONFIDENCE, MIN_SEEDS_SIGNIFICANT, RESAMPLES
 
@@ -130,20 +137,20 @@ def _bootstrap_field(name: str) -> Callable[[LeaderboardRow, str], Any]:
 
 
 def _delta_text(row: LeaderboardRow, metric: str) -> str:
-    delta = row.delta.get(metric)
+    delta, digits = row.delta.get(metric), metric_digits(metric)
     if delta is None:
         return "baseline" if row.is_baseline else NO_VALUE
     if delta.low is None:
         few = min(delta.n, delta.n_base) < 2
         why = f"n={delta.n} vs {delta.n_base}" if few else "no seed-to-seed variation"
-        return f"{delta.diff:+.2f} (no interval: {why})"
+        return f"{delta.diff:+.{digits}f} (no interval: {why})"
     mark = f" {SIGNIFICANT}" if delta.significant else ""
-    return signed_interval(delta.diff, delta.low, delta.high) + mark
+    return signed_interval(delta.diff, delta.low, delta.high, digits) + mark
 
 
 def _bootstrap_text(row: LeaderboardRow, metric: str) -> str:
     ci = row.prompt_bootstrap.get(metric)
-    return signed_interval(ci.diff, ci.low, ci.high) if ci else NO_VALUE
+    return signed_interval(ci.diff, ci.low, ci.high, metric_digits(metric)) if ci else NO_VALUE
 
 
 def _figure(name: str) -> Callable[[LeaderboardRow], float | None]:
@@ -206,7 +213,7 @@ MEAN = MetricColumn(
     "{metric}{arrow} (mean ± std)",
     "mean",
     lambda r, m: r.metrics[m].mean,
-    text=lambda r, m: mean_std(r.metrics[m].mean, r.metrics[m].std),
+    text=lambda r, m: mean_std(r.metrics[m].mean, r.metrics[m].std, metric_digits(m)),
     legend=(
         f"Metric columns: mean ± std over training seeds (sample std); {LOWER}: lower is better; bold: the "
         "best value of a metric column among the methods of its section."
@@ -221,7 +228,7 @@ EVAL_SEED_STD = MetricColumn(
     "{metric} eval-seed sd",
     "eval_seed_std",
     lambda r, m: r.metrics[m].eval_seed_std,
-    text=lambda r, m: number(r.metrics[m].eval_seed_std, 2),
+    text=lambda r, m: number(r.metrics[m].eval_seed_std, metric_digits(m)),
     legend="Eval-seed sd: the std over a run's eval seeds, mean over the runs with several.",
     group="intervals",
     shown=lambda methods, references, m: any(r.metrics[m].eval_seed_std is not None for r in methods),

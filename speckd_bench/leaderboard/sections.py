@@ -19,7 +19,7 @@ import numpy as np
 
 from speckd_bench.api.metrics import FIDELITY_METRICS, Better, better
 from speckd_bench.errors import UserError, did_you_mean
-from speckd_bench.formatting import number, settings_text
+from speckd_bench.formatting import metric_digits, number, settings_text
 from speckd_bench.leaderboard.columns import SORT_NAMES, sort_column
 from speckd_bench.leaderboard.rows import LeaderboardRow, MetricSummary, RowContext, best_row
 from speckd_bench.leaderboard.runs import Run, created_at, is_finite, values_at
@@ -329,13 +329,13 @@ def _floor_verdict(section: Section) -> str | None:
     best = best_row(section.methods, m)
     if not floors or best is None:
         return None
-    value = best.mean(m)
+    value, digits = best.mean(m), metric_digits(m)
     unbeaten = [f for f in floors if sign * value <= sign * f.mean(m)]
-    head = f"best method {best.label} ({m} {value:.2f})"
+    head = f"best method {best.label} ({m} {value:.{digits}f})"
     if not unbeaten:
         top = best_row(floors, m)
-        return f"{head} beats every floor (best floor: {top.label} {top.mean(m):.2f})"
-    return f"{head} does not beat floor: " + ", ".join(f"{f.label} {f.mean(m):.2f}" for f in unbeaten)
+        return f"{head} beats every floor (best floor: {top.label} {top.mean(m):.{digits}f})"
+    return f"{head} does not beat floor: " + ", ".join(f"{f.label} {f.mean(m):.{digits}f}" for f in unbeaten)
 
 
 def _init_text(record: RunRecord, epochs: Any) -> str:

@@ -20,7 +20,7 @@ from speckd_bench.data.tasks import TASKS, discover_tasks
 from speckd_bench.engine.eval_run import config_of_run, run_checkpoint, run_dir_of, run_record
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.lmeval import lm_eval_metrics
-from speckd_bench.formatting import number
+from speckd_bench.formatting import metric_digits, number
 from speckd_bench.leaderboard.report import build_sections, render
 from speckd_bench.models.loading import load_teacher
 from speckd_bench.publish.card_data import card_data
@@ -59,7 +59,7 @@ def _scores(record: RunRecord) -> list[str]:
         lines.append("|---|---|---|---|---|")
         for metric, value in after.items():
             raw, init = (before.get(s, {}).get("metrics", {}).get(metric) for s in ("raw", "init"))
-            cells = [number(v, 2) for v in (raw, init, value, teacher.get(metric))]
+            cells = [number(v, metric_digits(metric)) for v in (raw, init, value, teacher.get(metric))]
             lines.append(f"| {metric} | {' | '.join(cells)} |")
         lines.append("")
     return lines

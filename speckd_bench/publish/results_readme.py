@@ -13,7 +13,7 @@ from typing import Any
 
 from speckd_bench.caches import atomic_write_text
 from speckd_bench.evaluation.teacher_answers import answers_path, write_answers
-from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std
+from speckd_bench.formatting import NO_VALUE, interval, md_escape, mean_std, metric_digits
 from speckd_bench.leaderboard.render import MD_WIDTH, md_details, render
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
@@ -69,26 +69,26 @@ def _minutes(seconds: float) -> str:
 
 
 def _verdict(section: Section, group: Group, base: Group, metric: str) -> str:
-    row, base_row = group.row, base.row
+    row, base_row, digits = group.row, base.row, metric_digits(metric)
     a, b = row.metrics[metric], base_row.metrics[metric]
     head = (
         f"On {md_escape(section.eval_set)} ({md_escape(metric)}), {md_escape(group.label)} scores "
-        f"{mean_std(a.mean, a.std)} (n={row.n}) against {md_escape(base.label)}'s {mean_std(b.mean, b.std)} "
-        f"(n={base_row.n})"
+        f"{mean_std(a.mean, a.std, digits)} (n={row.n}) against {md_escape(base.label)}'s "
+        f"{mean_std(b.mean, b.std, digits)} (n={base_row.n})"
     )
     delta = row.delta.get(metric)
     if delta is None:
         return f"{head}; no comparison was possible ({metric} is missing from its runs)."
     if delta.low is None:
         return (
-            f"{head}: a difference of {delta.diff:+.2f}; too few training seeds (or no seed-to-seed "
+            f"{head}: a difference of {delta.diff:+.{digits}f}; too few training seeds (or no seed-to-seed "
             "variation) for a t-test."
         )
     test = "paired" if delta.paired else "Welch"
     verdict = "significant" if delta.significant else "not significant"
     return (
-        f"{head}: a difference of {delta.diff:+.2f} with a {delta.confidence:.1%} {test} t-interval "
-        f"over training seeds of {interval(delta.low, delta.high)} and a Holm-corrected p of "
+        f"{head}: a difference of {delta.diff:+.{digits}f} with a {delta.confidence:.1%} {test} t-interval "
+        f"over training seeds of {interval(delta.low, delta.high, digits)} and a Holm-corrected p of "
         f"{delta.p_holm:.3g}: {verdict} at this scale (that needs p < {ALPHA:g} after Holm and "
         f"≥ {MIN_SEEDS_SIGNIFICANT} seeds on each side)."
     )
@@ -110,6 +110,7 @@ def init_gains(section: Section) -> list[str]:
     the first metric over its runs with a paired t-interval over training seeds, Holm-corrected across the
     section's methods: a markdown table."""
     metric = section.metrics[0]
+    digits = metric_digits(metric)
     groups = [g for g in section.groups if _paired_with_init(g, section.eval_set, metric)[0]]
     if not groups:
         return []
@@ -122,10 +123,13 @@ def init_gains(section: Section) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for g, cmp in zip(groups, compare_family(family), strict=True):
-        holm = NO_VALUE if cmp.low is None else f"{interval(cmp.low, cmp.high)} ({cmp.confidence:.1%})"
+        holm = (
+            NO_VALUE if cmp.low is None else f"{interval(cmp.low, cmp.high, digits)} ({cmp.confidence:.1%})"
+        )
         p = NO_VALUE if cmp.p_holm is None else f"{cmp.p_holm:.3g}"
         verdict = "significant" if cmp.significant else "not significant"
-        lines.append(f"| {md_escape(g.label)} | {cmp.n} | {cmp.diff:+.2f} | {holm} | {p} | {verdict} |")
+        cells = [md_escape(g.label), str(cmp.n), f"{cmp.diff:+.{digits}f}", holm, p, verdict]
+        lines.append(f"| {' | '.join(cells)} |")
     return [*lines, ""]
 
 
