@@ -9,11 +9,12 @@ PILOT = ROOT / "results" / "pilot" / "runs"
 
 
 def pilot_rows() -> list[str]:
-    """The table's rows from the pilot's curves: per step, tf_tvd and tf_fkl of fkl and speckd and the gaps."""
+    """The table's rows from the pilot's curves: per step, tf_tvd and tf_fkl of fkl and speckd, and gaps."""
     curves = {}
     for run in PILOT.iterdir():
         method = json.loads((run / "record.json").read_text())["method"]
-        curves[method] = {p["step"]: p for p in map(json.loads, (run / "curve.jsonl").read_text().splitlines())}
+        points = map(json.loads, (run / "curve.jsonl").read_text().splitlines())
+        curves[method] = {p["step"]: p for p in points}
     rows = []
     for step in sorted(curves["fkl"]):
         a, b = curves["fkl"][step], curves["speckd"][step]

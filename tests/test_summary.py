@@ -28,7 +28,7 @@ def _lines(main: str, after: dict, lm_eval: dict | None = None) -> list[str]:
 def test_the_summary_leads_with_the_main_metric_and_its_direction_then_the_tasks_own():
     lines = _lines("tf_tvd", _after(HEALTHY))
     assert lines == [
-        "dolly tf_tvd: raw 0.61 -> init 0.42 -> after 0.38 (lower is better)",
+        "dolly tf_tvd: raw 0.6100 -> init 0.4200 -> after 0.3840 (lower is better)",
         "dolly rougeL: raw 3.00 -> init 12.50 -> after 14.25 (higher is better)",
         "61 s, record: r/record.json",
     ]

@@ -31,6 +31,7 @@ from speckd_bench.engine.summary import check_main_metric
 from speckd_bench.errors import UserError
 from speckd_bench.evaluation.evaluate import build_eval_examples, eval_seeds
 from speckd_bench.evaluation.lmeval import check_lm_eval
+from speckd_bench.formatting import metric_digits, number
 from speckd_bench.methods.discovery import method_config
 from speckd_bench.models.loading import ModelPair, load_pair, load_teacher
 from speckd_bench.progress import console
@@ -153,7 +154,7 @@ def evaluate_model(cfg: RunConfig, model_name: str, out_dir: Path, run_id: str |
     record.write(path)
     if not quiet:
         for name, r in results.items():
-            scores = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items())
+            scores = ", ".join(f"{k} {number(v, metric_digits(k))}" for k, v in r.metrics.items())
             console.print(f"{name}: {scores}", markup=False, soft_wrap=True)
         console.print(f"record: {path}", markup=False, soft_wrap=True)
     return path

@@ -13,7 +13,7 @@ from typing import Any
 from speckd_bench.api.metrics import FIDELITY, PER_PROMPT_FIDELITY, better
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.evaluation.degeneracy import degenerate_reasons
-from speckd_bench.formatting import number
+from speckd_bench.formatting import metric_digits, number
 from speckd_bench.progress import console
 
 
@@ -44,7 +44,7 @@ def _direction(metric: str) -> str:
 def _progress(eval_set: str, metric: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     steps = [(stage, before.get(stage, {}).get("metrics", {}).get(metric)) for stage in ("raw", "init")]
     steps.append(("after", after.get("metrics", {}).get(metric)))
-    text = " -> ".join(f"{label} {number(v, 2)}" for label, v in steps)
+    text = " -> ".join(f"{label} {number(v, metric_digits(metric))}" for label, v in steps)
     return f"{eval_set} {metric}: {text} {_direction(metric)}"
 
 
