@@ -79,6 +79,7 @@ class _Forced:
 
 def test_resumed_curve_drops_points_after_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("speckd_bench.engine.curve.teacher_forced", lambda *a: _Forced())
+    monkeypatch.setattr("speckd_bench.engine.curve.teacher_logits", lambda *a: [])
     path = tmp_path / "curve.jsonl"
     path.write_text("".join(json.dumps({"step": s, "tf_tvd": 0.1}) + "\n" for s in (0, 2, 4, 6)))
     curve = LearningCurve(path, None, None, [], 0, 10, every=2, last=7)
