@@ -20,7 +20,7 @@ two models, so it favours neither KL direction (the `tvd` method alone trains on
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,15 @@ LogProbs = Callable[[Batch], torch.Tensor]
 """A predictor's log-probabilities [target positions, V] at a batch's target positions."""
 
 
+def _batches(model: Any, examples: list[Example], pad_id: int) -> Iterator[tuple[list[Example], Batch]]:
+    """The scoring batches of `examples` (BATCH at a time, in order) on `model`'s device: the one batching
+    that kept teacher logits and fresh teacher passes share."""
+    device = next(model.parameters()).device
+    for start in range(0, len(examples), BATCH):
+        chunk = examples[start : start + BATCH]
+        yield chunk, collate(chunk, pad_id).to(device)
+
+
 def _compact(logits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`logits` in `dtype` where that holds them exactly (a bfloat16 teacher's logits are bfloat16 values:
     half the memory of float32, the same scores), else unchanged."""
@@ -80,10 +89,11 @@ def _compact(logits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def teacher_logits(teacher: Any, examples: list[Example], pad_id: int, vocab_size: int) -> list[torch.Tensor]:
     """The teacher's target logits of `examples`, one tensor per batch of BATCH, for scoring many students
     (or one student many times) against the same teacher pass; exact, kept in the teacher's dtype."""
-    device = next(teacher.parameters()).device
     dtype = next(teacher.parameters()).dtype
-    batches = (collate(examples[s : s + BATCH], pad_id).to(device) for s in range(0, len(examples), BATCH))
-    return [_compact(target_logits(teacher, batch, vocab_size), dtype) for batch in batches]
+    return [
+        _compact(target_logits(teacher, batch, vocab_size), dtype)
+        for _, batch in _batches(teacher, examples, pad_id)
+    ]
 
 
 @torch.no_grad()
@@ -98,11 +108,8 @@ def compare_to_teacher(
     """The fidelity metrics of each predictor to `teacher` on `examples`, in batches of BATCH (one teacher
     forward pass per batch, shared by the predictors; none where `cached` holds the teacher's
     `teacher_logits` of these examples)."""
-    device = next(teacher.parameters()).device
     sums: dict[str, dict[str, list[float]]] = {p: {name: [] for name in PER_TOKEN} for p in predictors}
-    for index, start in enumerate(range(0, len(examples), BATCH)):
-        chunk = examples[start : start + BATCH]
-        batch = collate(chunk, pad_id).to(device)
+    for index, (chunk, batch) in enumerate(_batches(teacher, examples, pad_id)):
         logits = cached[index].float() if cached is not None else target_logits(teacher, batch, vocab_size)
         log_p = torch.log_softmax(logits, dim=-1)
         counts = [len(e.target_ids) for e in chunk]
