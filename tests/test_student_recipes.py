@@ -121,4 +121,5 @@ def test_the_committed_sweep_measures_each_recipe_init_without_kd(tmp_path):
         ("256", "2"): every,
         ("1000", "1"): every,
         ("1000", "2"): {"layers:4", "block:4"},  # the only depth within the demo budget
+        ("1000", "3"): {"layers:4"},  # beyond the budget, once: do passes alone reach the bar?
     }
