@@ -1,9 +1,11 @@
-"""Shared fixtures: an isolated cache, the real data mirror (../shared/data) or a synthetic one."""
+"""Shared fixtures: an isolated cache, the real data mirror (../shared/data) or a synthetic one, and the
+committed records of the first leaderboard."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -121,3 +124,20 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in err, err
+
+
+@pytest.fixture(scope="session")
+def first_leaderboard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding only the committed records of the first leaderboard
+    (sweeps/reference-16steps.yaml) and the reference answers: what the tests of the rendered tables
+    read, unchanged while the reference grid's records land in results/."""
+    from speckd_bench.sweep.status import done_run_ids
+
+    results = ROOT / "results"
+    run_ids, _ = done_run_ids(ROOT / "sweeps" / "reference-16steps.yaml", results)
+    out = tmp_path_factory.mktemp("first-leaderboard")
+    for run_id in run_ids:
+        skip = shutil.ignore_patterns("checkpoint*", ".lock")
+        shutil.copytree(results / "runs" / run_id, out / "runs" / run_id, ignore=skip)
+    shutil.copytree(results / "teacher", out / "teacher")
+    return out

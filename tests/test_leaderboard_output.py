@@ -4,7 +4,6 @@ and the help of the options says what the tool does."""
 
 import io
 import re
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -15,14 +14,13 @@ from speckd_bench.leaderboard.render import headers, print_rich, render, table_c
 from speckd_bench.leaderboard.selection import select_sections
 
 runner = CliRunner()
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 METRICS = ["tf_top1", "rougeL_teacher", "tf_fkl", "tf_rkl", "rougeL"]
 
 
 @pytest.fixture(scope="module")
-def sections():
+def sections(first_leaderboard):
     """The committed records: settings (speckd rule=...), degenerate reference rows, Δ with †."""
-    return select_sections(RESULTS, baseline="fkl", metrics=METRICS)
+    return select_sections(first_leaderboard, baseline="fkl", metrics=METRICS)
 
 
 def _number_words(sections, groups) -> set[str]:
@@ -54,8 +52,9 @@ def test_the_default_table_keeps_each_cell_on_one_line_where_it_fits(sections):
     assert "40.52 ± 0.20" in text and "+1.95 [+0.50, +3.40] †" in text
 
 
-def test_piped_output_is_never_wrapped():
-    res = runner.invoke(app, ["table", "--results-dir", str(RESULTS), "--baseline", "fkl", "--wide"])
+def test_piped_output_is_never_wrapped(first_leaderboard):
+    args = ["table", "--results-dir", str(first_leaderboard), "--baseline", "fkl", "--wide"]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, (res.output, res.exception)
     lines = res.stdout.splitlines()
     border = [line for line in lines if line.startswith("┏")]

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from speckd_bench.cli.app import app
 from speckd_bench.leaderboard.selection import select_sections
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the networking flags chromium stalls on the closed network of CI machines.
 CHROMIUM_ARGS = [
@@ -32,10 +31,10 @@ LOWER_IS_BETTER = "tf_fkl ↓ (mean ± std)"
 
 
 @pytest.fixture(scope="module")
-def page_file(tmp_path_factory) -> Path:
+def page_file(tmp_path_factory, first_leaderboard) -> Path:
     """The committed reference leaderboard, rendered as `make leaderboard-report` does."""
     out = tmp_path_factory.mktemp("page") / "leaderboard.html"
-    args = ["report", "--results-dir", str(RESULTS), "--baseline", "fkl", "--method", "speckd"]
+    args = ["report", "--results-dir", str(first_leaderboard), "--baseline", "fkl", "--method", "speckd"]
     args += [
         "--command",
         "make leaderboard",
@@ -52,9 +51,9 @@ def page_file(tmp_path_factory) -> Path:
     return out
 
 
-def test_page_is_self_contained_with_every_group_and_the_protocol(page_file):
+def test_page_is_self_contained_with_every_group_and_the_protocol(page_file, first_leaderboard):
     text = page_file.read_text()
-    sections = select_sections(RESULTS, baseline="fkl", metrics=["tf_top1", "rougeL"])
+    sections = select_sections(first_leaderboard, baseline="fkl", metrics=["tf_top1", "rougeL"])
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from elsewhere
     assert text.count("data:image/png;base64,") >= 3
     for section in sections:
