@@ -93,6 +93,18 @@ def test_the_committed_reference_records_load_and_hold_no_absolute_path():
         assert not [s for s in strings if s.startswith("/") or " /" in s], path
 
 
+def test_committed_run_settings_hold_no_absolute_path():
+    """config.json and state.json of every committed complete run (any results folder) carry its paths
+    relative, as a clone elsewhere resumes or reads them."""
+    records = [p for p in COMMITTED.glob("**/runs/*/record.json") if '"complete"' in p.read_text()]
+    if not records:
+        pytest.skip("no committed records in this checkout")
+    for path in records:
+        for name in ("config.json", "state.json"):
+            values = flatten(json.loads((path.parent / name).read_text())).values()
+            assert not [v for v in values if isinstance(v, str) and v.startswith("/")], path.parent / name
+
+
 def test_the_reference_sweep_finds_every_committed_run_done(monkeypatch):
     """Settings added after the records were written (here train.cpu_bf16_autocast, a result key) read
     at their defaults, which do what those runs did: `make leaderboard` reruns nothing."""
