@@ -18,11 +18,9 @@ from speckd_bench.leaderboard.columns import GROUPS
 from speckd_bench.leaderboard.render import render
 from speckd_bench.leaderboard.selection import select_sections
 from speckd_bench.publish.results_readme import details
-from speckd_bench.sweep.status import done_run_ids
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
 _MAKEFILE_METRICS = re.search(r"^LEADERBOARD_METRICS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)
 README_METRICS = _MAKEFILE_METRICS[1].split()
 """The metrics `make leaderboard-report` renders the committed results with, read from the Makefile."""
@@ -96,9 +94,8 @@ def test_default_table_is_the_core_group(board):
     assert all(len(line) <= MAX_WIDTH for line in _table_lines(md))
 
 
-def test_readme_table_of_the_committed_records_fits_160_characters():
-    run_ids, _ = done_run_ids(ROOT / "sweeps" / "reference-16steps.yaml", RESULTS)
-    sections = select_sections(RESULTS, baseline="fkl", metrics=README_METRICS, run_ids=run_ids)
+def test_readme_table_of_the_committed_records_fits_160_characters(first_leaderboard):
+    sections = select_sections(first_leaderboard, baseline="fkl", metrics=README_METRICS)
     md = render(sections, "md")
     lines = _table_lines(md)
     assert len(lines) == 2 + 7 + 7  # header, rule, 7 reference rows, 7 methods
@@ -199,9 +196,10 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split(" | ")]
 
 
-def test_readme_detail_tables_of_the_committed_sweep_fit_160_characters_and_hold_every_group_column():
-    run_ids, _ = done_run_ids(ROOT / "sweeps" / "reference-16steps.yaml", RESULTS)
-    sections = select_sections(RESULTS, baseline="fkl", metrics=LEADERBOARD_METRICS, run_ids=run_ids)
+def test_readme_detail_tables_of_the_committed_sweep_fit_160_characters_and_hold_every_group_column(
+    first_leaderboard,
+):
+    sections = select_sections(first_leaderboard, baseline="fkl", metrics=LEADERBOARD_METRICS)
     lines = details(sections)
     tables = _detail_tables(lines)
     assert list(tables) == ["fidelity", "text", "intervals", "degeneracy", "stability", "timing"]

@@ -96,7 +96,11 @@ def test_the_committed_reference_records_load_and_hold_no_absolute_path():
 def test_committed_run_settings_hold_no_absolute_path():
     """config.json and state.json of every committed complete run (any results folder) carry its paths
     relative, as a clone elsewhere resumes or reads them."""
-    records = [p for p in COMMITTED.glob("**/runs/*/record.json") if '"complete"' in p.read_text()]
+    records = [
+        p
+        for p in COMMITTED.glob("**/runs/*/record.json")
+        if json.loads(p.read_text())["status"] == "complete"
+    ]
     if not records:
         pytest.skip("no committed records in this checkout")
     for path in records:
