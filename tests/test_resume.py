@@ -141,9 +141,12 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, reference):
-    proc = start_run(tmp_path, data_dir)
-    run_dir = wait_for_step(proc, tmp_path, 3)
+def test_ctrl_c_records_interrupted_and_resumes_from_a_moved_folder(tmp_path, data_dir, reference):
+    """The run folder keeps no path of the machine that started it, so a copied or moved results folder
+    resumes where it now lies."""
+    started = tmp_path / "started"
+    proc = start_run(started, data_dir)
+    run_dir = wait_for_step(proc, started, 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130
@@ -156,17 +159,21 @@ def test_ctrl_c_checkpoints_records_interrupted_and_resumes(tmp_path, data_dir, 
     assert 3 <= stopped < 8
     assert record["resume"]["checkpoint_step"] == stopped
     assert (run_dir / "checkpoints" / f"step-{stopped:06d}").is_dir()
+    for name in ("config.json", "state.json"):
+        assert str(tmp_path) not in (run_dir / name).read_text(), name
 
-    hidden = runner.invoke(app, ["table", "--results-dir", str(tmp_path), "--format", "json"])
+    moved = started.rename(tmp_path / "moved")
+    run_dir = moved / "runs" / run_dir.name
+    hidden = runner.invoke(app, ["table", "--results-dir", str(moved), "--format", "json"])
     assert json.loads(hidden.stdout) == []
     assert "status interrupted" in hidden.stderr
     shown = runner.invoke(
-        app, ["table", "--results-dir", str(tmp_path), "--format", "json", "--include-interrupted"]
+        app, ["table", "--results-dir", str(moved), "--format", "json", "--include-interrupted"]
     )
     (row,) = [r for r in json.loads(shown.stdout) if r["kind"] == "method"]
     assert row["run_ids"] == [run_dir.name] and row["mean"] is None
 
-    res = runner.invoke(app, ["run", "--resume", run_dir.name, "--results-dir", str(tmp_path), "--quiet"])
+    res = runner.invoke(app, ["run", "--resume", run_dir.name, "--results-dir", str(moved), "--quiet"])
     assert res.exit_code == 0, (res.output, res.exception)
     assert_same_results(run_dir, reference)
     assert json.loads((run_dir / "record.json").read_text())["resumed_from_step"] == [stopped]

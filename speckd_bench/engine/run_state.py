@@ -73,6 +73,15 @@ def is_live(run_dir: Path) -> bool:
     return False
 
 
+def kept_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config a run folder keeps: its results folder as "." (a resumed run takes it from where the
+    folder lies, so a copied or committed folder names no machine's path); the data folder stays, as
+    resuming reads the data from it."""
+    config = cfg.to_dict()
+    config["results_dir"] = "."
+    return config
+
+
 class RunState:
     """What a run directory knows about itself: its config, and the results of its finished stages.
     The process that runs it `hold`s the folder's lock until `release`; not `writable`: kept in memory
@@ -116,8 +125,9 @@ class RunState:
         with writing(run_dir.parent):
             run_dir.mkdir(parents=True)
         state = cls(run_dir).hold() if hold else cls(run_dir)
-        atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
-        state.put(STARTED_WITH, cfg.to_dict())
+        kept = kept_config(cfg)
+        atomic_write_json(run_dir / CONFIG_FILE, kept)
+        state.put(STARTED_WITH, kept)
         return state
 
     def release(self, complete: bool = False) -> None:
