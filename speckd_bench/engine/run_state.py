@@ -38,6 +38,7 @@ from speckd_bench.config.run_config import RunConfig, apply_overrides, config_fr
 from speckd_bench.errors import UserError, did_you_mean
 from speckd_bench.methods.discovery import method_config
 from speckd_bench.progress import warn
+from speckd_bench.records.run_record import portable_config
 from speckd_bench.records.store import load_records
 
 CONFIG_FILE = "config.json"
@@ -71,15 +72,6 @@ def is_live(run_dir: Path) -> bool:
         return True
     lock.release()
     return False
-
-
-def kept_config(cfg: RunConfig) -> dict[str, Any]:
-    """The config a run folder keeps: its results folder as "." (a resumed run takes it from where the
-    folder lies, so a copied or committed folder names no machine's path); the data folder stays, as
-    resuming reads the data from it."""
-    config = cfg.to_dict()
-    config["results_dir"] = "."
-    return config
 
 
 class RunState:
@@ -125,7 +117,7 @@ class RunState:
         with writing(run_dir.parent):
             run_dir.mkdir(parents=True)
         state = cls(run_dir).hold() if hold else cls(run_dir)
-        kept = kept_config(cfg)
+        kept = portable_config(cfg.to_dict(), keep_data_dir=True)  # resume takes the results folder
         atomic_write_json(run_dir / CONFIG_FILE, kept)
         state.put(STARTED_WITH, kept)
         return state

@@ -151,14 +151,20 @@ def _container(f: dataclasses.Field) -> type | None:
     return None
 
 
-def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+def portable_config(config: dict[str, Any], keep_data_dir: bool = False) -> dict[str, Any]:
     """A resolved config without the folders of the machine that ran it (the results and data folders,
-    which never change a result and are known from where the record lives)."""
+    which never change a result and are known from where the record lives). `keep_data_dir`: the data
+    folder stays, as a run folder's own config needs it to resume."""
     config = json.loads(json.dumps(config))
     if Path(str(config.get("results_dir", ""))).is_absolute():
         config["results_dir"] = "."
     data = config.get("data", {})
-    if isinstance(data, dict) and data.get("data_dir") and Path(data["data_dir"]).is_absolute():
+    if (
+        not keep_data_dir
+        and isinstance(data, dict)
+        and data.get("data_dir")
+        and Path(data["data_dir"]).is_absolute()
+    ):
         data["data_dir"] = None
     return config
 
