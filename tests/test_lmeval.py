@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from speckd_bench.cli.app import app
 from speckd_bench.config.run_config import RunConfig
 from speckd_bench.data.tasks import discover_tasks
-from speckd_bench.errors import UserError
+from speckd_bench.errors import RunInterrupted, UserError
 from speckd_bench.evaluation.evaluate import build_eval_examples, evaluate_sets, load_eval_sets
 from speckd_bench.evaluation.lmeval import check_lm_eval, expand_names, export_tasks, run_lm_eval
 from speckd_bench.models.loading import load_teacher
@@ -179,6 +179,44 @@ def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path,
     assert lm["configs"]["tiny_mc"]["output_type"] == "multiple_choice"
     assert lm["configs"]["speckd_dolly"]["generation_kwargs"]["max_gen_toks"] == 8
     assert set(lm["versions"]) >= {"speckd_dolly", "tiny_mc"} and lm["versions"]["speckd_dolly"] == 1.0
+
+
+@pytest.mark.slow
+def test_interrupted_lm_eval_resumes_with_the_tasks_it_finished(tmp_path, data_dir, mc_dir, monkeypatch):
+    """Ctrl-C while lm-eval scores the second task: the run is recorded 'interrupted' with its resume
+    command, the first task's scores are kept, and the resumed run scores only the second."""
+    import lm_eval
+
+    real, calls = lm_eval.simple_evaluate, []
+
+    def second_task_interrupted(*args, **kwargs):
+        calls.append(kwargs["tasks"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", second_task_interrupted)
+    args = [
+        "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
+        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
+        "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
+        "--lm-eval", "speckd_dolly,tiny_mc", "--lm-eval-include", str(mc_dir), "--quiet",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, RunInterrupted), (res.output, res.exception)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "record.json").read_text())["status"] == "interrupted"
+    kept = json.loads((run_dir / "state.json").read_text())["lm_eval_done"]
+    assert list(kept) == ["speckd_dolly"]
+
+    command = str(res.exception).split("continue it with: ")[1]
+    res = runner.invoke(app, [*shlex.split(command)[1:], "--quiet"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert calls == [["speckd_dolly"], ["tiny_mc"], ["tiny_mc"]]
+    lm = json.loads((run_dir / "record.json").read_text())["lm_eval"]
+    assert lm["tasks"] == ["speckd_dolly", "tiny_mc"]
+    assert lm["results"]["speckd_dolly"] == kept["speckd_dolly"]["results"]["speckd_dolly"]
+    assert 0.0 <= lm["results"]["tiny_mc"]["acc,none"] <= 1.0 and lm["n_samples"]["tiny_mc"]["effective"] == 3
 
 
 def test_lm_eval_names_are_checked(tmp_path):

@@ -110,9 +110,10 @@ class RunRecipe:
                 self.timings["before_s"] = time.perf_counter() - t0
                 trained = self.train(setup)
                 after = self.evaluate(setup)
+                lm_eval = self.lm_eval(setup)
             except KeyboardInterrupt as exc:
                 self.on_interrupt(setup, before, exc)
-            return self.finish(setup, before, trained, after)
+            return self.finish(setup, before, trained, after, lm_eval)
         except OSError:  # a full disk while the training log is written: one line naming the folder
             with writing(self.locked.dir if self.locked else self.results_dir):
                 raise
@@ -346,6 +347,17 @@ class RunRecipe:
             save_final(pair.student, pair.tokenizer, folder / FINAL_CHECKPOINT)
         return after
 
+    def lm_eval(self, setup: Setup) -> dict[str, Any] | None:
+        """lm-eval's scores of the trained student. Each task name's scores go into the run's state as they
+        finish, so a run interrupted in this stage and resumed scores only the names still missing."""
+        state = setup.state
+
+        def keep(name: str, scores: dict[str, Any]) -> None:
+            state.put("lm_eval_done", {**state.get("lm_eval_done", {}), name: scores})
+
+        pair, done = setup.pair, state.get("lm_eval_done", {})
+        return lm_eval_scores(pair.student, pair.tokenizer, self.cfg, self.quiet, setup.run_id, done, keep)
+
     # --- the record -----------------------------------------------------------------------------------
 
     def record(
@@ -400,17 +412,24 @@ class RunRecipe:
             f"run {setup.run_id} {exc or 'interrupted'}; continue it with: {command}"
         ) from None
 
-    def finish(self, setup: Setup, before: Before, trained: Trained, after: dict[str, EvalResult]) -> Path:
+    def finish(
+        self,
+        setup: Setup,
+        before: Before,
+        trained: Trained,
+        after: dict[str, EvalResult],
+        lm_eval: dict[str, Any] | None,
+    ) -> Path:
         """Write the complete record, drop the resumable checkpoints, print the summary."""
-        cfg, dist, pair, res = self.cfg, self.dist, setup.pair, trained.result
+        cfg, dist, res = self.cfg, self.dist, trained.result
         path = setup.state.dir / RECORD_FILE
         record = self.record(setup, COMPLETE, before.scores, before.init)
         record.training = summarize_log(read_log(setup.log_path), cfg.train.spike_factor)
         curve = read_curve(setup.state.dir / CURVE_FILE)
         if res.diverged_at is not None:
             record.training["diverged_at_step"] = res.diverged_at
-        record.lm_eval = lm_eval_scores(pair.student, pair.tokenizer, cfg, self.quiet, setup.run_id)
-        setup.tracker.log_lm_eval(record.lm_eval, res.steps)
+        record.lm_eval = lm_eval
+        setup.tracker.log_lm_eval(lm_eval, res.steps)
         record.timings.update(self._timings(setup, before, res, after))
         for name, result in after.items():
             record.metrics[name]["after"] = result.summary()

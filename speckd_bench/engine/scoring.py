@@ -4,6 +4,7 @@ sets, the teacher's reference rows and view, and scoring a student on every set 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from speckd_bench.evaluation.evaluate import (
     load_eval_sets,
     warn_skipped,
 )
-from speckd_bench.evaluation.lmeval import failure_line, rerun_command, run_lm_eval
+from speckd_bench.evaluation.lmeval import TaskScores, failure_line, rerun_command, run_lm_eval
 from speckd_bench.evaluation.reference import reference_rows
 from speckd_bench.models.loading import ModelPair
 from speckd_bench.progress import warn
@@ -101,17 +102,24 @@ def eval_speed(results: dict[str, EvalResult]) -> tuple[float, int]:
 
 
 def lm_eval_scores(
-    student: Any, tokenizer: Any, cfg: RunConfig, quiet: bool, run_id: str | None = None
+    student: Any,
+    tokenizer: Any,
+    cfg: RunConfig,
+    quiet: bool,
+    run_id: str | None = None,
+    done: dict[str, TaskScores] | None = None,
+    on_task: Callable[[str, TaskScores], None] | None = None,
 ) -> dict[str, Any] | None:
     """lm-evaluation-harness's scores of `student` (the main process), or None when no task is asked.
     For a trained run (`run_id`) a failure of lm-eval does not lose the run: its scores are
-    {"error": one line}, and stderr says how to run them again on the saved student."""
+    {"error": one line}, and stderr says how to run them again on the saved student. `done` and `on_task`:
+    run_lm_eval's (the task names scored before an interruption; each name's scores as it finishes)."""
     if not cfg.lm_eval.tasks or not process_context().is_main:
         return None
     if run_id is None:
         return run_lm_eval(student, tokenizer, cfg, quiet)
     try:
-        return run_lm_eval(student, tokenizer, cfg, quiet)
+        return run_lm_eval(student, tokenizer, cfg, quiet, done, on_task)
     except Exception as exc:  # whatever lm-eval raises, the trained student and its scores are kept
         line = failure_line(exc)
         warn(

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,56 +312,88 @@ def lm_eval_command(folder: Path, names: list[str], cfg: RunConfig) -> str:
     return shlex.join(args)
 
 
-def run_lm_eval(model: Any, tokenizer: Any, cfg: RunConfig, quiet: bool) -> dict[str, Any]:
+TaskScores = dict[str, Any]
+"""What one lm-eval task name's evaluation adds to a record: lm-eval's results, sample counts, shots,
+versions and configs for that name (a group brings its subtasks), its seconds and lm-eval's version."""
+
+_OUTPUT_KEYS = {"results": "results", "n_samples": "n-samples", "n_shot": "n-shot", "versions": "versions",
+                "configs": "configs"}  # fmt: skip
+
+
+def run_lm_eval(
+    model: Any,
+    tokenizer: Any,
+    cfg: RunConfig,
+    quiet: bool,
+    done: dict[str, TaskScores] | None = None,
+    on_task: Callable[[str, TaskScores], None] | None = None,
+) -> dict[str, Any]:
     """lm-eval on an in-memory model for cfg.lm_eval.tasks; returns what the record stores: the scores,
-    sample counts, lm-eval's version and each task's version and resolved config, as lm-eval reports them."""
+    sample counts, lm-eval's version and each task's version and resolved config, as lm-eval reports them.
+    Each name is evaluated on its own (lm-eval's seeds set afresh for it, so its score does not depend on
+    which names ran before it); `on_task` gets each name's scores as they finish, and the names in `done`
+    (kept from an interrupted attempt by the same lm-eval version) are not evaluated again."""
     names = check_lm_eval(cfg)
     from lm_eval import __version__ as lm_eval_version
+
+    limit = cfg.lm_eval.limit or cfg.data.max_eval_examples
+    kept = (done or {}).items()
+    scores = {n: s for n, s in kept if n in names and s.get("lm_eval_version") == lm_eval_version}
+    todo = [n for n in names if n not in scores]
+    if todo:
+        if quiet:
+            logging.getLogger("lm_eval").setLevel(logging.ERROR)
+        for name, task_scores in _evaluate_each(model, tokenizer, cfg, todo, limit):
+            scores[name] = {**task_scores, "lm_eval_version": lm_eval_version}
+            if on_task is not None:
+                on_task(name, scores[name])
+    merged: dict[str, Any] = {"tasks": names, "limit": limit}
+    for key in _OUTPUT_KEYS:
+        merged[key] = {k: v for n in names for k, v in scores[n][key].items()}
+    merged["lm_eval_version"] = lm_eval_version
+    merged["seconds"] = sum(scores[n]["seconds"] for n in names)
+    return merged
+
+
+def _evaluate_each(
+    model: Any, tokenizer: Any, cfg: RunConfig, names: list[str], limit: int | None
+) -> Iterator[tuple[str, TaskScores]]:
+    """Each name's scores, one simple_evaluate call per name, over one export of our tasks."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    if quiet:
-        logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    limit = cfg.lm_eval.limit or cfg.data.max_eval_examples
     ours = [TASKS.get(n[len(PREFIX) :]) for n in names if n.startswith(PREFIX) and n[len(PREFIX) :] in TASKS]
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speckd-lmeval-") as tmp:
         folder = Path(tmp)
         export_tasks(ours, folder, cfg.data, cfg.eval.max_new_tokens, limit, folder / "datasets", tokenizer)
         manager = _task_manager([tmp, *cfg.lm_eval.include], names)
         model.eval()
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.lm_eval.batch_size)
-        try:
-            with plain_stderr():  # off a terminal: lm-eval's warnings, without its bars' redraws
-                out = simple_evaluate(
-                    model=lm,
-                    tasks=names,
-                    task_manager=manager,
-                    limit=limit,
-                    bootstrap_iters=0,
-                    log_samples=False,
-                    apply_chat_template=cfg.data.chat_template,
-                    random_seed=cfg.seed,
-                    numpy_random_seed=cfg.seed,
-                    torch_random_seed=cfg.seed,
-                    fewshot_random_seed=cfg.seed,
-                )
-        except (ConnectionError, OSError) as exc:
-            raise UserError(
-                f"lm-eval could not load a task's data ({type(exc).__name__}: {str(exc)[:160]}); lm-eval's "
-                "own tasks need the hub or a filled HF datasets cache, speckd_<task> tasks need the mirror"
-            ) from None
-    return {
-        "tasks": names,
-        "limit": limit,
-        "results": _json_safe(out["results"]),
-        "n_samples": _json_safe(out.get("n-samples", {})),
-        "n_shot": _json_safe(out.get("n-shot", {})),
-        "versions": _json_safe(out.get("versions", {})),
-        "configs": _json_safe(out.get("configs", {})),
-        "lm_eval_version": lm_eval_version,
-        "seconds": time.perf_counter() - start,
-    }
+        for name in names:
+            start = time.perf_counter()
+            try:
+                with plain_stderr():  # off a terminal: lm-eval's warnings, without its bars' redraws
+                    out = simple_evaluate(
+                        model=lm,
+                        tasks=[name],
+                        task_manager=manager,
+                        limit=limit,
+                        bootstrap_iters=0,
+                        log_samples=False,
+                        apply_chat_template=cfg.data.chat_template,
+                        random_seed=cfg.seed,
+                        numpy_random_seed=cfg.seed,
+                        torch_random_seed=cfg.seed,
+                        fewshot_random_seed=cfg.seed,
+                    )
+            except (ConnectionError, OSError) as exc:
+                raise UserError(
+                    f"lm-eval could not load the data of task {name} ({type(exc).__name__}: "
+                    f"{str(exc)[:160]}); lm-eval's own tasks need the hub or a filled HF datasets cache, "
+                    "speckd_<task> tasks need the mirror"
+                ) from None
+            task_scores = {key: _json_safe(out.get(source, {})) for key, source in _OUTPUT_KEYS.items()}
+            yield name, {**task_scores, "seconds": time.perf_counter() - start}
 
 
 def lm_eval_metrics(lm_eval: dict[str, Any] | None) -> list[tuple[str, str, str, float]]:
