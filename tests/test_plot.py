@@ -2,12 +2,20 @@
 reference lines and a forest plot of the Δ to the baseline; every metric axis names its unit and way."""
 
 import pytest
+from matplotlib.text import Text
 from synthetic_records import write_run
 from typer.testing import CliRunner
 
 from speckd_bench.cli.app import app
 from speckd_bench.leaderboard.report import build_sections
-from speckd_bench.publish.plots import _reference_lines, axis_label, bar_figure, forest_figure
+from speckd_bench.publish.plots import (
+    _colors,
+    _reference_lines,
+    axis_label,
+    bar_figure,
+    curve_figure,
+    forest_figure,
+)
 from speckd_bench.records.store import load_records
 
 runner = CliRunner()
@@ -111,7 +119,7 @@ def test_forest_plot_shows_each_delta_with_its_interval_and_holm_mark(tmp_path):
     ((start, end),) = bar.lines[2][0].get_segments()
     assert (start[0], end[0]) == pytest.approx((speckd.low, speckd.high))
     assert [t.get_text() for t in ax.texts] == ["†"]
-    assert "† = significant after Holm" in fig.texts[0].get_text()
+    assert "† = significant after Holm" in " ".join(fig.texts[0].get_text().split())
 
 
 def test_plot_with_a_baseline_writes_the_forest_plot(tmp_path):
@@ -122,3 +130,69 @@ def test_plot_with_a_baseline_writes_the_forest_plot(tmp_path):
     section = _forest_board(tmp_path / "none")[0]
     section.groups = [g for g in section.groups if g.method == "fkl"]
     assert forest_figure(section, {}) is None  # nothing compared with the baseline
+
+
+ARMS = [
+    *[(m, {}) for m in ("fkl", "sft", "rkl", "jsd", "srkl")],
+    *[
+        ("speckd", {"method.gate": gate, "method.gate_match": gate != "speckd", "method.rule": rule})
+        for gate in ("speckd", "random", "confidence")
+        for rule in ("topk", "spec")
+    ],
+]
+"""The reference grid's eleven arms, six of them speckd told apart by long settings labels."""
+
+
+def _drawn_tick_labels(axis, low: float, high: float, minor: bool = False) -> list[Text]:
+    ticks = axis.get_minor_ticks() if minor else axis.get_major_ticks()
+    return [
+        t.label1 for t in ticks if min(low, high) <= t.get_loc() <= max(low, high) and t.label1.get_text()
+    ]
+
+
+def _inside_and_apart(fig) -> None:
+    """Every text `fig` draws (titles, axis labels, legends, the tick labels within the view) lies on its
+    canvas, and no two major tick labels of an axis overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    texts = [*fig.texts]
+    for ax in (a for a in fig.axes if a.get_visible()):
+        texts += [
+            ax.title,
+            ax.xaxis.label,
+            ax.yaxis.label,
+            *(ax.get_legend().get_texts() if ax.get_legend() else []),
+        ]
+        for axis, view in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            major = _drawn_tick_labels(axis, *view)
+            texts += major + _drawn_tick_labels(axis, *view, minor=True)
+            boxes = [t.get_window_extent(renderer) for t in major]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        if text.get_visible() and text.get_text():
+            inside = canvas.x0 - 1 <= box.x0 and box.x1 <= canvas.x1 + 1
+            assert inside and canvas.y0 - 1 <= box.y0 and box.y1 <= canvas.y1 + 1, text.get_text()
+
+
+def test_the_eleven_arms_of_the_reference_grid_get_legible_figures(tmp_path):
+    """Each arm its own colour in every figure; titles, legends and bar labels stay on the canvas and
+    apart, however long the settings labels."""
+    for seed in (1, 2, 3):
+        for i, (method, settings) in enumerate(ARMS):
+            scores = {10: [10.0 + i + 0.1 * seed, 20.0]}
+            tars = [0.5] * 6 if method == "speckd" else None
+            losses = [1.0 + i] * 6
+            write_run(
+                tmp_path, method=method, seed=seed, settings=settings, scores=scores, losses=losses, tars=tars
+            )
+    (section,) = build_sections(load_records(tmp_path).records, tmp_path, baseline="fkl")
+    labels = [g.label for g in section.groups]
+    assert len(labels) == 11 and "speckd (gate=confidence, gate_match=True, rule=spec)" in labels
+    colors = _colors(labels)
+    assert len(set(colors.values())) == 11
+    figures = [bar_figure(section, "rougeL", colors), forest_figure(section, colors)]
+    figures += [curve_figure(section.groups, field, section, colors) for field in ("loss", "tar")]
+    for fig in figures:
+        _inside_and_apart(fig)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,19 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _title(fig: Figure, text: str) -> None:
+    """The figure's title, centred over the whole figure (axes and legend) and wrapped to its width, so a
+    long one is never cut at the canvas edge."""
+    width = max(40, int(fig.get_figwidth() * 11))  # characters of 10-point text per line
+    lines = [wrapped for line in text.split("\n") for wrapped in textwrap.wrap(line, width) or [""]]
+    fig.suptitle(_plain("\n".join(lines)), fontsize=10)
+
+
+def _legend_width(labels: list[str]) -> float:
+    """Inches a figure needs for axes of about 5.5 inches beside a legend of these labels (8 points)."""
+    return 5.5 + 0.06 * max((len(label) for label in labels), default=0)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
@@ -63,8 +77,10 @@ def _new_figure(width: float = 9.0, height: float = 4.5) -> Figure:
 
 
 def _colors(labels: list[str]) -> dict[str, tuple[float, ...]]:
-    """One stable colour per group label, shared by every figure of a protocol."""
-    palette = list(colormaps["tab10"].colors)
+    """One stable colour per group label, shared by every figure of a protocol: tab10's ten, then their
+    light shades (tab20's), so up to twenty groups never share a colour."""
+    dark_then_light = [*colormaps["tab20"].colors[0::2], *colormaps["tab20"].colors[1::2]]
+    palette = list(colormaps["tab10"].colors) if len(labels) <= 10 else dark_then_light
     return {label: palette[i % len(palette)] for i, label in enumerate(sorted(labels))}
 
 
@@ -115,13 +131,14 @@ def _style(ax, log_scale: bool) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _curve(groups: list[Group], field: str, section: Section, colors: dict, path: Path) -> bool:
-    """One figure per log field: one axes for all methods, or one panel per method."""
+def curve_figure(groups: list[Group], field: str, section: Section, colors: dict) -> Figure | None:
+    """One figure per log field: one axes for all methods, or one panel per method; None when no run
+    logged the field."""
     _, ylabel, log_scale, panels = CURVES[field]
     drawn = [g for g in groups if _series(g, field)[0].size]
     if not drawn:
-        return False
-    title = _plain(f"{ylabel}: mean over training seeds, band = min to max\n{_subtitle(section)}")
+        return None
+    title = f"{ylabel}: mean over training seeds, band = min to max\n{_subtitle(section)}"
     if panels:
         cols = min(3, len(drawn))
         rows = -(-len(drawn) // cols)
@@ -129,26 +146,25 @@ def _curve(groups: list[Group], field: str, section: Section, colors: dict, path
         axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
         for ax, group in zip(axes, drawn, strict=False):
             _draw(ax, group, field, colors[group.label])
-            ax.set_title(_plain(f"{group.label} (n={len(group.runs)})"), fontsize=9)
+            label = f"{group.label} (n={len(group.runs)})"
+            ax.set_title(_plain(textwrap.fill(label, 50)), fontsize=9)
             _style(ax, log_scale)
         for i, ax in enumerate(axes):
             ax.set_visible(i < len(drawn))
             ax.tick_params(labelbottom=i + cols >= len(drawn))  # the lowest panel of each column
         fig.supxlabel("optimiser step", fontsize=9)
         fig.supylabel(ylabel, fontsize=9)
-        fig.suptitle(title, fontsize=10)
     else:
-        fig = _new_figure()
+        fig = _new_figure(max(9.0, _legend_width([f"{g.label} (n={len(g.runs)})" for g in drawn])))
         ax = fig.add_subplot()
         for group in drawn:
             _draw(ax, group, field, colors[group.label])
         _style(ax, log_scale)
         ax.set_xlabel("optimiser step")
         ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path)
-    return True
+    _title(fig, title)
+    return fig
 
 
 def _reference_lines(section: Section, metric: str) -> list[tuple[LeaderboardRow, dict[str, str]]]:
@@ -167,7 +183,7 @@ def _reference_lines(section: Section, metric: str) -> list[tuple[LeaderboardRow
 def bar_figure(section: Section, metric: str, colors: dict) -> Figure:
     """Mean ± std of `metric` per method over training seeds, each seed a dot, reference lines across."""
     groups = section.groups
-    fig = _new_figure(max(5.0, 1.1 * len(groups) + 2.5), 4.5)
+    fig = _new_figure(max(5.0, 1.1 * len(groups) + 3.5), 5.0)
     ax = fig.add_subplot()
     x = np.arange(len(groups))
     summaries = [g.row.metrics[metric] for g in groups]
@@ -183,12 +199,14 @@ def bar_figure(section: Section, metric: str, colors: dict) -> Figure:
         )
     for row, style in _reference_lines(section, metric):
         ax.axhline(row.mean(metric), linewidth=1, label=_plain(row.label), zorder=1, **style)
-    ax.set_xticks(x, [_plain(f"{g.label}\nn={len(g.runs)}") for g in groups], fontsize=8)
+    labels = [
+        _plain(f"{textwrap.fill(g.label, 16, break_long_words=False)}\nn={len(g.runs)}") for g in groups
+    ]
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel(axis_label(metric))
-    title = f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}"
-    ax.set_title(_plain(title), fontsize=10)
     ax.grid(True, axis="y", alpha=0.3, zorder=0)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _title(fig, f"{section.eval_set}: {metric}, mean ± std over training seeds\n{_subtitle(section)}")
     return fig
 
 
@@ -202,7 +220,9 @@ def forest_figure(section: Section, colors: dict) -> Figure | None:
     if base is None or not metrics:
         return None
     cols = min(3, len(metrics))
-    fig = _new_figure(4.2 * cols + 0.8, (0.35 * len(rows) + 1.4) * -(-len(metrics) // cols) + 0.8)
+    ticks = [_plain(f"{r.label} (n={r.n})") for r in rows]
+    label_room = max(0.8, 0.065 * max(len(t) for t in ticks))  # inches of the method names on the left
+    fig = _new_figure(4.2 * cols + label_room, (0.35 * len(rows) + 1.4) * -(-len(metrics) // cols) + 0.8)
     axes = fig.subplots(-(-len(metrics) // cols), cols, sharey=True, squeeze=False).ravel()
     y = np.arange(len(rows))[::-1]
     for ax, metric in zip(axes, metrics, strict=False):
@@ -221,7 +241,7 @@ def forest_figure(section: Section, colors: dict) -> Figure | None:
                 ax.annotate(SIGNIFICANT, (delta.high, at), xytext=(4, -4), textcoords="offset points")
         side = "left" if better(metric) is Better.LOWER else "right"
         ax.set_xlabel(axis_label(metric, "Δ ") + f"\nbetter than {_plain(base.label)}: to the {side}")
-        ax.set_yticks(y, [_plain(f"{r.label} (n={r.n})") for r in rows], fontsize=8)
+        ax.set_yticks(y, ticks, fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
     for i, ax in enumerate(axes):
         ax.set_visible(i < len(metrics))
@@ -229,7 +249,7 @@ def forest_figure(section: Section, colors: dict) -> Figure | None:
         f"{section.eval_set}: Δ to {base.label} (n={base.n}), Holm-adjusted t-interval over training seeds; "
         f"{SIGNIFICANT} = significant after Holm\n{_subtitle(section)}"
     )
-    fig.suptitle(_plain(title), fontsize=10)
+    _title(fig, title)
     return fig
 
 
@@ -240,7 +260,7 @@ def learning_curve_figure(section: Section, metric: str, colors: dict) -> Figure
     drawn = [c for c in curves if c.steps.size]
     if not drawn:
         return None
-    fig = _new_figure()
+    fig = _new_figure(max(9.0, _legend_width([f"{c.group.label} (n={c.n})" for c in drawn])))
     ax = fig.add_subplot()
     for curve in drawn:
         color = colors[curve.group.label]
@@ -255,8 +275,8 @@ def learning_curve_figure(section: Section, metric: str, colors: dict) -> Figure
         f"learning curve: {metric}, teacher-forced on {scored_on(section)}; mean over training seeds, "
         f"band = min to max\n{_subtitle(section)}"
     )
-    ax.set_title(_plain("\n".join([title, *notes])), fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _title(fig, "\n".join([title, *notes]))
     return fig
 
 
@@ -297,8 +317,12 @@ def write_plots(sections: list[Section], out_dir: Path, *, curves: bool = True) 
         if key not in done:
             done.add(key)
             for field, (name, *_) in CURVES.items():
-                path = out_dir / f"{stem}_{name}.png"
-                if _curve(section.groups, field, section, colors, path):
+                path, figure = (
+                    out_dir / f"{stem}_{name}.png",
+                    curve_figure(section.groups, field, section, colors),
+                )
+                if figure is not None:
+                    figure.savefig(path)
                     written.append(path)
         for metric, path in _curve_files(section, stem, out_dir) if curves else []:
             figure = None if path in written else learning_curve_figure(section, metric, colors)
