@@ -56,7 +56,7 @@ def _plain(text: str) -> str:
 def _title(fig: Figure, text: str) -> None:
     """The figure's title, centred over the whole figure (axes and legend) and wrapped to its width, so a
     long one is never cut at the canvas edge."""
-    width = max(40, int(fig.get_figwidth() * 11))  # characters of 10-point text per line
+    width = max(40, int(fig.get_figwidth() * 12))  # characters of 10-point text per line (about 14 fit)
     lines = [wrapped for line in text.split("\n") for wrapped in textwrap.wrap(line, width) or [""]]
     fig.suptitle(_plain("\n".join(lines)), fontsize=10)
 
