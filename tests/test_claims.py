@@ -11,7 +11,14 @@ from synthetic_records import write_run
 
 from speckd_bench.errors import UserError
 from speckd_bench.leaderboard.selection import select_sections
-from speckd_bench.publish.claims import findings, gate_question, metric_ranking, ordering, stability
+from speckd_bench.publish.claims import (
+    findings,
+    gate_question,
+    gate_stability,
+    metric_ranking,
+    ordering,
+    stability,
+)
 
 SEEDS = (1, 2, 3)
 FKL = {1: 0.29, 2: 0.30, 3: 0.31}
@@ -160,6 +167,41 @@ def test_stability_states_seed_spread_spikes_and_grad_norms(section):
     assert f"to {spreads[high]:.3f}" in line
     assert "loss spikes per run: sft 0.33, none for the others" in line  # one spike over three runs
     assert "the grad-norm coefficient of variation is 0.00 for every method; no run diverged." in line
+
+
+SWING = {"fkl": 0.6, "speckd": 0.3, "random": 0.58, "confidence": 0.4}
+"""How far each arm's gradient norm swings around 1 (seed s adds 0.02 s): its grad-norm CV grows with it."""
+
+
+def _grad_norms(arm: str, seed: int) -> list[float]:
+    swing = SWING[arm] + 0.02 * seed + (0.01 if arm == "random" and seed == 2 else 0.0)
+    return [1.0 + swing * (-1) ** i for i in range(13)]
+
+
+def test_the_gate_stability_compares_grad_norm_variation_with_the_baseline_and_both_controls(tmp_path):
+    for seed in SEEDS:
+        _write(tmp_path, "fkl", seed, grad_norms=_grad_norms("fkl", seed))
+        _write(tmp_path, "speckd", seed, grad_norms=_grad_norms("speckd", seed))
+        for control in ("random", "confidence"):
+            _write(tmp_path, "speckd", seed, control, grad_norms=_grad_norms(control, seed))
+    (section,) = select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd"])
+    (line,) = gate_stability(section, "speckd")
+    cv = {arm: np.array([stats.variation(_grad_norms(arm, s)) for s in SEEDS]) for arm in SWING}
+    against = {"fkl": "fkl", "random": "a random gate", "confidence": "a teacher-confidence gate"}
+    p = [stats.ttest_rel(cv["speckd"], cv[arm]).pvalue for arm in against]
+    holm = dict(zip(against, multipletests(p, method="holm")[1], strict=True))
+    assert line.startswith(
+        "The SpecKD gate (speckd (gate=speckd, gate\\_match=False)) changes the grad-norm coefficient of "
+        "variation by "
+    )
+    for arm, name in against.items():
+        _check(_parsed(line, name), cv["speckd"], cv[arm], holm[arm])
+    spread = {m: np.std([_tvd(m, s) for s in SEEDS], ddof=1) for m in ("speckd", "fkl")}
+    assert line.endswith(
+        f"at the same acceptance rate. Its seed std of tf\\_tvd is {spread['speckd']:.3f} (n=3) against "
+        f"fkl's {spread['fkl']:.3f} (n=3), not tested."
+    )
+    assert line in "\n".join(findings([section], "speckd"))
 
 
 def _tvd_of(group, seed: int) -> float:

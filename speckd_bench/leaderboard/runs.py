@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from speckd_bench.jsonl import read_jsonl
+from speckd_bench.leaderboard.stats import coefficient_of_variation
 from speckd_bench.records.run_record import RunRecord
 
 
@@ -65,6 +66,11 @@ class Run:
     def log(self) -> list[dict[str, Any]]:
         path = self.dir / self.record.paths.get("train_log", "train_log.jsonl")
         return self.read_rows(path) if path.is_file() else []
+
+    @cached_property
+    def grad_norm_cv(self) -> float | None:
+        """The coefficient of variation of the gradient norm over the run's logged steps."""
+        return coefficient_of_variation([row.get("grad_norm") for row in self.log])
 
     def samples_file(self, eval_set: str) -> Path:
         entry = self.record.paths.get("samples", "samples.jsonl")

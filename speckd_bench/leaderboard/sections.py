@@ -26,7 +26,6 @@ from speckd_bench.leaderboard.runs import Run, created_at, is_finite, values_at
 from speckd_bench.leaderboard.stats import (
     BootstrapCI,
     SeedComparison,
-    coefficient_of_variation,
     compare_family,
     mean_std,
     paired_bootstrap,
@@ -187,9 +186,7 @@ def _method_row(group: Group, metrics: list[str], context: RowContext) -> Leader
     runs = group.runs
     final_loss = mean_std(values_at(runs, "training.final_loss"))
     spikes = values_at(runs, "training.loss_spikes")
-    cvs = [
-        c for r in runs if (c := coefficient_of_variation([s.get("grad_norm") for s in r.log])) is not None
-    ]
+    cvs = [r.grad_norm_cv for r in runs if r.grad_norm_cv is not None]
     return LeaderboardRow(
         kind="method",
         label=group.label,

@@ -4,14 +4,15 @@ t-interval over training seeds, Holm across the comparisons of one family), neve
 
 Per section: the metric judged, each method against the baseline, the gate question (SpecKD's gate
 against the baseline and against random and teacher-confidence control gates at the same acceptance
-rate), the training stability, and whether the published ordering holds.
+rate), the training stability (each method's, then SpecKD's gradient-norm variation against the baseline
+and the same controls), and whether the published ordering holds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from speckd_bench.api.metrics import Better, better
 from speckd_bench.formatting import md_escape
@@ -57,10 +58,22 @@ def _seed_values(group: Group, metric: str) -> dict[int, float]:
     return {s: float(v) for s, v in sorted(values.items()) if is_finite(v)}
 
 
+def _seed_grad_norm_cv(group: Group) -> dict[int, float]:
+    """Training seed -> the coefficient of variation of the run's gradient norm over its steps."""
+    values = {r.seed: r.grad_norm_cv for r in group.runs}
+    return {s: v for s, v in sorted(values.items()) if v is not None}
+
+
 def compare(pairs: Sequence[tuple[Group, Group]], metric: str) -> list[SeedComparison | None]:
     """a - b on `metric` for each (a, b), one Holm family (paired when both ran the same seeds); None
     where a side has no value."""
-    values = [(_seed_values(a, metric), _seed_values(b, metric)) for a, b in pairs]
+    return _compare(pairs, lambda group: _seed_values(group, metric))
+
+
+def _compare(
+    pairs: Sequence[tuple[Group, Group]], seed_values: Callable[[Group], dict[int, float]]
+) -> list[SeedComparison | None]:
+    values = [(seed_values(a), seed_values(b)) for a, b in pairs]
     tested = [i for i, (a, b) in enumerate(values) if a and b]
     family = [(list(a.values()), list(b.values()), set(a) == set(b)) for a, b in (values[i] for i in tested)]
     found = dict(zip(tested, compare_family(family), strict=True))
@@ -114,12 +127,49 @@ def _controls(section: Section, gated: Group) -> dict[str, Group]:
     return found
 
 
+def _gated(section: Section, method: str) -> list[Group]:
+    """The groups of `method` with its own gate (SpecKD's rule, not a control)."""
+    return [g for g in section.groups if g.method == method and _settings(g).get("method.gate") == "speckd"]
+
+
+def _changes(subject: str, quantity: str, parts: list[str], missing: list[str], empty: list[str]) -> str:
+    """'SUBJECT changes QUANTITY by ... and by ... at the same acceptance rate.', with the controls not
+    run yet and those without values on both sides named."""
+    if parts:
+        said = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        text = f"{subject} changes {quantity} {said}"
+        text += " at the same acceptance rate." if len(parts) > 1 else "."
+    else:
+        text = f"{subject} has no comparison."
+    if missing:
+        text += f" Not run yet at the same acceptance rate: {' and '.join(missing)}."
+    if empty:
+        text += f" No values of {quantity} on both sides: {' and '.join(empty)}."
+    return text
+
+
+def _gate_parts(
+    controls: dict[str, Group], found: dict[tuple[int, int], SeedComparison | None], gated: Group
+) -> tuple[list[str], list[str], list[str]]:
+    """The control comparisons of one gated group: sentence parts, controls missing, controls without
+    values on both sides."""
+    parts, missing, empty = [], [], []
+    for gate, name in CONTROLS:
+        control = controls.get(gate)
+        result = found.get((id(gated), id(control))) if control else None
+        if result is not None:
+            parts.append(f"by {difference(result, name)}")
+        else:
+            (missing if control is None else empty).append(name)
+    return parts, missing, empty
+
+
 def gate_question(section: Section, method: str) -> list[str]:
     """Per SpecKD group (each rule variant): its difference to the baseline, to a random gate and to a
     teacher-confidence gate at the same acceptance rate (one Holm family over the control comparisons);
     'not run yet' for a missing control."""
     metric = section.metrics[0]
-    gated = [g for g in section.groups if g.method == method and _settings(g).get("method.gate") == "speckd"]
+    gated = _gated(section, method)
     if not gated:
         return [f"The gate question: no {md_escape(method)} runs with its own gate yet."]
     controls = {id(g): _controls(section, g) for g in gated}
@@ -129,27 +179,41 @@ def gate_question(section: Section, method: str) -> list[str]:
     lines = []
     for g in gated:
         cmp = g.row.delta.get(metric)
-        parts = [f"by {difference(cmp, md_escape(base.label))}"] if base and cmp else []
-        missing, empty = [], []
-        for gate, name in CONTROLS:
-            control = controls[id(g)].get(gate)
-            result = found.get((id(g), id(control))) if control else None
-            if result is not None:
-                parts.append(f"by {difference(result, name)}")
-            else:
-                (missing if control is None else empty).append(name)
+        parts, missing, empty = _gate_parts(controls[id(g)], found, g)
+        parts = [f"by {difference(cmp, md_escape(base.label))}", *parts] if base and cmp else parts
         rate = "" if g.row.tar_mean is None else f", accepting {g.row.tar_mean:.0%} of the tokens"
-        text = f"The SpecKD gate ({md_escape(g.label)}{rate})"
-        if parts:
-            said = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-            text += f" changes {md_escape(metric)} {said}"
-            text += " at the same acceptance rate." if len(parts) > 1 else "."
-        else:
-            text += " has no comparison."
-        if missing:
-            text += f" Not run yet at the same acceptance rate: {' and '.join(missing)}."
-        if empty:
-            text += f" No values of {md_escape(metric)} on both sides: {' and '.join(empty)}."
+        subject = f"The SpecKD gate ({md_escape(g.label)}{rate})"
+        lines.append(_changes(subject, md_escape(metric), parts, missing, empty))
+    return lines
+
+
+def gate_stability(section: Section, method: str) -> list[str]:
+    """Per SpecKD group: the grad-norm coefficient of variation of its runs against the baseline's and
+    the two control gates' at the same acceptance rate (a paired t over training seeds, one Holm family
+    over all these comparisons), then its seed std of the judged metric beside the baseline's (stated,
+    not tested: a handful of seeds gives a variance comparison little power)."""
+    metric, gated = section.metrics[0], _gated(section, method)
+    base = next((g for g in section.groups if g.row.is_baseline), None)
+    controls = {id(g): _controls(section, g) for g in gated}
+    pairs = [(g, base) for g in gated if base is not None]
+    pairs += [(g, c[gate]) for g in gated for gate, _ in CONTROLS if gate in (c := controls[id(g)])]
+    found = {
+        (id(a), id(b)): cmp for (a, b), cmp in zip(pairs, _compare(pairs, _seed_grad_norm_cv), strict=True)
+    }
+    lines = []
+    for g in gated:
+        parts, missing, empty = _gate_parts(controls[id(g)], found, g)
+        if base is not None and (cmp := found.get((id(g), id(base)))) is not None:
+            parts = [f"by {difference(cmp, md_escape(base.label))}", *parts]
+        text = _changes(f"The SpecKD gate ({md_escape(g.label)})", "the grad-norm coefficient of variation",
+                        parts, missing, empty)  # fmt: skip
+        spread, base_spread = g.row.metrics[metric], base.row.metrics[metric] if base else None
+        if base_spread and spread.n > 1 and base_spread.n > 1 and spread.std is not None:
+            d = _spread_digits({"a": spread.std, "b": base_spread.std or 0.0})
+            text += (
+                f" Its seed std of {md_escape(metric)} is {spread.std:.{d}f} (n={spread.n}) against "
+                f"{md_escape(base.label)}'s {base_spread.std:.{d}f} (n={base_spread.n}), not tested."
+            )
         lines.append(text)
     return lines
 
@@ -296,7 +360,7 @@ def findings(sections: Sequence[Section], method: str) -> list[str]:
         lines += [f"### {md_escape(s.eval_set)}", "", judged_metric(s), ""]
         lines += [f"- {line}" for line in against_baseline(s)] + [""]
         lines += ["**The gate question.** " + " ".join(gate_question(s, method)), ""]
-        lines += ["**Stability.** " + " ".join(stability(s)), ""]
+        lines += ["**Stability.** " + " ".join([*stability(s), *gate_stability(s, method)]), ""]
         lines += ["**Published ordering.** " + " ".join(ordering(s)), ""]
         lines += [
             "**How the metrics rank the divergence families** (means over training seeds; the differences "
