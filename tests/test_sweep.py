@@ -23,7 +23,14 @@ from speckd_bench.methods.discovery import discover_methods
 from speckd_bench.records.run_record import RunRecord
 from speckd_bench.records.store import find_complete
 from speckd_bench.sweep import executors as sweep_executors
-from speckd_bench.sweep.executors import PointJob, cluster_options, command, deliver_sigint, waves
+from speckd_bench.sweep.executors import (
+    PointJob,
+    checkpoint_grace,
+    cluster_options,
+    command,
+    deliver_sigint,
+    waves,
+)
 from speckd_bench.sweep.grid import config_keys, expand, load_sweep, resolve
 from speckd_bench.sweep.status import SeenRun, classify, scan_runs, statuses
 
@@ -235,6 +242,11 @@ def test_cluster_settings(tmp_path, monkeypatch):
         cluster_options({"gpus": 1}, {}, "f.yaml")
     with pytest.raises(Exception, match="cluster.backend 'pbs'"):
         cluster_options({"backend": "pbs"}, {}, "f.yaml")
+    assert checkpoint_grace(cluster_options({"backend": "local"}, {}, "f.yaml")) == 20  # signalled 30 s early
+    assert checkpoint_grace(options) == 60  # SLURM signals 90 s early; the wait stays at 60 s
+    assert checkpoint_grace(cluster_options({"signal_delay_s": 40}, {}, "f.yaml")) == 30
+    with pytest.raises(Exception, match="cluster.signal_delay_s is a SLURM setting"):
+        cluster_options({"backend": "local", "signal_delay_s": 40}, {}, "f.yaml")
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
     from speckd_bench.errors import UserError
     from speckd_bench.sweep.executors import run_submitit
@@ -265,6 +277,28 @@ def test_checkpoint_interrupts_the_run_and_requeues_the_same_point(tmp_path, mon
     assert (outcome.result, outcome.attempts) == ("interrupted", 1)  # not retried: it resumes on requeue
     requeued = pickle.loads(pickle.dumps(delayed.function))
     assert requeued.point == point and requeued._child is None
+
+
+def test_a_run_that_does_not_stop_in_the_grace_is_killed_and_the_job_still_requeued(tmp_path, monkeypatch):
+    """A run that ignores Ctrl-C (stuck in a long step) must not hold the job past the scheduler's kill:
+    after `grace_s` it is killed (it resumes from its last periodic checkpoint) and the job is requeued."""
+    pytest.importorskip("submitit")
+    (point,) = expand(load_sweep(write(tmp_path / "g.yaml", "preset: tiny\n")), tmp_path)
+    code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(120)\n"
+    monkeypatch.setattr(sweep_executors, "command", lambda *a: [sys.executable, "-c", code])
+    job = PointJob(point, "g", tmp_path, 0, None)
+    job.grace_s = 1.0
+    thread = threading.Thread(target=job)
+    thread.start()
+    while job._child is None:
+        time.sleep(0.05)
+    child = job._child
+    time.sleep(1.0)  # the child ignores Ctrl-C by now
+    start = time.monotonic()
+    delayed = job.checkpoint()
+    assert time.monotonic() - start < 10 and child.poll() is not None
+    thread.join(timeout=30)
+    assert pickle.loads(pickle.dumps(delayed.function)).grace_s == 1.0
 
 
 # ---------------------------------------------------------------- end to end (slow)
@@ -407,14 +441,15 @@ def test_submitit_local_executor_runs_the_same_grid(tmp_path, data_dir):
 def test_a_timed_out_submitit_job_is_requeued_and_resumes(tmp_path, data_dir):
     """submitit's local executor signals the job 30 s before its 1-minute limit, like SLURM before a
     time-out: the run checkpoints, the job requeues itself and the run continues from that step. Each
-    attempt trains for about 30 s less its start-up, so on a loaded machine the 150 steps take more
-    attempts: the requeue allowance leaves room for that."""
+    attempt trains for about 30 s less its start-up, and the local executor starts a job at most six times
+    (its own ceiling, whatever max_num_timeout says): 100 steps take two or three attempts on two free
+    cores; a machine so loaded that a tiny run cannot start within 30 s cannot pass this test."""
     pytest.importorskip("submitit")
     text = (
         f"preset: tiny\nmethod: fkl\nresults_dir: {tmp_path}\n"
-        f"set: {{data.data_dir: {data_dir}, data.max_eval_examples: 4, train.max_steps: 150, "
+        f"set: {{data.data_dir: {data_dir}, data.max_eval_examples: 4, train.max_steps: 100, "
         "train.checkpoint_every: 5, eval.eval_before: false}\n"
-        "cluster: {backend: local, timeout_min: 1, max_num_timeout: 20}\n"
+        "cluster: {backend: local, timeout_min: 1, max_num_timeout: 5}\n"
     )
     sweep_file = write(tmp_path / "long.yaml", text)
     res = sweep_cmd("run", sweep_file, "--executor", "submitit")
@@ -423,4 +458,4 @@ def test_a_timed_out_submitit_job_is_requeued_and_resumes(tmp_path, data_dir):
     assert record["resumed_from_step"], "the job finished before its time limit: raise train.max_steps"
     run_dir = tmp_path / "runs" / record["run_id"]
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in log] == list(range(1, 151))
+    assert [row["step"] for row in log] == list(range(1, 101))

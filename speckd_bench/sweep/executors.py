@@ -44,6 +44,10 @@ from speckd_bench.sweep.status import (
 ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b.*:")
 # How long a preempted job waits for its run to checkpoint after Ctrl-C before it is requeued.
 CHECKPOINT_GRACE_S = 60.0
+SIGNAL_DELAY_S = {"slurm": 90, "local": 30}
+"""submitit's defaults: how many seconds before the time limit a job is signalled."""
+REQUEUE_MARGIN_S = 10.0
+"""Of that, the time left for submitit to requeue the job once the run has stopped."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class PointJob:
         self.point, self.sweep, self.results_dir = point, sweep, results_dir
         self.retries, self.num_processes = retries, num_processes
         self.env = dict(env or {})
+        self.grace_s = CHECKPOINT_GRACE_S
+        """How long `checkpoint` waits for the run to stop before it kills it (run_submitit bounds it)."""
         self.__setstate__({})
 
     def __getstate__(self) -> dict[str, Any]:
@@ -183,7 +189,7 @@ class PointJob:
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
-            if not self._finished.wait(CHECKPOINT_GRACE_S):
+            if not self._finished.wait(self.grace_s):  # killed: it resumes from its last periodic checkpoint
                 child.kill()
                 self._finished.wait()
         return DelayedSubmission(self)
@@ -298,9 +304,18 @@ CLUSTER_KEYS = {
     "mem_gb": float,
     "array_parallelism": int,
     "max_num_timeout": int,
+    "signal_delay_s": int,
     "additional_parameters": dict,
     "setup": list,
 }
+
+
+def checkpoint_grace(options: dict[str, Any]) -> float:
+    """How long a signalled job may wait for its run to checkpoint: within the time the scheduler leaves
+    before its kill (`signal_delay_s`), less the requeue margin, so the job is requeued before it is
+    killed; at most CHECKPOINT_GRACE_S."""
+    delay = options.get("signal_delay_s", SIGNAL_DELAY_S[options["backend"]])
+    return max(1.0, min(CHECKPOINT_GRACE_S, delay - REQUEUE_MARGIN_S))
 
 
 def cluster_options(block: dict[str, Any], flags: dict[str, Any], where: str) -> dict[str, Any]:
@@ -318,6 +333,11 @@ def cluster_options(block: dict[str, Any], flags: dict[str, Any], where: str) ->
         options[key] = value
     if options["backend"] not in ("slurm", "local"):
         raise UserError(f"{where}: cluster.backend {options['backend']!r}: use slurm or local")
+    if options["backend"] == "local" and "signal_delay_s" in options:
+        raise UserError(
+            f"{where}: cluster.signal_delay_s is a SLURM setting; submitit's local backend always signals a "
+            f"job {SIGNAL_DELAY_S['local']} s before its time limit"
+        )
     return options
 
 
@@ -355,6 +375,7 @@ def _executor(folder: Path, options: dict[str, Any]) -> Any:
         "slurm_array_parallelism": options["array_parallelism"],
         "slurm_additional_parameters": options.get("additional_parameters"),
         "slurm_setup": options.get("setup"),
+        "slurm_signal_delay_s": options.get("signal_delay_s"),
     }
     if options["backend"] == "local":
         slurm = {"local_setup": options.get("setup")}
@@ -378,6 +399,8 @@ def run_submitit(
         threads = str(options["cpus_per_task"])
         for job in jobs:
             job.env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **job.env}
+    for job in jobs:
+        job.grace_s = checkpoint_grace(options)
     size = options["array_parallelism"] if options["backend"] == "local" else len(jobs)
     outcomes: list[Outcome] = []
     for wave in waves(jobs, warm):
