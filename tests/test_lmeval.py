@@ -160,15 +160,19 @@ def test_cli_export_prints_the_lm_eval_command_of_the_preset(tmp_path, data_dir,
     assert budget in (tmp_path / "speckd_dolly.yaml").read_text()
 
 
-@pytest.mark.slow
-def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path, data_dir, mc_dir):
-    args = [
+def _two_task_run(results, data_dir, mc_dir) -> list[str]:
+    """A tiny sft run scored by lm-eval on our dolly task and the local multiple-choice one."""
+    return [
         "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
-        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
+        "--results-dir", str(results), "--max-train-examples", "8", "--max-eval-examples", "3",
         "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
         "--lm-eval", "speckd_dolly,tiny_mc", "--lm-eval-include", str(mc_dir), "--quiet",
     ]  # fmt: skip
-    res = runner.invoke(app, args)
+
+
+@pytest.mark.slow
+def test_run_stores_lm_eval_results_for_generation_and_multiple_choice(tmp_path, data_dir, mc_dir):
+    res = runner.invoke(app, _two_task_run(tmp_path, data_dir, mc_dir))
     assert res.exit_code == 0, (res.output, res.exception)
     record = json.loads((tmp_path / "runs").glob("*/record.json").__next__().read_text())
     lm = record["lm_eval"]
@@ -196,13 +200,7 @@ def test_interrupted_lm_eval_resumes_with_the_tasks_it_finished(tmp_path, data_d
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", second_task_interrupted)
-    args = [
-        "run", "--preset", "tiny", "--method", "sft", "--data-dir", str(data_dir),
-        "--results-dir", str(tmp_path), "--max-train-examples", "8", "--max-eval-examples", "3",
-        "--set", "train.init_sft_epochs=0", "--set", "eval.eval_before=false",
-        "--lm-eval", "speckd_dolly,tiny_mc", "--lm-eval-include", str(mc_dir), "--quiet",
-    ]  # fmt: skip
-    res = runner.invoke(app, args)
+    res = runner.invoke(app, _two_task_run(tmp_path, data_dir, mc_dir))
     assert isinstance(res.exception, RunInterrupted), (res.output, res.exception)
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "record.json").read_text())["status"] == "interrupted"
