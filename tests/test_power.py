@@ -26,6 +26,18 @@ def test_power_matches_the_noncentral_t_by_hand(sd, effect, n, level):
     assert power_at(sd, effect, n, level) == pytest.approx(_power_by_hand(sd, effect, n, level), abs=1e-6)
 
 
+@pytest.mark.parametrize(("sd", "n", "expected"), [(0.0000767, 2, 0.53), (0.000677, 3, 0.56)])
+def test_power_stays_finite_when_the_spread_is_far_below_the_effect(sd, n, expected):
+    """The grid's case: differences repeating to the fourth digit over two or three seeds. The noncentral t's
+    functions return NaN there; the power must still be the t-test's, checked against a simulation."""
+    level = 0.05 / 10
+    differences = np.random.default_rng(0).normal(0.005, sd, size=(200_000, n))
+    simulated = np.mean(stats.ttest_1samp(differences, 0.0, axis=1).pvalue < level)
+    assert simulated == pytest.approx(expected, abs=0.01)
+    assert power_at(sd, 0.005, n, level) == pytest.approx(simulated, abs=0.005)
+    assert seeds_needed(sd, 0.005, level, 0.8) == n + 1  # two seeds are not enough for the first, nor three
+
+
 def test_seeds_needed_is_the_first_count_reaching_the_target():
     n = seeds_needed(0.2307, 0.5, 0.05 / 6, 0.8)
     assert power_at(0.2307, 0.5, n, 0.05 / 6) >= 0.8 > power_at(0.2307, 0.5, n - 1, 0.05 / 6)

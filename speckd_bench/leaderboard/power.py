@@ -6,7 +6,10 @@ The level is the one Holm's first (strictest) step uses, alpha / the number of m
 baseline, so the answer holds after the correction whatever the other comparisons give. The spread of the
 differences is estimated from the seeds both ran (standard deviation, ddof 1): from three seeds it is a rough
 estimate (two degrees of freedom), which is why a grid is planned with a margin and re-checked as seeds land.
-Power is statsmodels' for a one-sample t-test on the differences, two-sided.
+Power is the two-sided one-sample t-test's on the differences, computed as the expectation, over the
+chi-square law of the estimated variance, of the normal test's power: exact, and finite where the
+noncentral t's distribution functions (scipy's, which statsmodels uses) return NaN, as they do for a large
+noncentrality at few seeds, the very case of a spread far smaller than the effect.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from statsmodels.stats.power import TTestPower
+from scipy import stats
 
 from speckd_bench.leaderboard.sections import Section, pick_baseline, seed_values
 from speckd_bench.leaderboard.stats import ALPHA
@@ -44,7 +47,16 @@ def power_at(sd: float, effect: float, n: int, level: float) -> float:
         return 0.0
     if sd == 0.0:
         return 1.0
-    return float(TTestPower().power(effect_size=effect / sd, nobs=n, alpha=level))
+    df = n - 1
+    shift = effect / sd * math.sqrt(n)
+    crit = float(stats.t.isf(level / 2, df))
+
+    def rejects(chi2: float) -> float:
+        """P(|T| > crit) given the variance estimate's chi-square value: T = (Z + shift) / sqrt(chi2 / df)."""
+        bound = crit * math.sqrt(chi2 / df)
+        return float(stats.norm.cdf(shift - bound) + stats.norm.cdf(-shift - bound))
+
+    return float(stats.chi2.expect(rejects, args=(df,)))
 
 
 def seeds_needed(sd: float, effect: float, level: float, target: float) -> int:
