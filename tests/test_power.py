@@ -10,7 +10,14 @@ from scipy import stats
 from synthetic_records import write_run
 
 from speckd_bench.cli.app import main
-from speckd_bench.leaderboard.power import MAX_SEEDS, power_at, power_rows, seeds_needed
+from speckd_bench.leaderboard.power import (
+    MAX_SEEDS,
+    baseline_pairs,
+    gate_pairs,
+    pair_rows,
+    power_at,
+    seeds_needed,
+)
 from speckd_bench.leaderboard.selection import select_sections
 
 
@@ -52,9 +59,9 @@ def test_power_rows_pair_seeds_with_the_baseline(tmp_path):
         write_run(tmp_path, method="fkl", seed=seed, scores={10: [base[seed]] * 4}, losses=[1.0] * 3)
         write_run(tmp_path, method="rkl", seed=seed, scores={10: [gain[seed]] * 4}, losses=[1.0] * 3)
     [section] = select_sections(tmp_path, baseline="fkl")
-    [row] = power_rows(section, "rougeL", "fkl", effect=0.5)
+    [row] = pair_rows(baseline_pairs(section, "fkl"), "rougeL", effect=0.5)
     diffs = [0.5, 0.9, 0.4]
-    assert row.method == "rkl" and row.n == 3
+    assert row.method == "rkl" and row.against == "fkl" and row.n == 3
     assert row.diff == pytest.approx(np.mean(diffs)) and row.sd == pytest.approx(np.std(diffs, ddof=1))
     assert row.power == pytest.approx(_power_by_hand(row.sd, 0.5, 3, 0.05), abs=1e-6)  # one comparison
     assert row.needed == seeds_needed(row.sd, 0.5, 0.05, 0.8)
@@ -68,6 +75,37 @@ def test_the_command_prints_the_table_and_refuses_a_bad_effect(tmp_path, monkeyp
     monkeypatch.setattr(sys, "argv", args)
     main()
     out = capsys.readouterr().out
-    assert "| sft | 2 |" in out and "power to detect |Δ| = 0.5" in out
+    assert "| sft | fkl | 2 |" in out and "power to detect |Δ| = 0.5" in out
     code, err = cli(monkeypatch, capsys, ["power", "--effect", "0", "--results-dir", str(tmp_path)])
     assert_one_line_error(code, err, "--effect 0")
+
+
+def test_gates_pairs_each_rule_with_its_matched_controls_in_one_family(tmp_path, monkeypatch, capsys):
+    """--gates: SpecKD against the random and confidence gates matched to it (one Holm family of two);
+    fkl and a control at another acceptance rate are not in it."""
+    speckd = {1: 10.0, 2: 11.0, 3: 12.0}
+    controls = {"random": {1: 10.9, 2: 11.2, 3: 12.9}, "confidence": {1: 10.3, 2: 10.8, 3: 12.6}}
+    for seed in (1, 2, 3):
+        write_run(tmp_path, method="fkl", seed=seed, scores={10: [9.0]}, losses=[1.0])
+        write_run(tmp_path, method="speckd", seed=seed, scores={10: [speckd[seed]]}, losses=[1.0])
+        for gate, values in controls.items():
+            matched = {"method.gate": gate, "method.gate_match": True}
+            write_run(tmp_path, method="speckd", seed=seed, scores={10: [values[seed]]}, losses=[1.0],
+                      settings=matched)  # fmt: skip
+        unmatched = {"method.gate": "random", "method.gate_match": False}
+        write_run(tmp_path, method="speckd", seed=seed, scores={10: [9.5]}, losses=[1.0], settings=unmatched)
+    [section] = select_sections(tmp_path, baseline="fkl")
+    rows = pair_rows(gate_pairs(section, "speckd"), "rougeL", effect=0.5)
+    assert [r.against for r in rows] == [
+        "speckd (gate=random, gate_match=True)",
+        "speckd (gate=confidence, gate_match=True)",
+    ]
+    for row, values in zip(rows, controls.values(), strict=True):
+        diffs = [speckd[s] - values[s] for s in (1, 2, 3)]
+        assert row.n == 3 and row.diff == pytest.approx(np.mean(diffs))
+        assert row.power == pytest.approx(_power_by_hand(row.sd, 0.5, 3, 0.05 / 2), abs=1e-6)
+    args = ["speckd-bench", "power", "--effect", "0.5", "--gates", "--results-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", args)
+    main()
+    out = capsys.readouterr().out
+    assert "alpha 0.05 / 2 comparisons" in out and "| fkl |" not in out

@@ -1,4 +1,4 @@
-"""`power`: the training seeds a comparison with the baseline needs (leaderboard/power.py)."""
+"""`power`: the training seeds a family of comparisons needs (leaderboard/power.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,19 @@ def power(
     baseline: Annotated[str, typer.Option(help="The method every other is compared with.")] = "fkl",
     metric: Annotated[str | None, typer.Option(help="Metric (default: the records' main metric).")] = None,
     target: Annotated[float, typer.Option(min=0.0, max=1.0, help="The power to reach.")] = 0.8,
+    gates: Annotated[
+        bool,
+        typer.Option(
+            "--gates",
+            help="Compare each gate rule of --method with its random and teacher-confidence control gates "
+            "(the gate question's family) instead of every method with the baseline.",
+        ),
+    ] = False,
+    method: Annotated[str, typer.Option(help="The gated method whose rules --gates compares.")] = "speckd",
 ) -> None:
-    """Paired per-seed differences from the baseline, the power they give now and the seeds they need."""
-    from speckd_bench.leaderboard.power import format_power, power_rows
+    """Paired per-seed differences in one family of comparisons, the power they give now and the seeds they
+    need: every method against the baseline, or (--gates) each SpecKD rule against its control gates."""
+    from speckd_bench.leaderboard.power import baseline_pairs, format_power, gate_pairs, pair_rows
     from speckd_bench.leaderboard.selection import select_sections
 
     if not effect > 0:
@@ -33,9 +43,10 @@ def power(
         raise UserError(f"no complete run records under {results_dir}/runs")
     for section in sections:
         name = metric or section.metrics[0]
-        rows = power_rows(section, name, baseline, effect, target)
-        if not rows:
-            warn(f"{section.eval_set}: no {baseline} runs under this protocol, nothing to compare")
+        pairs = gate_pairs(section, method) if gates else baseline_pairs(section, baseline)
+        if not pairs:
+            missing = f"{method} runs with control gates" if gates else f"{baseline} runs"
+            warn(f"{section.eval_set}: no {missing} under this protocol, nothing to compare")
             continue
-        table = format_power(rows, name, baseline, effect, target)
+        table = format_power(pair_rows(pairs, name, effect, target), name, effect, target)
         say(f"## {section.eval_set}: {section.description}\n\n{table}\n")

@@ -1,9 +1,10 @@
-"""How many training seeds a comparison with the baseline needs: for each method of a leaderboard section,
-the paired per-seed differences from the baseline on one metric, their spread, the power the paired t-test
-has at the seeds run so far to detect a difference of `effect`, and the seeds it needs for the target power.
+"""How many training seeds a family of comparisons needs: for each pair of a leaderboard section's groups
+(each method against the baseline, or each SpecKD rule against its control gates), the paired per-seed
+differences on one metric, their spread, the power the paired t-test has at the seeds run so far to detect
+a difference of `effect`, and the seeds it needs for the target power.
 
-The level is the one Holm's first (strictest) step uses, alpha / the number of methods compared with the
-baseline, so the answer holds after the correction whatever the other comparisons give. The spread of the
+The level is the one Holm's first (strictest) step uses, alpha / the number of comparisons in the family,
+so the answer holds after the correction whatever the other comparisons give. The spread of the
 differences is estimated from the seeds both ran (standard deviation, ddof 1): from three seeds it is a rough
 estimate (two degrees of freedom), which is why a grid is planned with a margin and re-checked as seeds land.
 Power is the two-sided one-sample t-test's on the differences, computed as the expectation, over the
@@ -15,12 +16,14 @@ noncentrality at few seeds, the very case of a spread far smaller than the effec
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from speckd_bench.leaderboard.sections import Section, pick_baseline, seed_values
+from speckd_bench.leaderboard.gate_controls import control_pairs, gated_groups
+from speckd_bench.leaderboard.sections import Group, Section, pick_baseline, seed_values
 from speckd_bench.leaderboard.stats import ALPHA
 
 MAX_SEEDS = 1000
@@ -29,10 +32,12 @@ MAX_SEEDS = 1000
 @dataclass(frozen=True)
 class PowerRow:
     method: str
+    against: str
+    """The group the method is compared with."""
     n: int
-    """Seeds both this method and the baseline ran."""
+    """Seeds both ran."""
     diff: float | None
-    """Mean paired difference (method - baseline)."""
+    """Mean paired difference (method - against)."""
     sd: float | None
     """Standard deviation of the paired differences (None under 2 seeds)."""
     power: float | None
@@ -67,24 +72,25 @@ def seeds_needed(sd: float, effect: float, level: float, target: float) -> int:
     return n
 
 
-def power_rows(
-    section: Section, metric: str, baseline: str, effect: float, target: float = 0.8, alpha: float = ALPHA
+def pair_rows(
+    pairs: Sequence[tuple[Group, Group]],
+    metric: str,
+    effect: float,
+    target: float = 0.8,
+    alpha: float = ALPHA,
 ) -> list[PowerRow]:
-    """One row per method group of `section` other than the baseline's, in the section's order."""
-    base = pick_baseline(section.groups, baseline)
-    if base is None:
-        return []
-    base_by_seed = dict(seed_values(base, metric))
-    others = [g for g in section.groups if g is not base]
-    level = alpha / max(1, len(others))
+    """One row per (method, against) pair, one Holm family: each at level alpha / len(pairs)."""
+    level = alpha / max(1, len(pairs))
     rows = []
-    for group in others:
-        diffs = [v - base_by_seed[s] for s, v in seed_values(group, metric) if s in base_by_seed]
+    for group, against in pairs:
+        against_by_seed = dict(seed_values(against, metric))
+        diffs = [v - against_by_seed[s] for s, v in seed_values(group, metric) if s in against_by_seed]
         n = len(diffs)
         sd = float(np.std(diffs, ddof=1)) if n >= 2 else None
         rows.append(
             PowerRow(
                 group.label,
+                against.label,
                 n,
                 float(np.mean(diffs)) if diffs else None,
                 sd,
@@ -95,21 +101,33 @@ def power_rows(
     return rows
 
 
-def format_power(rows: list[PowerRow], metric: str, baseline: str, effect: float, target: float) -> str:
+def baseline_pairs(section: Section, baseline: str) -> list[tuple[Group, Group]]:
+    """(method group, baseline group) for every group of `section` other than the baseline's, in order."""
+    base = pick_baseline(section.groups, baseline)
+    return [] if base is None else [(g, base) for g in section.groups if g is not base]
+
+
+def gate_pairs(section: Section, method: str) -> list[tuple[Group, Group]]:
+    """(SpecKD group, control group) for each rule of `method` and each control gate run for it."""
+    return control_pairs(section, gated_groups(section, method))
+
+
+def format_power(rows: list[PowerRow], metric: str, effect: float, target: float) -> str:
     """A markdown table of the rows, with what they assume."""
     level = ALPHA / max(1, len(rows))
     head = (
-        f"Paired differences from {baseline} on {metric} over training seeds; power to detect "
+        f"Paired differences (method - against) on {metric} over training seeds; power to detect "
         f"|Δ| = {effect:g} at level {level:.4g} (alpha {ALPHA:g} / {len(rows)} comparisons, Holm's first "
         f"step); seeds for power {target:g}.\n\n"
-        "| method | seeds | mean Δ | sd of Δ | power now | seeds needed |\n|---|---|---|---|---|---|\n"
+        "| method | against | seeds | mean Δ | sd of Δ | power now | seeds needed |\n"
+        "|---|---|---|---|---|---|---|\n"
     )
 
     def num(value: float | None, digits: int = 4) -> str:
         return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
 
     lines = [
-        f"| {r.method} | {r.n} | {num(r.diff)} | {num(r.sd)} | {num(r.power, 2)} | "
+        f"| {r.method} | {r.against} | {r.n} | {num(r.diff)} | {num(r.sd)} | {num(r.power, 2)} | "
         f"{'—' if r.needed is None else (f'> {MAX_SEEDS}' if r.needed >= MAX_SEEDS else r.needed)} |"
         for r in rows
     ]

@@ -10,12 +10,12 @@ and the same controls), and whether the published ordering holds.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 
 from speckd_bench.api.metrics import Better, better
 from speckd_bench.formatting import md_escape
+from speckd_bench.leaderboard.gate_controls import CONTROLS, control_groups, control_pairs, gated_groups
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, SeedComparison, compare_family
@@ -26,10 +26,6 @@ MASS_COVERING = ("fkl", "sft")
 """Methods whose students spread mass over everything the teacher (or the data) allows."""
 PUBLISHED_ORDER = ("sft", "fkl", "srkl")
 """The ordering the paper reports on the main metric, worst first."""
-CONTROLS = (("random", "a random gate"), ("confidence", "a teacher-confidence gate"))
-"""method.gate of SpecKD's control runs, and how a sentence names them."""
-_CONTROL_KEYS = ("method.gate", "method.gate_match", "method.gate_rate")
-"""Settings in which a control run differs from the SpecKD run it controls."""
 
 
 def _digits(cmp: SeedComparison) -> int:
@@ -80,10 +76,6 @@ def _compare(
     return [found.get(i) for i in range(len(pairs))]
 
 
-def _settings(group: Group) -> dict[str, object]:
-    return {k: json.loads(v) for k, v in group.settings.items()}
-
-
 def _plain(groups: Sequence[Group], method: str) -> Group | None:
     """The group of `method` with the fewest distinguishing settings (its default configuration)."""
     return min((g for g in groups if g.method == method), key=lambda g: len(g.shown_settings), default=None)
@@ -112,24 +104,6 @@ def against_baseline(section: Section) -> list[str]:
         for g in section.groups
         if (cmp := g.row.delta.get(metric)) is not None
     ]
-
-
-def _controls(section: Section, gated: Group) -> dict[str, Group]:
-    """gate -> the control group of a SpecKD group: method speckd, that gate matched to SpecKD's
-    acceptance rate (gate_match), every other setting the same."""
-    same = {k: v for k, v in _settings(gated).items() if k not in _CONTROL_KEYS}
-    found = {}
-    for g in section.groups:
-        s = _settings(g)
-        rest = {k: v for k, v in s.items() if k not in _CONTROL_KEYS}
-        if g.method == gated.method and s.get("method.gate_match") and rest == same:
-            found[str(s.get("method.gate"))] = g
-    return found
-
-
-def _gated(section: Section, method: str) -> list[Group]:
-    """The groups of `method` with its own gate (SpecKD's rule, not a control)."""
-    return [g for g in section.groups if g.method == method and _settings(g).get("method.gate") == "speckd"]
 
 
 def _changes(subject: str, quantity: str, parts: list[str], missing: list[str], empty: list[str]) -> str:
@@ -169,11 +143,11 @@ def gate_question(section: Section, method: str) -> list[str]:
     teacher-confidence gate at the same acceptance rate (one Holm family over the control comparisons);
     'not run yet' for a missing control."""
     metric = section.metrics[0]
-    gated = _gated(section, method)
+    gated = gated_groups(section, method)
     if not gated:
         return [f"The gate question: no {md_escape(method)} runs with its own gate yet."]
-    controls = {id(g): _controls(section, g) for g in gated}
-    pairs = [(g, c[gate]) for g in gated for gate, _ in CONTROLS if gate in (c := controls[id(g)])]
+    controls = {id(g): control_groups(section, g) for g in gated}
+    pairs = control_pairs(section, gated)
     found = {(id(a), id(b)): cmp for (a, b), cmp in zip(pairs, compare(pairs, metric), strict=True)}
     base = next((g for g in section.groups if g.row.is_baseline), None)
     lines = []
@@ -192,11 +166,10 @@ def gate_stability(section: Section, method: str) -> list[str]:
     the two control gates' at the same acceptance rate (a paired t over training seeds, one Holm family
     over all these comparisons), then its seed std of the judged metric beside the baseline's (stated,
     not tested: a handful of seeds gives a variance comparison little power)."""
-    metric, gated = section.metrics[0], _gated(section, method)
+    metric, gated = section.metrics[0], gated_groups(section, method)
     base = next((g for g in section.groups if g.row.is_baseline), None)
-    controls = {id(g): _controls(section, g) for g in gated}
-    pairs = [(g, base) for g in gated if base is not None]
-    pairs += [(g, c[gate]) for g in gated for gate, _ in CONTROLS if gate in (c := controls[id(g)])]
+    controls = {id(g): control_groups(section, g) for g in gated}
+    pairs = [(g, base) for g in gated if base is not None] + control_pairs(section, gated)
     found = {
         (id(a), id(b)): cmp for (a, b), cmp in zip(pairs, _compare(pairs, _seed_grad_norm_cv), strict=True)
     }
