@@ -62,6 +62,24 @@ def test_default_run_bench_times_cold_then_warm_caches_then_the_teacher_cache(da
     assert os.environ["SPECKD_CACHE_DIR"] == "/nonexistent/must-not-be-used"  # restored
 
 
+def test_default_run_bench_applies_set_overrides_to_every_run(monkeypatch):
+    """--set reaches the runs (e.g. a float32 teacher, as on a CPU without native bfloat16)."""
+    from speckd_bench.benchmarks import default_run
+
+    seen = []
+
+    def fake_main(task, method, overrides, teacher_cache):
+        seen.append(overrides)
+        return [], {}
+
+    monkeypatch.setattr(default_run, "main", fake_main)
+    monkeypatch.setattr(default_run, "format_table", lambda rows, facts: "table")
+    args = ["bench", "default-run", "--set", "model.teacher_dtype=float32", "--max-train-examples", "64"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert seen == [{"model.teacher_dtype": "float32", "data.max_train_examples": 64}]
+
+
 def test_reference_parity_refuses_an_unknown_dtype(monkeypatch, capsys):
     code, err = cli(monkeypatch, capsys, ["bench", "reference-parity", "--dtype", "float16"])
     assert_one_line_error(code, err, "--dtype 'float16'", "float32-from-bfloat16")

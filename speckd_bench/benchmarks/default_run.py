@@ -3,7 +3,9 @@ cold caches (an empty cache directory: the GGUF conversion, the warm start and t
 all built), then again with the caches warm; with `teacher_cache`, twice more with the teacher top-k
 cache (built, then hit). Wall, training and evaluation seconds come from the runs' own records.
 
-    speckd-bench bench default-run            # cold + warm: about 2 x 3 minutes on 2 CPU cores
+    speckd-bench bench default-run            # cold + warm (measured: docs/benchmarks/cpu/default_run_*.md)
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 speckd-bench bench default-run \
+        --set model.teacher_dtype=float32     # as on a CPU without AVX-512 (no native bfloat16)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _run(task: str, method: str, results: str, overrides: dict[str, Any]) -> dic
         "eval_s": t["eval_s"],
         "train_tokens_per_s": t["train_tokens_per_s"],
         "metric": record.metrics[task]["after"]["metrics"][record.main_metric],
+        "distinct_2": record.metrics[task]["after"]["degeneracy"]["distinct_2"],
         "metric_name": record.main_metric,
         "teacher_dtype": record.config["model"]["teacher_dtype"],
     }
@@ -65,8 +68,9 @@ def main(
     facts = {
         "run": f"speckd-bench run --task {task} --method {method} "
         + " ".join(f"--set {k}={v}" for k, v in overrides.items()),
-        "cpu capability": f"{torch.backends.cpu.get_cpu_capability()}, native bfloat16: {native_bf16()}",
-        "teacher dtype (auto)": rows[0]["teacher_dtype"],
+        "cpu capability": f"{torch.backends.cpu.get_cpu_capability()}, native bfloat16: {native_bf16()}, "
+        f"ONEDNN_MAX_CPU_ISA {os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}",
+        "teacher dtype": rows[0]["teacher_dtype"],
         "metric": rows[0]["metric_name"] + " after training",
     }
     return rows, facts
@@ -81,5 +85,6 @@ def format_table(rows: list[dict], facts: dict[str, Any]) -> str:
         ("train_tokens_per_s", "train tok/s", "{:.0f}"),
         ("eval_s", "eval s", "{:.1f}"),
         ("metric", "metric", "{:.2f}"),
+        ("distinct_2", "distinct-2", "{:.2f}"),
     ]
     return machine_header("default run", facts) + "\n\n" + markdown_table(rows, cols)

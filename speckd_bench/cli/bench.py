@@ -122,12 +122,19 @@ def bench_default_run(
     teacher_cache: Annotated[
         bool, typer.Option("--teacher-cache", help="Also time two warm runs with the teacher top-k cache.")
     ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override of every run, e.g. model.teacher_dtype=float32 (repeatable)."),
+    ] = None,
     out_file: BenchOutOpt = None,
 ) -> None:
     """The default run from cold caches, then warm (and with the teacher cache): wall and stage seconds."""
     from speckd_bench.benchmarks import default_run
+    from speckd_bench.config.run_config import parse_sets
 
-    overrides = {} if max_train_examples is None else {"data.max_train_examples": max_train_examples}
+    overrides: dict[str, object] = dict(parse_sets(set_ or []))
+    if max_train_examples is not None:
+        overrides["data.max_train_examples"] = max_train_examples
     rows, facts = default_run.main(task, method, overrides, teacher_cache)
     _bench_output(default_run.format_table(rows, facts), out_file)
 
