@@ -38,7 +38,11 @@ def control_groups(section: Section, gated: Group) -> dict[str, Group]:
     return found
 
 
-def control_pairs(section: Section, gated: list[Group]) -> list[tuple[Group, Group]]:
+def controls_by_group(section: Section, gated: list[Group]) -> dict[int, dict[str, Group]]:
+    """id(SpecKD group) -> its control groups (control_groups), for each of `gated`."""
+    return {id(g): control_groups(section, g) for g in gated}
+
+
+def control_pairs(gated: list[Group], controls: dict[int, dict[str, Group]]) -> list[tuple[Group, Group]]:
     """(SpecKD group, control group) for each of `gated` and each control run for it, in CONTROLS order."""
-    controls = [control_groups(section, g) for g in gated]
-    return [(g, c[gate]) for g, c in zip(gated, controls, strict=True) for gate, _ in CONTROLS if gate in c]
+    return [(g, controls[id(g)][gate]) for g in gated for gate, _ in CONTROLS if gate in controls[id(g)]]

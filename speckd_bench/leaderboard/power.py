@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from speckd_bench.leaderboard.gate_controls import control_pairs, gated_groups
+from speckd_bench.leaderboard.gate_controls import control_pairs, controls_by_group, gated_groups
 from speckd_bench.leaderboard.sections import Group, Section, pick_baseline, seed_values
 from speckd_bench.leaderboard.stats import ALPHA
 
@@ -109,7 +109,8 @@ def baseline_pairs(section: Section, baseline: str) -> list[tuple[Group, Group]]
 
 def gate_pairs(section: Section, method: str) -> list[tuple[Group, Group]]:
     """(SpecKD group, control group) for each rule of `method` and each control gate run for it."""
-    return control_pairs(section, gated_groups(section, method))
+    gated = gated_groups(section, method)
+    return control_pairs(gated, controls_by_group(section, gated))
 
 
 def format_power(rows: list[PowerRow], metric: str, effect: float, target: float) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from speckd_bench.api.metrics import Better, better
 from speckd_bench.formatting import md_escape
-from speckd_bench.leaderboard.gate_controls import CONTROLS, control_groups, control_pairs, gated_groups
+from speckd_bench.leaderboard.gate_controls import CONTROLS, control_pairs, controls_by_group, gated_groups
 from speckd_bench.leaderboard.runs import is_finite
 from speckd_bench.leaderboard.sections import Group, Section
 from speckd_bench.leaderboard.stats import ALPHA, MIN_SEEDS_SIGNIFICANT, SeedComparison, compare_family
@@ -146,8 +146,8 @@ def gate_question(section: Section, method: str) -> list[str]:
     gated = gated_groups(section, method)
     if not gated:
         return [f"The gate question: no {md_escape(method)} runs with its own gate yet."]
-    controls = {id(g): control_groups(section, g) for g in gated}
-    pairs = control_pairs(section, gated)
+    controls = controls_by_group(section, gated)
+    pairs = control_pairs(gated, controls)
     found = {(id(a), id(b)): cmp for (a, b), cmp in zip(pairs, compare(pairs, metric), strict=True)}
     base = next((g for g in section.groups if g.row.is_baseline), None)
     lines = []
@@ -168,8 +168,8 @@ def gate_stability(section: Section, method: str) -> list[str]:
     not tested: a handful of seeds gives a variance comparison little power)."""
     metric, gated = section.metrics[0], gated_groups(section, method)
     base = next((g for g in section.groups if g.row.is_baseline), None)
-    controls = {id(g): control_groups(section, g) for g in gated}
-    pairs = [(g, base) for g in gated if base is not None] + control_pairs(section, gated)
+    controls = controls_by_group(section, gated)
+    pairs = [(g, base) for g in gated if base is not None] + control_pairs(gated, controls)
     found = {
         (id(a), id(b)): cmp for (a, b), cmp in zip(pairs, _compare(pairs, _seed_grad_norm_cv), strict=True)
     }
