@@ -26,7 +26,7 @@ demo: install
 # reference experiment, seed by seed, on one torch thread per run, two runs at a time) into results/: runs
 # whose complete record is already there are skipped, interrupted ones resumed, failed ones retried
 # (docs/sweeps.md); then it renders. `make leaderboard-report` renders the sweep's existing records only.
-# Until that grid is complete, results/README.md is the first leaderboard:
+# The first leaderboard (16 KD steps) renders over it with
 # `make leaderboard-report LEADERBOARD_SWEEP=sweeps/reference-16steps.yaml`.
 LEADERBOARD_DIR ?= results
 LEADERBOARD_SWEEP ?= sweeps/reference.yaml

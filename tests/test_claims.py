@@ -14,6 +14,7 @@ from speckd_bench.leaderboard.selection import select_sections
 from speckd_bench.publish.claims import (
     findings,
     gate_question,
+    gate_question_elsewhere,
     gate_stability,
     metric_ranking,
     ordering,
@@ -136,6 +137,47 @@ def test_a_control_at_another_acceptance_rate_does_not_count(tmp_path):
     assert "against a random gate (" not in line
     assert line.endswith(
         "Not run yet at the same acceptance rate: a random gate and a teacher-confidence gate."
+    )
+
+
+TOP1_OFFSETS = {"fkl": (0.0, 0.0, 0.0), "speckd": (-0.3, -0.35, -0.25), "random": (-0.2, -0.42, -0.22),
+                "confidence": (-0.1, -0.25, -0.1)}  # fmt: skip
+"""tf_top1 of each arm minus fkl's (40 + seed / 10), per seed: the gate loses top-1 where it wins tf_tvd."""
+
+
+def _top1(arm: str, seed: int) -> float:
+    return 40.0 + seed / 10 + TOP1_OFFSETS[arm][seed - 1]
+
+
+def test_the_gate_question_is_asked_again_on_the_other_fidelity_metrics(tmp_path):
+    for seed in SEEDS:
+        for arm in TOP1_OFFSETS:
+            method, control = ("fkl", None) if arm == "fkl" else ("speckd", None if arm == "speckd" else arm)
+            value, top1 = _tvd(method, seed, control), _top1(arm, seed)
+            settings = {"method.gate": control, "method.gate_match": True} if control else {}
+            fidelity = {"tf_tvd": [value] * 4, "tf_top1": [top1 - 1, top1 + 1, top1, top1]}
+            write_run(tmp_path, method=method, seed=seed, scores={10: [10.0] * 4}, losses=[1.0],
+                      fidelity=fidelity, settings=settings)  # fmt: skip
+    (section,) = select_sections(tmp_path, baseline="fkl", metrics=["tf_tvd", "tf_top1", "rougeL"])
+    line, sides = gate_question_elsewhere(section, "speckd")
+    assert line.startswith(
+        "On tf\\_top1 (higher is better): The SpecKD gate (speckd (gate=speckd, gate\\_match=False)) "
+        "changes tf\\_top1 by "
+    )
+    top1 = {arm: np.array([_top1(arm, s) for s in SEEDS]) for arm in TOP1_OFFSETS}
+    controls = {"random": "a random gate", "confidence": "a teacher-confidence gate"}
+    p = [stats.ttest_rel(top1["speckd"], top1[arm]).pvalue for arm in controls]
+    holm = dict(zip(controls, multipletests(p, method="holm")[1], strict=True))
+    for arm, name in controls.items():
+        _check(_parsed(line, name), top1["speckd"], top1[arm], holm[arm])
+    assert _parsed(line, "fkl")["d"] == pytest.approx(-0.3, abs=6e-4)
+    text = "\n".join(findings([section], "speckd"))
+    assert "**The same question on the other fidelity metrics** (" in text and line in text
+    assert "On tf\\_tvd" not in text and "On rougeL" not in text
+    # against fkl: tf_tvd -0.010 (Holm p 0.11 over the three gates), tf_top1 -0.30 (Holm p 0.027)
+    assert sides == (
+        "Against fkl, the SpecKD gate (speckd (gate=speckd, gate\\_match=False)) is better on tf\\_tvd "
+        "(not significant) and worse on tf\\_top1."
     )
 
 

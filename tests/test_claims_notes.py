@@ -46,11 +46,9 @@ def _makefile_metrics() -> list[str]:
 
 @pytest.mark.slow
 def test_the_committed_readme_holds_the_findings_its_records_give_now():
-    # the reference experiment's grid once it is complete (the Makefile's leaderboard-report), until then
-    # the first leaderboard's
+    # the reference experiment's grid, complete (the Makefile's leaderboard-report)
     run_ids, not_done = done_run_ids(ROOT / "sweeps" / "reference.yaml", RESULTS)
-    if not_done:
-        run_ids, _ = done_run_ids(ROOT / "sweeps" / "reference-16steps.yaml", RESULTS)
+    assert not not_done, f"the reference grid lacks runs: {not_done}"
     sections = select_sections(RESULTS, baseline="fkl", metrics=_makefile_metrics(), run_ids=run_ids)
     generated = "\n".join(findings(sections, "speckd"))
     assert generated in (RESULTS / "README.md").read_text(encoding="utf-8")

@@ -4,8 +4,9 @@ t-interval over training seeds, Holm across the comparisons of one family), neve
 
 Per section: the metric judged, each method against the baseline, the gate question (SpecKD's gate
 against the baseline and against random and teacher-confidence control gates at the same acceptance
-rate), the training stability (each method's, then SpecKD's gradient-norm variation against the baseline
-and the same controls), and whether the published ordering holds.
+rate, on the judged metric and again on the other fidelity metrics), the training stability (each
+method's, then SpecKD's gradient-norm variation against the baseline and the same controls), and whether
+the published ordering holds.
 """
 
 from __future__ import annotations
@@ -138,11 +139,11 @@ def _gate_parts(
     return parts, missing, empty
 
 
-def gate_question(section: Section, method: str) -> list[str]:
-    """Per SpecKD group (each rule variant): its difference to the baseline, to a random gate and to a
-    teacher-confidence gate at the same acceptance rate (one Holm family over the control comparisons);
-    'not run yet' for a missing control."""
-    metric = section.metrics[0]
+def gate_question(section: Section, method: str, metric: str | None = None) -> list[str]:
+    """Per SpecKD group (each rule variant): its difference on `metric` (the judged one by default) to
+    the baseline, to a random gate and to a teacher-confidence gate at the same acceptance rate (one Holm
+    family over the control comparisons); 'not run yet' for a missing control."""
+    metric = metric or section.metrics[0]
     gated = gated_groups(section, method)
     if not gated:
         return [f"The gate question: no {md_escape(method)} runs with its own gate yet."]
@@ -159,6 +160,43 @@ def gate_question(section: Section, method: str) -> list[str]:
         subject = f"The SpecKD gate ({md_escape(g.label)}{rate})"
         lines.append(_changes(subject, md_escape(metric), parts, missing, empty))
     return lines
+
+
+def fidelity_metrics(section: Section) -> list[str]:
+    """The shown teacher-forced fidelity metrics pooled over tokens (not their per-prompt means)."""
+    return [m for m in section.metrics if m.startswith("tf_") and not m.endswith("_prompt")]
+
+
+def gate_question_elsewhere(section: Section, method: str) -> list[str]:
+    """The gate question asked again on each other fidelity metric, so an answer that holds on the judged
+    metric only is seen as such; then, per SpecKD group, the fidelity metrics on which it is better and
+    worse than the baseline."""
+    gated = gated_groups(section, method)
+    base = next((g for g in section.groups if g.row.is_baseline), None)
+    others = [m for m in fidelity_metrics(section) if m != section.metrics[0]]
+    if not gated or not others:
+        return []
+    lines = [
+        f"On {md_escape(m)} ({better(m).value} is better): " + " ".join(gate_question(section, method, m))
+        for m in others
+    ]
+    return lines + [_sides(section, g, base.label) for g in gated] if base else lines
+
+
+def _sides(section: Section, gated: Group, base: str) -> str:
+    """'Against fkl, the SpecKD gate (...) is better on tf_tvd, tf_rkl and worse on tf_fkl (not
+    significant).': each fidelity metric by the direction of its difference, with its verdict."""
+    sides: dict[str, list[str]] = {"better": [], "worse": []}
+    for metric in fidelity_metrics(section):
+        cmp = gated.row.delta.get(metric)
+        if cmp is None or cmp.diff == 0:
+            continue
+        side = "better" if (cmp.diff < 0) == (better(metric) is Better.LOWER) else "worse"
+        sides[side].append(md_escape(metric) + ("" if cmp.significant else " (not significant)"))
+    said = " and ".join(f"{side} on {', '.join(names)}" for side, names in sides.items() if names)
+    return (
+        f"Against {md_escape(base)}, the SpecKD gate ({md_escape(gated.label)}) is {said or 'not compared'}."
+    )
 
 
 def gate_stability(section: Section, method: str) -> list[str]:
@@ -302,7 +340,7 @@ def metric_ranking(section: Section) -> list[str]:
             "sft) run."
         ]
     lines = []
-    for metric in (m for m in section.metrics if m.startswith("tf_") and not m.endswith("_prompt")):
+    for metric in fidelity_metrics(section):
         means = {g.method: g.row.metrics[metric].mean for g in groups if metric in g.row.metrics}
         ranked = sorted(
             ((m, v) for m, v in means.items() if is_finite(v)),
@@ -333,6 +371,13 @@ def findings(sections: Sequence[Section], method: str) -> list[str]:
         lines += [f"### {md_escape(s.eval_set)}", "", judged_metric(s), ""]
         lines += [f"- {line}" for line in against_baseline(s)] + [""]
         lines += ["**The gate question.** " + " ".join(gate_question(s, method)), ""]
+        if elsewhere := gate_question_elsewhere(s, method):
+            lines += [
+                "**The same question on the other fidelity metrics** (the same comparisons, Holm within "
+                "each metric; the judged metric was fixed before the runs, these say whether its answer "
+                "depends on it). " + " ".join(elsewhere),
+                "",
+            ]
         lines += ["**Stability.** " + " ".join([*stability(s), *gate_stability(s, method)]), ""]
         lines += ["**Published ordering.** " + " ".join(ordering(s)), ""]
         lines += [
