@@ -8,6 +8,7 @@ from importlib import metadata
 
 import accelerate.tracking
 import pytest
+import shellingham
 import torch
 from typer.testing import CliRunner
 
@@ -53,7 +54,10 @@ def test_gpu_smoke_help_is_its_own_parsers():
 
 
 def test_completion_script_and_completion_of_choices(monkeypatch, capsys):
-    code, out, _ = cli(monkeypatch, capsys, "--show-completion", "bash")
+    # typer shows the script for the shell it detects from the parent processes (a bare `sh` under make
+    # or a scheduler has none): pin it, so the test does not depend on what launched pytest
+    monkeypatch.setattr(shellingham, "detect_shell", lambda: ("bash", "/bin/bash"))
+    code, out, _ = cli(monkeypatch, capsys, "--show-completion")
     assert code == 0 and "_SPECKD_BENCH_COMPLETE=complete_bash" in out
     monkeypatch.setenv("_SPECKD_BENCH_COMPLETE", "complete_bash")
     monkeypatch.setenv("COMP_WORDS", "speckd-bench bench kd-step --device c")
