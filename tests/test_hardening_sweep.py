@@ -1,6 +1,7 @@
 """A sweep stopped by SIGTERM to its pid alone (what a supervisor or `docker stop` sends) passes the stop on
 to the run it started: the run checkpoints and records 'interrupted', the sweep prints its per-run line and
-totals and exits 130, and the next `sweep run` resumes the run."""
+totals and exits 130, and the next `sweep run` resumes the run, also when the sweep was started in the
+background (SIGINT ignored, as a script's `&` leaves it)."""
 
 import json
 import os
@@ -48,7 +49,15 @@ def test_sigterm_to_the_sweep_alone_interrupts_its_run_and_reports(tmp_path, dat
         "--results-dir",
         str(results),
     ]
-    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # started as `cmd &` in a script starts it: with SIGINT ignored, which its runs would inherit
+    sweep = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     deadline = time.monotonic() + 300
     while not _training(results):
         assert sweep.poll() is None and time.monotonic() < deadline, "the run did not start training"

@@ -196,8 +196,9 @@ class PointJob:
 
 
 def deliver_sigint() -> None:
-    """Let the runs receive Ctrl-C (a requeue's checkpoint sends it): a process started in the background
-    inherits SIGINT ignored, and so would its children."""
+    """Let the runs receive Ctrl-C (the sweep's stop and a requeue's checkpoint send it): a process started
+    in the background (`&` in a script, nohup) inherits SIGINT ignored, and so would its children, which
+    would then train on through a stop. Only the main thread can set it."""
     in_main = threading.current_thread() is threading.main_thread()
     if in_main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -254,6 +255,7 @@ def run_local(
     jobs: list[PointJob], warm: set[str], workers: int, report: Callable[[Outcome], None]
 ) -> list[Outcome]:
     """Worker threads, each running one `speckd-bench run` subprocess at a time with its own env."""
+    deliver_sigint()  # here, in the main thread: the workers' threads cannot set a signal handler
     envs: queue.Queue[dict[str, str]] = queue.Queue()
     for env in worker_envs(workers, jobs[0].num_processes):
         envs.put(env)
