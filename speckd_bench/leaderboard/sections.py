@@ -120,6 +120,11 @@ class Section:
         """Reference rows first, then the method rows."""
         return [*self.references, *self.methods]
 
+    @property
+    def baseline_group(self) -> Group | None:
+        """The group every method is compared with, if the section has one."""
+        return next((g for g in self.groups if g.row.is_baseline), None)
+
 
 def is_protocol(key: str) -> bool:
     return key in _PROTOCOL_KEYS or key.startswith(_PROTOCOL_SECTIONS)

@@ -97,7 +97,7 @@ def judged_metric(section: Section) -> str:
 def against_baseline(section: Section) -> list[str]:
     """One sentence per method group compared with the section's baseline."""
     metric = section.metrics[0]
-    base = next((g for g in section.groups if g.row.is_baseline), None)
+    base = section.baseline_group
     if base is None:
         return [f"No {md_escape(section.baseline or 'baseline')} runs here: no method is compared with one."]
     return [
@@ -150,7 +150,7 @@ def gate_question(section: Section, method: str, metric: str | None = None) -> l
     controls = controls_by_group(section, gated)
     pairs = control_pairs(gated, controls)
     found = {(id(a), id(b)): cmp for (a, b), cmp in zip(pairs, compare(pairs, metric), strict=True)}
-    base = next((g for g in section.groups if g.row.is_baseline), None)
+    base = section.baseline_group
     lines = []
     for g in gated:
         cmp = g.row.delta.get(metric)
@@ -172,7 +172,7 @@ def gate_question_elsewhere(section: Section, method: str) -> list[str]:
     metric only is seen as such; then, per SpecKD group, the fidelity metrics on which it is better and
     worse than the baseline."""
     gated = gated_groups(section, method)
-    base = next((g for g in section.groups if g.row.is_baseline), None)
+    base = section.baseline_group
     others = [m for m in fidelity_metrics(section) if m != section.metrics[0]]
     if not gated or not others:
         return []
@@ -205,7 +205,7 @@ def gate_stability(section: Section, method: str) -> list[str]:
     over all these comparisons), then its seed std of the judged metric beside the baseline's (stated,
     not tested: a handful of seeds gives a variance comparison little power)."""
     metric, gated = section.metrics[0], gated_groups(section, method)
-    base = next((g for g in section.groups if g.row.is_baseline), None)
+    base = section.baseline_group
     controls = controls_by_group(section, gated)
     pairs = [(g, base) for g in gated if base is not None] + control_pairs(gated, controls)
     found = {

@@ -137,7 +137,7 @@ def significance(sections: list[Section], method: str, baseline: str) -> list[st
     """One sentence per section that holds both `method` and `baseline`."""
     lines = []
     for s in sections:
-        base = next((g for g in s.groups if g.row.is_baseline), None)
+        base = s.baseline_group
         if base is None or base.method != baseline:
             continue
         lines += [_verdict(s, g, base, s.metrics[0]) for g in s.groups if g.method == method]
